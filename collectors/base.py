@@ -1,0 +1,36 @@
+"""What every per-process collector shares: the target and the failure it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from collectors.dump import DumpWriter
+
+
+@dataclass
+class Target:
+    """One live process being captured; `state` is refreshed before each round."""
+
+    pid: int
+    state: str | None = None
+    gone: bool = False
+    pauses: list[float] = field(default_factory=list)
+
+
+class CollectorFailure(Exception):
+    """A collector could not do its work; `kind` lets the CLI pick the exit code."""
+
+    def __init__(self, reason: str, kind: str = "error", files: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind  # error | permission | not-python | gone | tool-missing | timeout
+        self.files = files or []
+
+
+class ProcessCollector(Protocol):
+    """Reads one process in one round and writes raw files into the dump."""
+
+    name: str
+
+    def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]: ...

@@ -1,0 +1,45 @@
+"""Find the TensorFlow ps and worker processes on this host, so nobody collects pids."""
+
+from __future__ import annotations
+
+import os
+
+from collectors import procfs
+
+ROLE_FLAGS = ("--job_name", "--ps_hosts", "--worker_hosts", "--task_index")
+
+
+def _is_candidate(pid: int) -> bool:
+    try:
+        cmdline = procfs.read_cmdline(pid)
+    except OSError:
+        return False
+    if not cmdline or not any("python" in os.path.basename(part) for part in cmdline[:2]):
+        return False
+    if any(arg.startswith(ROLE_FLAGS) for arg in cmdline):
+        return True
+    env, _ = procfs.read_env(pid)
+    if "TF_CONFIG" in env:
+        return True
+    # A Python process with TensorFlow loaded that listens on a port runs a server.
+    if not procfs.loads_tensorflow(pid):
+        return False
+    try:
+        _, sockets = procfs.read_fds(pid, stat_files=False)
+    except OSError:
+        return False
+    return bool(procfs.listening_ports(sockets))
+
+
+def discover() -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in procfs.PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid == me:
+            continue
+        if _is_candidate(pid):
+            found.append(pid)
+    return sorted(found)

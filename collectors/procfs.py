@@ -1,0 +1,336 @@
+"""Read what the kernel knows about a process: no attaching, nothing written.
+
+Everything here is a read of /proc. Reads that could reach a hung filesystem (the size of
+an open file on a stuck NFS or FUSE mount) are made by the caller under a time bound.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+PROC = Path("/proc")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Only these environment variables are kept: the environment holds secrets.
+ENV_ALLOWLIST_PREFIXES = ("TF_", "GRPC_", "CUDA_VISIBLE_DEVICES", "PYTHON", "KUBERNETES_POD_NAME")
+ENV_DENY_SUBSTRINGS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL")
+
+TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+def exists(pid: int) -> bool:
+    return (PROC / str(pid)).exists()
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def parse_stat(text: str) -> dict[str, Any]:
+    """Parse /proc/PID/stat or /proc/PID/task/TID/stat (comm may hold spaces and parens)."""
+    open_paren = text.index("(")
+    close_paren = text.rindex(")")
+    comm = text[open_paren + 1 : close_paren]
+    rest = text[close_paren + 2 :].split()
+    # rest[0] is field 3 (state); field N is rest[N - 3].
+    return {
+        "comm": comm,
+        "state": rest[0],
+        "ppid": int(rest[1]),
+        "pgid": int(rest[2]),
+        "utime": int(rest[11]),
+        "stime": int(rest[12]),
+        "num_threads": int(rest[17]),
+        "starttime": int(rest[19]),
+    }
+
+
+def read_state(pid: int) -> str | None:
+    """The process state letter (R, S, D, T, t, Z, ...), or None when it is gone."""
+    try:
+        return parse_stat(_read_text(PROC / str(pid) / "stat"))["state"]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def read_cmdline(pid: int) -> list[str]:
+    raw = (PROC / str(pid) / "cmdline").read_bytes()
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def read_env(pid: int) -> tuple[dict[str, str], str]:
+    """The allow-listed environment, and an error text when it could not be read."""
+    try:
+        raw = (PROC / str(pid) / "environ").read_bytes()
+    except PermissionError:
+        return {}, "permission denied reading environ"
+    except OSError as exc:
+        return {}, str(exc)
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.decode(errors="replace").partition("=")
+        if not sep or not key.startswith(ENV_ALLOWLIST_PREFIXES):
+            continue
+        if any(word in key.upper() for word in ENV_DENY_SUBSTRINGS):
+            continue
+        env[key] = value
+    return env, ""
+
+
+def is_readable(pid: int) -> bool:
+    """Whether we may read the memory map: the ptrace read check py-spy needs too."""
+    try:
+        with open(PROC / str(pid) / "maps", "rb") as handle:
+            handle.read(1)
+        return True
+    except PermissionError:
+        return False
+
+
+def looks_like_python(pid: int) -> bool | None:
+    """True/False from the memory map; None when the map cannot be read."""
+    try:
+        maps = _read_text(PROC / str(pid) / "maps")
+    except PermissionError:
+        return None
+    if "python" in maps.lower():
+        return True
+    try:
+        exe = os.readlink(PROC / str(pid) / "exe")
+    except OSError:
+        exe = ""
+    return "python" in os.path.basename(exe).lower()
+
+
+def loads_tensorflow(pid: int) -> bool:
+    try:
+        maps = _read_text(PROC / str(pid) / "maps")
+    except OSError:
+        return False
+    return "libtensorflow_framework" in maps or "_pywrap_tensorflow" in maps
+
+
+def read_threads(pid: int) -> list[dict[str, Any]]:
+    threads = []
+    task_dir = PROC / str(pid) / "task"
+    for entry in sorted(task_dir.iterdir(), key=lambda p: int(p.name)):
+        try:
+            stat = parse_stat(_read_text(entry / "stat"))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # the thread ended between listing and reading
+        try:
+            wchan = _read_text(entry / "wchan").strip()
+        except OSError:
+            wchan = ""
+        threads.append(
+            {
+                "tid": int(entry.name),
+                "name": stat["comm"],
+                "state": stat["state"],
+                "wchan": wchan if wchan != "0" else "",
+                "utime": stat["utime"],
+                "stime": stat["stime"],
+            }
+        )
+    return threads
+
+
+def read_io(pid: int) -> dict[str, int]:
+    try:
+        text = _read_text(PROC / str(pid) / "io")
+    except OSError:
+        return {}
+    result = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().isdigit():
+            result[key.strip()] = int(value)
+    return result
+
+
+def _decode_addr(hex_addr: str) -> str:
+    ip_hex, port_hex = hex_addr.split(":")
+    port = int(port_hex, 16)
+    raw = bytes.fromhex(ip_hex)
+    if len(raw) == 4:
+        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    else:
+        # Four little-endian 32-bit words.
+        words = struct.unpack("<4I", raw)
+        packed = struct.pack(">4I", *words)
+        ip = socket.inet_ntop(socket.AF_INET6, packed)
+        if ip.startswith("::ffff:") and "." in ip:
+            ip = ip[len("::ffff:") :]
+    return f"{ip}:{port}"
+
+
+def read_net_table(pid: int) -> dict[int, dict[str, Any]]:
+    """Socket inode -> TCP entry, from the process's own network namespace."""
+    table: dict[int, dict[str, Any]] = {}
+    for proto in ("tcp", "tcp6"):
+        try:
+            lines = _read_text(PROC / str(pid) / "net" / proto).splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            tx_hex, rx_hex = fields[4].split(":")
+            table[int(fields[9])] = {
+                "proto": proto,
+                "local": _decode_addr(fields[1]),
+                "remote": _decode_addr(fields[2]),
+                "tcp_state": TCP_STATES.get(fields[3], fields[3]),
+                "tx_queue": int(tx_hex, 16),
+                "rx_queue": int(rx_hex, 16),
+            }
+    return table
+
+
+def read_fds(pid: int, stat_files: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Open files (with sizes) and TCP sockets of a process.
+
+    For a listening socket rx_queue is the accept backlog; for a connection it is the
+    bytes the process has not read: both say a process stopped answering.
+    """
+    fd_dir = PROC / str(pid) / "fd"
+    files: list[dict[str, Any]] = []
+    sockets: list[dict[str, Any]] = []
+    net: dict[int, dict[str, Any]] | None = None
+    for entry in fd_dir.iterdir():
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        fd = int(entry.name)
+        if target.startswith("socket:["):
+            if net is None:
+                net = read_net_table(pid)
+            inode = int(target[len("socket:[") : -1])
+            if inode in net:
+                sockets.append({"fd": fd, "inode": inode, **net[inode]})
+            continue
+        if not target.startswith("/"):
+            continue  # pipes, anon inodes
+        record: dict[str, Any] = {"fd": fd, "path": target, "size": None, "pos": None, "flags": None}
+        try:
+            for line in _read_text(PROC / str(pid) / "fdinfo" / entry.name).splitlines():
+                key, _, value = line.partition(":")
+                if key == "pos":
+                    record["pos"] = int(value)
+                elif key == "flags":
+                    record["flags"] = value.strip()
+        except OSError:
+            pass
+        if stat_files and not target.startswith(("/dev/", "/proc/", "/sys/")):
+            try:
+                st = os.stat(entry)
+                if os.path.isfile(entry):
+                    record["size"] = st.st_size
+                    record["mtime"] = st.st_mtime
+            except OSError:
+                pass
+        files.append(record)
+    files.sort(key=lambda r: r["fd"])
+    sockets.sort(key=lambda r: r["fd"])
+    return files, sockets
+
+
+def read_process_info(pid: int) -> dict[str, Any]:
+    """Facts that do not change while the process lives: identity and role inputs."""
+    base = PROC / str(pid)
+    stat = parse_stat(_read_text(base / "stat"))
+    env, env_error = read_env(pid)
+    try:
+        exe = os.readlink(base / "exe")
+    except OSError:
+        exe = ""
+    try:
+        cwd = os.readlink(base / "cwd")
+    except OSError:
+        cwd = ""
+    status = _read_text(base / "status")
+    uid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), -1)
+    return {
+        "pid": pid,
+        "ppid": stat["ppid"],
+        "pgid": stat["pgid"],
+        "comm": stat["comm"],
+        "exe": exe,
+        "cwd": cwd,
+        "cmdline": read_cmdline(pid),
+        "uid": uid,
+        "starttime_ticks": stat["starttime"],
+        "env": env,
+        "env_error": env_error,
+        "python": looks_like_python(pid),
+        "tensorflow": loads_tensorflow(pid),
+        "clk_tck": CLK_TCK,
+    }
+
+
+def read_round(pid: int, stat_files: bool = True) -> dict[str, Any]:
+    """What changes from round to round: states, CPU, I/O, open files, sockets."""
+    base = PROC / str(pid)
+    taken_at = time.time()
+    stat = parse_stat(_read_text(base / "stat"))
+    threads = read_threads(pid)
+    try:
+        files, sockets = read_fds(pid, stat_files=stat_files)
+        fds_error = ""
+    except PermissionError:
+        files, sockets, fds_error = [], [], "permission denied reading /proc/PID/fd"
+    return {
+        "pid": pid,
+        "time": taken_at,
+        "state": stat["state"],
+        "utime": stat["utime"],
+        "stime": stat["stime"],
+        "num_threads": stat["num_threads"],
+        "clk_tck": CLK_TCK,
+        "threads": threads,
+        "io": read_io(pid),
+        "files": files,
+        "sockets": sockets,
+        "fds_error": fds_error,
+    }
+
+
+def listening_ports(sockets: list[dict[str, Any]]) -> list[int]:
+    return sorted({int(s["local"].rsplit(":", 1)[1]) for s in sockets if s["tcp_state"] == "LISTEN"})
+
+
+class ProcfsCollector:
+    """Per-round process and thread states, CPU, I/O, open files and sockets."""
+
+    name = "procfs"
+
+    def collect(self, target: Any, round_index: int, out: Any) -> list[str]:
+        from collectors.base import CollectorFailure
+        from collectors.dump import round_dir
+
+        try:
+            data = read_round(target.pid)
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise CollectorFailure("the process exited", kind="gone") from exc
+        except PermissionError as exc:
+            raise CollectorFailure(f"permission denied: {exc}", kind="permission") from exc
+        return [out.write_json(f"{round_dir(target.pid, round_index)}/procfs.json", data)]

@@ -1,0 +1,96 @@
+"""Stack collectors: py-spy (Python threads), pystack or gdb (every native thread).
+
+Raw tool output is kept as it came; the loader parses it. A stopped target is read with
+py-spy's --nonblocking (py-spy cannot suspend it and fails otherwise), and every attach is
+bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+
+from collectors.base import CollectorFailure, Target
+from collectors.dump import DumpWriter, round_dir
+from collectors.tools import classify_failure, find_tool, run_bounded
+
+PYSPY_TIMEOUT = 15.0
+PYSPY_NATIVE_TIMEOUT = 60.0
+PYSTACK_TIMEOUT = 60.0
+GDB_TIMEOUT = 90.0
+
+
+def _stopped(state: str | None) -> bool:
+    return state in ("T", "t")
+
+
+class PySpyCollector:
+    name = "pyspy"
+
+    def __init__(self, native: bool = False, nonblocking: bool = False) -> None:
+        self.native = native
+        self.nonblocking = nonblocking
+        self.binary = find_tool("py-spy")
+
+    def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
+        if self.binary is None:
+            raise CollectorFailure("py-spy is not installed", kind="tool-missing")
+        argv = [self.binary, "dump", "--json", "--pid", str(target.pid)]
+        if self.nonblocking or _stopped(target.state):
+            argv.append("--nonblocking")
+        if self.native:
+            argv.append("--native")
+        run = run_bounded(argv, PYSPY_NATIVE_TIMEOUT if self.native else PYSPY_TIMEOUT)
+        base = round_dir(target.pid, round_index)
+        files = [out.write_bytes(f"{base}/pyspy.json", run.stdout)]
+        if run.stderr.strip():
+            files.append(out.write_bytes(f"{base}/pyspy.stderr.txt", run.stderr))
+        target.pauses.append(0.0 if "--nonblocking" in argv else run.seconds)
+        if run.timed_out:
+            raise CollectorFailure(f"py-spy timed out after {run.seconds:.0f}s", files=files)
+        try:
+            traces = json.loads(run.stdout or b"null")
+        except json.JSONDecodeError:
+            traces = None
+        if not isinstance(traces, list):
+            message = run.stderr.decode(errors="replace").strip().splitlines()
+            first = next((line for line in message if line.strip()), "no output")
+            cause = next((line.strip() for line in message if line.strip().startswith("0:")), "")
+            reason = f"py-spy: {first} {cause}".strip()
+            raise CollectorFailure(reason, kind=classify_failure(" ".join(message)), files=files)
+        return files
+
+
+class NativeAllThreadsCollector:
+    """Every thread's native frames (gRPC, Eigen pools), merged with Python frames."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        self.pystack = find_tool("pystack")
+        self.gdb = find_tool("gdb")
+
+    def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
+        base = round_dir(target.pid, round_index)
+        failures = []
+        if self.pystack is not None:
+            run = run_bounded(
+                [self.pystack, "remote", str(target.pid), "--native-all", "--no-color"],
+                PYSTACK_TIMEOUT,
+            )
+            if not run.timed_out and run.returncode == 0 and run.stdout.strip():
+                return [out.write_bytes(f"{base}/native.pystack.txt", run.stdout)]
+            text = (run.stderr or run.stdout).decode(errors="replace").strip()
+            failures.append(f"pystack: {'timed out' if run.timed_out else text[:300]}")
+        if self.gdb is not None:
+            # gdb resumes a stopped process on detach unless told otherwise: the capture
+            # loop re-stops a target that was stopped (see capture.restore_stopped).
+            run = run_bounded(
+                [self.gdb, "-p", str(target.pid), "-batch", "-nx", "-ex", "thread apply all bt"],
+                GDB_TIMEOUT,
+            )
+            if not run.timed_out and b"Thread " in run.stdout:
+                return [out.write_bytes(f"{base}/native.gdb.txt", run.stdout)]
+            failures.append(f"gdb: {'timed out' if run.timed_out else 'no threads printed'}")
+        if not failures:
+            raise CollectorFailure("neither pystack nor gdb is installed", kind="tool-missing")
+        raise CollectorFailure("; ".join(failures), kind=classify_failure(" ".join(failures)))

@@ -1,0 +1,99 @@
+"""A short trace from the profiler service every tf.distribute.Server exposes.
+
+TensorFlow is imported only in a child process (`python -m collectors.tf_profiler`) that
+the capture bounds in time: against a frozen server the client would retry for a minute.
+The server itself writes the XSpace under the log directory we name (ours, in the dump).
+The child converts it to a flat event table so the analyzer never needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from collectors.tools import run_bounded
+
+TRACE_TIMEOUT_SLACK = 20.0
+CONNECT_TIMEOUT = 2.0
+
+
+def probe(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
+    """'' if a TCP connect succeeds, else why not (refused, timed out...)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return ""
+    except (OSError, ValueError) as exc:
+        return f"cannot connect to {address}: {exc}"
+
+
+def run_trace(address: str, out_dir: Path, duration_ms: int) -> tuple[bool, str, float]:
+    """Trace in a bounded child process; returns (ok, reason, seconds)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "collectors.tf_profiler", address, str(out_dir), str(duration_ms)]
+    run = run_bounded(argv, duration_ms / 1000 + TRACE_TIMEOUT_SLACK)
+    (out_dir / "trace.log").write_bytes(run.stdout + run.stderr)
+    if run.timed_out:
+        return False, (
+            f"the profiler service at {address} did not answer within {run.seconds:.0f}s "
+            "(a stopped or overloaded server does not answer)"
+        ), run.seconds
+    if run.returncode != 0:
+        lines = [ln for ln in run.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        detail = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "")
+        return False, f"trace of {address} failed: {detail[:300]}", run.seconds
+    return True, "", run.seconds
+
+
+def xspace_events(xspace: Any) -> list[dict[str, Any]]:
+    events = []
+    for plane in xspace.planes:
+        metadata = {key: value.name for key, value in plane.event_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                name = metadata.get(event.metadata_id, "")
+                node, _, op = name.partition(":")
+                events.append({
+                    "plane": plane.name,
+                    "line": line.name,
+                    "name": name,
+                    "node": node if op else "",
+                    "op": op,
+                    "start_ns": line.timestamp_ns + event.offset_ps // 1000,
+                    "duration_ns": event.duration_ps // 1000,
+                })
+    return events
+
+
+def _main(argv: list[str]) -> int:
+    address, out_dir, duration_ms = argv[0], Path(argv[1]), int(argv[2])
+    import tensorflow as tf  # noqa: PLC0415 - lazily, in this child only
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    logdir = out_dir / "logdir"
+    started = time.time()
+    tf.profiler.experimental.client.trace(
+        f"grpc://{address}", str(logdir), duration_ms, num_tracing_attempts=1
+    )
+    planes = sorted(logdir.glob("plugins/profile/*/*.xplane.pb"))
+    if not planes:
+        print(f"no xplane.pb written under {logdir}", file=sys.stderr)
+        return 3
+    xspace = xplane_pb2.XSpace()
+    xspace.ParseFromString(planes[-1].read_bytes())
+    events = xspace_events(xspace)
+    planes[-1].replace(out_dir / "xplane.pb")
+    shutil.rmtree(logdir, ignore_errors=True)
+    (out_dir / "events.json").write_text(json.dumps(
+        {"address": address, "traced_at": started, "duration_ms": duration_ms, "events": events}
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
