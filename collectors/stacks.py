@@ -10,13 +10,28 @@ from __future__ import annotations
 import json
 
 from collectors.base import CollectorFailure, Target
-from collectors.dump import DumpWriter, round_dir
+from collectors.dump import DumpWriter, process_dir, round_dir
 from collectors.tools import classify_failure, find_tool, run_bounded
 
 PYSPY_TIMEOUT = 15.0
 PYSPY_NATIVE_TIMEOUT = 60.0
 PYSTACK_TIMEOUT = 60.0
 GDB_TIMEOUT = 90.0
+SOURCE_CONTEXT = 40  # lines kept above each frame's current line
+SOURCE_FILE_LIMIT = 4 * 1024 * 1024
+
+
+def _read_source(pid: int, filename: str) -> list[str]:
+    """A source file as the target sees it (its mount namespace), read-only and bounded."""
+    if not filename.startswith("/"):
+        return []
+    for candidate in (f"/proc/{pid}/root{filename}", filename):
+        try:
+            with open(candidate, "rb") as handle:
+                return handle.read(SOURCE_FILE_LIMIT).decode(errors="replace").splitlines()
+        except OSError:
+            continue
+    return []
 
 
 def _stopped(state: str | None) -> bool:
@@ -57,7 +72,34 @@ class PySpyCollector:
             cause = next((line.strip() for line in message if line.strip().startswith("0:")), "")
             reason = f"py-spy: {first} {cause}".strip()
             raise CollectorFailure(reason, kind=classify_failure(" ".join(message)), files=files)
+        files.append(self._write_sources(target, traces, out))
         return files
+
+    @staticmethod
+    def _write_sources(target: Target, traces: list[dict[str, object]], out: DumpWriter) -> str:
+        """Keep the source lines above each frame, read through the target's own root.
+
+        The analyzer needs them on another machine: which `with lock:` a thread waits
+        at, and which enclosing `with` blocks it holds.
+        """
+        relative = f"{process_dir(target.pid)}/sources.json"
+        path = out.path(relative)
+        sources: dict[str, dict[str, str]] = {}
+        if path.exists():
+            sources = json.loads(path.read_text())
+        for thread in traces:
+            for frame in thread.get("frames", []) or []:  # type: ignore[union-attr]
+                filename, line = frame.get("filename"), frame.get("line")
+                if not isinstance(filename, str) or not isinstance(line, int) or line <= 0:
+                    continue
+                known = sources.setdefault(filename, {})
+                if str(line) in known:
+                    continue
+                lines = _read_source(target.pid, filename)
+                for number in range(max(1, line - SOURCE_CONTEXT), line + 1):
+                    if number <= len(lines):
+                        known[str(number)] = lines[number - 1].rstrip("\n")
+        return out.write_json(relative, sources)
 
 
 class NativeAllThreadsCollector:
