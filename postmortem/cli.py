@@ -72,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.exceptions.ClickException):
             exc.show()
             return int(exc.exit_code)
-        raise
+        if os.environ.get("POSTMORTEM_DEBUG"):
+            raise
+        stderr_console().print(
+            f"postmortem: internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in postmortem. Re-run with POSTMORTEM_DEBUG=1 for the traceback "
+            "and attach it (and the dump, if you can) to a bug report.", markup=False)
+        return int(ExitCode.INTERNAL)
     return result if isinstance(result, int) else 0
 
 

@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     BAD_DUMP = 10
     UNSUPPORTED_DUMP_VERSION = 11
     PARTIAL_CAPTURE = 12
+    INTERNAL = 70
     INTERRUPTED = 130
 
 

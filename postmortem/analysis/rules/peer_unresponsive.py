@@ -1,0 +1,56 @@
+"""A thread waits in session.run (a save, most tellingly) on a peer that cannot answer.
+
+The peer is stopped, dead, stuck in the kernel, or does not accept connections. A save
+has no gRPC deadline, so the waiter blocks forever (HANGS.md: ps frozen during save).
+"""
+
+from __future__ import annotations
+
+from postmortem.analysis.facts import Facts, MemberHealth
+from postmortem.analysis.model import Evidence, Finding, HangClass
+from postmortem.analysis.rules.common import culprit, describe_wait, thread_evidence
+
+
+def _fix(role: str, job: str) -> str:
+    return (f"Bring {role} back: if it is stopped, `kill -CONT` it; if it died or hangs, restart "
+            f"it (and find out why from its log / the host's dmesg, e.g. OOM killer). So that a "
+            f"dead {job} cannot hang a save forever, give session.run a deadline "
+            f"(tf.compat.v1.ConfigProto(operation_timeout_in_ms=...) or "
+            f"RunOptions(timeout_in_ms=...)) and use MonitoredTrainingSession, which recreates "
+            f"the session after an error.")
+
+
+def _rank(health: MemberHealth, waited: set[str]) -> tuple[int, int, int]:
+    m = health.member
+    return (m.role in waited, m.job == "ps", len(health.problems))
+
+
+def evaluate(facts: Facts) -> list[Finding]:
+    waiters = [t for t in facts.threads if t.status == "stuck" and t.waits_on == "session-run"]
+    bad = [h for h in facts.health.values() if h.unresponsive]
+    if not waiters or not bad:
+        return []
+    waited = {target for _, target, _ in facts.wait_for}
+    suspect = max(bad, key=lambda h: _rank(h, waited))
+    role = suspect.member.role
+    savers = [t for t in waiters if t.in_save]
+    confidence = 0.6 + (0.25 if savers else 0.0) + (0.1 if suspect.member.job == "ps" else 0.0)
+    if not savers and suspect.member.job != "ps":
+        # A stopped replica with everyone else waiting in training: training-stalled's case.
+        confidence = 0.45
+    lead = (savers or waiters)[0]
+    waiter_role = facts.role(lead.pid)
+    evidence = [Evidence(f"{role}: {problem}", suspect.evidence_source or "manifest.json", role)
+                for problem in suspect.problems]
+    evidence += [thread_evidence(facts, t, "waiting on the cluster") for t in (savers or waiters)[:3]]
+    evidence += [Evidence(f"wait-for: {a} -> {b} ({why})", "sockets + stacks", a)
+                 for a, b, why in facts.wait_for if b == role][:4]
+    what = describe_wait(lead)
+    op = f"{what} on {waiter_role} ({lead.label}) waiting for {role}"
+    summary = (f"{waiter_role} is blocked in {what} because {role} does not answer: "
+               f"{suspect.problems[0]}.")
+    if savers:
+        summary += " The checkpoint save waits on it with no deadline, so it never returns."
+    return [Finding(HangClass.PEER_UNRESPONSIVE, min(confidence, 0.95), summary,
+                    _fix(role, suspect.member.job),
+                    culprit(facts, role, suspect.problems[0]), op, tuple(evidence))]

@@ -1,0 +1,238 @@
+"""Per-thread behaviour across rounds: stopped, busy, stuck or parked, and on what.
+
+A thread is *stuck* when its Python stack is the same in every round, it used no CPU,
+and its innermost frame waits on something (a session.run, a lock, a queue, a file); it
+is *parked* when it waits for work (a timer, a pool queue, sleep). What it waits on is
+read from the frames and from the source line it stands at (kept by the capture).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+BUSY_CPU_FRACTION = 0.05  # of one core, over the capture
+SESSION_RUN_FUNCTIONS = ("_call_tf_sessionrun", "TF_SessionRun_wrapper", "_run_fn", "_do_call")
+SESSION_CREATE_FUNCTIONS = ("_extend_graph", "TF_ExtendGraph", "_create_session",
+                            "create_session", "prepare_session", "_try_run_local_init_op")
+LOCK_LINE = re.compile(r"^\s*(?:async\s+)?with\s+(?P<with>[^:]+?)\s*:|(?P<acq>[\w.\[\]()]+)\.acquire\(")
+SLEEP_LINE = re.compile(r"\bsleep\(")
+WAIT_FUNCTIONS = ("Condition.wait", "Event.wait", "wait", "Queue.get", "get")
+JOIN_FUNCTIONS = ("Thread.join", "_wait_for_tstate_lock", "join", "Coordinator.join")
+SAVE_FILE_HINTS = ("saver.py", "checkpoint", "basic_session_run_hooks.py", "supervisor.py")
+NATIVE_IO_HINTS = ("WritableFile", "BundleWriter", "SaveV2", "::Append", "::Flush", "::Sync",
+                   "fsync", "__libc_write", "write", "pwrite")
+
+
+@dataclass(frozen=True)
+class Frame:
+    function: str
+    filename: str
+    line: int
+    code: str
+    native: bool
+
+
+@dataclass
+class ThreadView:
+    pid: int
+    tid: int
+    name: str
+    states: str  # one kernel state letter per round seen, e.g. "SSS", "DDD"
+    wchan: str
+    cpu_seconds: float
+    elapsed: float
+    rounds: int
+    same_stack: bool
+    python_stack: list[Frame] = field(default_factory=list)  # last round, innermost first
+    native_stack: list[Frame] = field(default_factory=list)
+    active: bool = False
+    process_state: str = ""
+    status: str = ""  # stopped | busy | stuck | parked | unknown
+    waits_on: str = ""  # session-run | session-create | lock | join | queue | io | sleep | ""
+    lock_expr: str = ""  # the lock expression a lock waiter stands at
+
+    @property
+    def in_save(self) -> bool:
+        return any(is_save_frame(f) for f in self.python_stack) or any(
+            "SaveV2" in f.function or "BundleWriter" in f.function for f in self.native_stack)
+
+    @property
+    def in_session_run(self) -> bool:
+        return any(f.function.endswith(SESSION_RUN_FUNCTIONS) or f.function == "BaseSession.run"
+                   for f in self.python_stack)
+
+    @property
+    def innermost(self) -> Frame | None:
+        return self.python_stack[0] if self.python_stack else None
+
+    def frames_text(self, limit: int = 6) -> str:
+        return " <- ".join(f.function for f in self.python_stack[:limit])
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (tid {self.tid})"
+
+
+LOCKLIKE = re.compile(r"lock|mutex|cond|sem|latch|guard", re.IGNORECASE)
+
+
+def lock_expression(code: str) -> str:
+    """The lock a `with X:` / `X.acquire()` line names, or '' if the line takes none."""
+    match = LOCK_LINE.search(code)
+    if not match:
+        return ""
+    expr = (match.group("with") or match.group("acq") or "").strip()
+    expr = re.split(r"\s+as\s+", expr)[0].strip()
+    if "(" in expr and not LOCKLIKE.search(expr):
+        return ""  # with open(...), with tf.Graph().as_default(): not locks
+    return expr
+
+
+def is_save_frame(frame: Frame) -> bool:
+    name = frame.function.lower()
+    base = frame.filename.rsplit("/", 1)[-1].lower()
+    if name.endswith(("saver.save", "_save")) and any(h in frame.filename for h in SAVE_FILE_HINTS):
+        return True
+    return "save" in name.split(".")[-1] and ("saver" in base or "checkpoint" in base)
+
+
+def _stack(frames: pd.DataFrame) -> list[Frame]:
+    ordered = frames.sort_values("depth")
+    return [Frame(str(r.function), str(r.filename), int(r.line), str(r.code or ""), bool(r.native))
+            for r in ordered.itertuples()]
+
+
+def classify(view: ThreadView) -> None:
+    """Fill status and waits_on from the evidence in the view."""
+    cpu_fraction = view.cpu_seconds / view.elapsed if view.elapsed > 0 else 0.0
+    inner = view.innermost
+    code = inner.code if inner else ""
+    lock = lock_expression(code) if code else ""
+    if view.in_session_run:
+        view.waits_on = "session-run"
+    elif any(f.function.endswith(SESSION_CREATE_FUNCTIONS) for f in view.python_stack):
+        view.waits_on = "session-create"
+    elif lock and not SLEEP_LINE.search(code):
+        view.waits_on = "lock"
+        view.lock_expr = lock
+    elif inner and inner.function.endswith(JOIN_FUNCTIONS):
+        view.waits_on = "join"
+    elif code and SLEEP_LINE.search(code):
+        view.waits_on = "sleep"
+    elif inner and inner.function.endswith(WAIT_FUNCTIONS):
+        view.waits_on = "queue"
+    if "D" in view.states:
+        view.waits_on = "io" if view.waits_on in ("", "queue", "sleep") else view.waits_on
+
+    if view.process_state in ("T", "t"):
+        view.status = "stopped"
+    elif cpu_fraction >= BUSY_CPU_FRACTION or (view.rounds == 1 and view.active):
+        view.status = "busy"
+    elif view.waits_on in ("session-run", "session-create", "lock", "join", "io"):
+        view.status = "stuck" if view.same_stack else "parked"
+    elif view.states and set(view.states) <= {"D"}:
+        view.status = "stuck"
+    else:
+        view.status = "parked"
+
+
+def thread_views(threads: pd.DataFrame, frames: pd.DataFrame, py_threads: pd.DataFrame,
+                 process_rounds: pd.DataFrame) -> list[ThreadView]:
+    views: list[ThreadView] = []
+    if threads.empty and frames.empty:
+        return views
+    proc_state = {(int(r.pid), int(r.round)): str(r.state) for r in process_rounds.itertuples()}
+    times = {(int(r.pid), int(r.round)): float(r.time or 0) for r in process_rounds.itertuples()}
+    py_frames = frames[frames["source"] == "pyspy"] if not frames.empty else frames
+    native_frames = frames[frames["source"] != "pyspy"] if not frames.empty else frames
+    py_by_thread = {key: grp for key, grp in py_frames.groupby(["pid", "tid"])} if not py_frames.empty else {}
+    native_by_thread = ({key: grp for key, grp in native_frames.groupby(["pid", "tid"])}
+                        if not native_frames.empty else {})
+    active = {}
+    names = {}
+    if not py_threads.empty:
+        for r in py_threads.itertuples():
+            active[(int(r.pid), int(r.tid))] = active.get((int(r.pid), int(r.tid)), False) or bool(r.active)
+            names[(int(r.pid), int(r.tid))] = str(r.thread_name)
+
+    keys = set()
+    if not threads.empty:
+        keys |= {(int(p), int(t)) for p, t in threads[["pid", "tid"]].itertuples(index=False)}
+    keys |= set(py_by_thread)
+    grouped = {k: g for k, g in threads.groupby(["pid", "tid"])} if not threads.empty else {}
+    for pid, tid in sorted(keys):
+        rows = grouped.get((pid, tid))
+        if rows is not None and not rows.empty:
+            rows = rows.sort_values("round")
+            states = "".join(str(s) for s in rows["state"])
+            cpu = float(rows["cpu_seconds"].iloc[-1] - rows["cpu_seconds"].iloc[0])
+            first, last = int(rows["round"].iloc[0]), int(rows["round"].iloc[-1])
+            elapsed = times.get((pid, last), 0.0) - times.get((pid, first), 0.0)
+            wchan = str(rows["wchan"].iloc[-1] or "")
+            kname = str(rows["name"].iloc[-1])
+            last_round = last
+        else:
+            states, cpu, elapsed, wchan, kname, last_round = "", 0.0, 0.0, "", "", -1
+        py = py_by_thread.get((pid, tid))
+        python_stack: list[Frame] = []
+        same = True
+        rounds = len(states) or 1
+        if py is not None and not py.empty:
+            signatures = {
+                rnd: tuple(zip(g.sort_values("depth")["function"], g.sort_values("depth")["line"]))
+                for rnd, g in py.groupby("round")
+            }
+            same = len(set(signatures.values())) == 1
+            rounds = max(rounds, len(signatures))
+            last_py = max(signatures)
+            python_stack = _stack(py[py["round"] == last_py])
+            if last_round < 0:
+                last_round = last_py
+        native = native_by_thread.get((pid, tid))
+        native_stack: list[Frame] = []
+        if native is not None and not native.empty:
+            last_native = int(native["round"].max())
+            native_stack = _stack(native[(native["round"] == last_native) & native["native"]])
+        view = ThreadView(
+            pid=pid, tid=tid, name=names.get((pid, tid), kname) or kname, states=states,
+            wchan=wchan, cpu_seconds=cpu, elapsed=elapsed, rounds=rounds, same_stack=same,
+            python_stack=python_stack, native_stack=native_stack,
+            active=active.get((pid, tid), False),
+            process_state=proc_state.get((pid, last_round), ""),
+        )
+        classify(view)
+        views.append(view)
+    return views
+
+
+def enclosing_with_locks(sources: dict[str, dict[str, str]], frame: Frame) -> list[str]:
+    """Lock expressions of the `with` blocks that enclose a frame's current line.
+
+    Walks up from the current line: every `with X:` with less indentation than the lines
+    below it (and still open) encloses the line, so the thread holds X.
+    """
+    lines = sources.get(frame.filename, {})
+    if not lines:
+        return []
+    current = lines.get(str(frame.line), "")
+    indent = len(current) - len(current.lstrip())
+    held = []
+    for number in range(frame.line - 1, max(0, frame.line - 200), -1):
+        text = lines.get(str(number))
+        if text is None:
+            break
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        this_indent = len(text) - len(text.lstrip())
+        if this_indent < indent:
+            expr = lock_expression(text) if stripped.startswith(("with ", "async with ")) else ""
+            if expr:
+                held.append(expr)
+            if stripped.startswith(("def ", "async def ", "class ")):
+                break
+            indent = this_indent
+    return held
