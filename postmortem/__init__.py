@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from postmortem.load import Dump
+    from postmortem.loading import Dump
 
 
 def load(path: Any) -> Dump:
     """Load a dump directory written by `postmortem capture` into DataFrames."""
-    from postmortem.load import load_dump
+    from postmortem.loading import load_dump
 
     return load_dump(path)
