@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from collectors.dump import DumpWriter
 
@@ -16,6 +16,10 @@ class Target:
     state: str | None = None
     gone: bool = False
     pauses: list[float] = field(default_factory=list)
+    cwd: str = ""
+    # Open regular files seen by the last procfs round: checkpoint-dir discovery reuses
+    # them instead of walking /proc/PID/fd a second time.
+    open_files: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CollectorFailure(Exception):
@@ -24,7 +28,8 @@ class CollectorFailure(Exception):
     def __init__(self, reason: str, kind: str = "error", files: list[str] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.kind = kind  # error | permission | not-python | gone | tool-missing | timeout
+        # error | permission | not-python | gone | tool-missing | timeout | interrupted
+        self.kind = kind
         self.files = files or []
 
 

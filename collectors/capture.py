@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from collectors import checkpoint, logs, procfs, tf_profiler
 from collectors.base import CollectorFailure, ProcessCollector, Target
 from collectors.dump import DumpWriter, Outcome, RoundInfo, prepare_output, process_dir
 from collectors.stacks import NativeAllThreadsCollector, PySpyCollector
-from collectors.tools import find_tool
+from collectors.tools import find_tool, reset_stop, stop_all
 from postmortem.errors import (
     ExitCode,
     NoSuchProcessError,
@@ -36,6 +37,11 @@ T = TypeVar("T")
 PROCFS_TIMEOUT = 10.0
 CHECKPOINT_LIST_TIMEOUT = 5.0
 LOG_TIMEOUT = 5.0
+INTERRUPT_GRACE = 5.0  # how long Ctrl-C waits for in-flight collectors (their tools killed)
+# A round runs every target at once: each worker mostly waits on a py-spy child, so more
+# workers than CPUs is right; the cap bounds the attach load on a big host.
+MAX_WORKERS = 64
+EXITED_STATES = ("Z", "X", "x")  # a zombie has no memory to read: it has exited
 
 # Progress: (what is happening, units done, units in all).
 Progress = Callable[[str, int, int], None]
@@ -122,7 +128,13 @@ def preflight(pids: tuple[int, ...]) -> None:
         )
     missing = [pid for pid in pids if not procfs.exists(pid)]
     if missing:
-        raise NoSuchProcessError(f"No process with pid {', '.join(map(str, missing))} on this host.")
+        raise NoSuchProcessError(
+            f"No process with pid {', '.join(map(str, missing))} on this host.")
+    exited = [pid for pid in pids if procfs.read_state(pid) in (*EXITED_STATES, None)]
+    if exited:
+        raise NoSuchProcessError(
+            f"Process {', '.join(map(str, exited))} has exited (a zombie its parent has not "
+            "reaped): there is nothing left to capture.")
     denied = [pid for pid in pids if not procfs.is_readable(pid)]
     if denied:
         raise PermissionDeniedError(
@@ -131,8 +143,7 @@ def preflight(pids: tuple[int, ...]) -> None:
         )
     not_python = [pid for pid in pids if procfs.looks_like_python(pid) is False]
     if not_python:
-        names = ", ".join(f"{pid} ({procfs.parse_stat(open(f'/proc/{pid}/stat').read())['comm']})"
-                          for pid in not_python)
+        names = ", ".join(f"{pid} ({procfs.read_comm(pid)})" for pid in not_python)
         raise NotPythonError(f"Not a Python process: {names}.")
     if find_tool("py-spy") is None:
         raise ToolMissingError("py-spy is not installed or not on PATH.")
@@ -159,6 +170,7 @@ class Capture:
         self.checkpoint_dirs: list[Path] = [p.resolve() for p in options.checkpoint_dirs]
         self.lock = threading.Lock()
         self.writer: DumpWriter | None = None
+        self.stopping = threading.Event()  # set on Ctrl-C: start no new collector
 
     # -- helpers -------------------------------------------------------------------
     def _record(self, outcome: Outcome, problem_kind: str | None = None) -> None:
@@ -179,18 +191,20 @@ class Capture:
                                      "the process had exited"))
             return
         target.state = procfs.read_state(target.pid)
-        if target.state is None:
+        if target.state is None or target.state in EXITED_STATES:
             target.gone = True
             self._record(Outcome(str(target.pid), "procfs", "failed", round_index,
                                  "the process exited during the capture"), "gone")
             return
         for collector in self.collectors:
+            if self.stopping.is_set():
+                return
             started = time.monotonic()
             try:
                 if collector.name == "procfs":
                     try:
                         files = call_bounded(
-                            lambda c=collector: c.collect(target, round_index, self.writer),
+                            partial(collector.collect, target, round_index, self.writer),
                             PROCFS_TIMEOUT)
                     except BoundedCallTimeout:
                         # stat() of an open file on a hung mount: read again without sizes.
@@ -204,7 +218,13 @@ class Capture:
                                      seconds=time.monotonic() - started, files=files))
             except CollectorFailure as failure:
                 kind = failure.kind
-                if kind in ("gone", "error") and not procfs.exists(target.pid):
+                if kind == "interrupted":
+                    self._record(Outcome(str(target.pid), collector.name, "skipped",
+                                         round_index, failure.reason,
+                                         time.monotonic() - started, failure.files))
+                    return
+                if kind in ("gone", "error") and procfs.read_state(target.pid) in (
+                        *EXITED_STATES, None):
                     kind = "gone"
                     target.gone = True
                 self._record(Outcome(str(target.pid), collector.name, "failed", round_index,
@@ -221,19 +241,16 @@ class Capture:
         for target in self.targets:
             if target.gone:
                 continue
-            try:
-                info = procfs.read_process_info(target.pid)
-                files, _ = procfs.read_fds(target.pid, stat_files=False)
-            except OSError:
-                continue
-            for found in checkpoint.discover_dirs(target.pid, info["cwd"], files):
+            # cwd from process.json and files from this round's procfs read: re-reading
+            # /proc (maps, environ, every fd) per target here cost more than the round.
+            for found in checkpoint.discover_dirs(target.pid, target.cwd, target.open_files):
                 if found not in self.checkpoint_dirs:
                     self.checkpoint_dirs.append(found)
         for index, directory in enumerate(self.checkpoint_dirs):
             started = time.monotonic()
             relative = f"checkpoint/{index}/round-{round_index:03d}.json"
             try:
-                data = call_bounded(lambda d=directory: checkpoint.read_checkpoint_dir(d),
+                data = call_bounded(partial(checkpoint.read_checkpoint_dir, directory),
                                     CHECKPOINT_LIST_TIMEOUT)
                 self.writer.write_json(relative, data)
                 self._record(Outcome(str(directory), "checkpoint", "ok", round_index,
@@ -279,9 +296,9 @@ class Capture:
                 seen.add(path)
                 relative = f"{process_dir(target.pid)}/logs/{stream}.txt"
                 try:
-                    data = call_bounded(
-                        lambda s=stream: logs.tail(f"/proc/{target.pid}/fd/{1 if s == 'stdout' else 2}"),
-                        LOG_TIMEOUT)
+                    fd = 1 if stream == "stdout" else 2
+                    data = call_bounded(partial(logs.tail, f"/proc/{target.pid}/fd/{fd}"),
+                                        LOG_TIMEOUT)
                     self.writer.write_bytes(relative, data)
                     self._record(Outcome(str(target.pid), f"log:{stream}", "ok", None,
                                          files=[relative]))
@@ -295,24 +312,41 @@ class Capture:
         for index, log_path in enumerate(self.options.logs):
             relative = f"logs/{index}-{log_path.name}"
             try:
-                data = call_bounded(lambda p=log_path: logs.tail(p), LOG_TIMEOUT)
+                data = call_bounded(partial(logs.tail, log_path), LOG_TIMEOUT)
                 self.writer.write_bytes(relative, data)
-                self.writer.manifest["logs"].append({"path": str(log_path), "file": relative})
+                with self.lock:
+                    self.writer.manifest["logs"].append({"path": str(log_path),
+                                                         "file": relative})
                 self._record(Outcome(str(log_path), "log", "ok", None, files=[relative]))
             except (OSError, BoundedCallTimeout) as exc:
                 self._record(Outcome(str(log_path), "log", "failed", None, str(exc)), "error")
 
     # -- the run ---------------------------------------------------------------------
-    def run(self) -> CaptureResult:
+    def _flush(self, complete: bool = False) -> None:
+        assert self.writer is not None
+        with self.lock:  # collector threads append outcomes while we serialize
+            self.writer.flush(complete=complete)
+
+    def _rounds(self, pool: ThreadPoolExecutor) -> None:
+        assert self.writer is not None
         options = self.options
-        if options.samples < 1:
-            raise UsageError("--samples must be at least 1.")
-        if options.interval < 0:
-            raise UsageError("--interval cannot be negative.")
-        preflight(options.pids)
-        for path in options.logs:
-            if not path.is_file():
-                raise UsageError(f"--log {path}: no such file.")
+        total = options.samples + 1
+        for round_index in range(options.samples):
+            self.progress(f"round {round_index + 1}/{options.samples}", round_index, total)
+            started = time.time()
+            futures = [pool.submit(self._process_round, t, round_index) for t in self.targets]
+            for future in futures:
+                future.result()
+            self._checkpoint_round(round_index)
+            with self.lock:
+                self.writer.add_round(RoundInfo(round_index, started, time.time()))
+            self._flush()
+            if round_index + 1 < options.samples:
+                time.sleep(max(0.0, started + options.interval - time.time()))
+
+    def _start(self) -> DumpWriter:
+        """Write process.json for each target and the first manifest."""
+        options = self.options
         prepare_output(options.output, options.force)
         writer = self.writer = DumpWriter(
             options.output,
@@ -333,42 +367,71 @@ class Capture:
                 target.gone = True
                 self.problems.append(Problem("gone", f"process {target.pid} exited before capture"))
                 continue
+            target.cwd = info["cwd"]
             relative = writer.write_json(f"{process_dir(target.pid)}/process.json", info)
             writer.add_target({"pid": target.pid, "dir": process_dir(target.pid),
                                "process_file": relative})
         writer.manifest["tf_servers"] = [{"index": i, "address": a}
                                          for i, a in enumerate(options.tf_servers)]
-        writer.flush()
+        writer.manifest["interrupted"] = False
+        writer.manifest["pauses"] = {}
+        self._flush()
+        return writer
 
-        tracers = [threading.Thread(target=self._tf_trace, args=(address, i), daemon=True)
-                   for i, address in enumerate(options.tf_servers)]
-        for thread in tracers:
-            thread.start()
-        total = options.samples + 1
+    def run(self) -> CaptureResult:
+        options = self.options
+        if options.samples < 1:
+            raise UsageError("--samples must be at least 1.")
+        if options.interval < 0:
+            raise UsageError("--interval cannot be negative.")
+        preflight(options.pids)
+        for path in options.logs:
+            if not path.is_file():
+                raise UsageError(f"--log {path}: no such file.")
+        reset_stop()
+        # A Ctrl-C from here on still leaves a valid (incomplete) dump behind.
         interrupted = False
+        pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, max(2, len(self.targets))),
+                                  thread_name_prefix="postmortem-capture")
         try:
-            with ThreadPoolExecutor(max_workers=min(32, max(2, len(self.targets)))) as pool:
-                for round_index in range(options.samples):
-                    self.progress(f"round {round_index + 1}/{options.samples}", round_index, total)
-                    started = time.time()
-                    list(pool.map(lambda t: self._process_round(t, round_index), self.targets))
-                    self._checkpoint_round(round_index)
-                    writer.add_round(RoundInfo(round_index, started, time.time()))
-                    writer.flush()
-                    if round_index + 1 < options.samples:
-                        time.sleep(max(0.0, started + options.interval - time.time()))
-            self.progress("logs and traces", options.samples, total)
+            self._start()
+            tracers = [threading.Thread(target=self._tf_trace, args=(address, i), daemon=True)
+                       for i, address in enumerate(options.tf_servers)]
+            for thread in tracers:
+                thread.start()
+            self._rounds(pool)
+            self.progress("logs and traces", options.samples, options.samples + 1)
             self._logs()
             deadline = time.monotonic() + options.tf_trace_ms / 1000 + 60
             for thread in tracers:
                 thread.join(max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             interrupted = True
-        writer.manifest["interrupted"] = interrupted
-        writer.manifest["pauses"] = {str(t.pid): t.pauses for t in self.targets}
-        writer.flush(complete=not interrupted)
-        self.progress("done", total, total)
+            self._stop(pool)
+        finally:
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
+        writer = self.writer
+        if writer is None:
+            raise KeyboardInterrupt  # interrupted before the dump existed: nothing to keep
+        with self.lock:
+            writer.manifest["interrupted"] = interrupted
+            writer.manifest["pauses"] = {str(t.pid): list(t.pauses) for t in self.targets}
+        self._flush(complete=not interrupted)
+        self.progress("done", options.samples + 1, options.samples + 1)
         return CaptureResult(options.output, writer.manifest, self.problems, interrupted)
+
+    def _stop(self, pool: ThreadPoolExecutor) -> None:
+        """Ctrl-C: start nothing new, kill the running attach tools, give the collectors
+        in flight a moment to record what they have, and re-stop any stopped target."""
+        self.stopping.set()
+        stop_all()
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        for thread in list(getattr(pool, "_threads", ())):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for target in self.targets:
+            if not target.gone:
+                _restore_stopped(target)
 
 
 def capture(options: CaptureOptions, progress: Progress | None = None) -> CaptureResult:

@@ -17,20 +17,23 @@ from collectors.procfs import read_cmdline
 # Flags that name where a job writes checkpoints, across common launchers.
 CHECKPOINT_FLAGS = ("checkpoint_dir", "ckpt_dir", "logdir", "log_dir", "train_dir", "model_dir",
                     "checkpoint_path", "save_dir", "output_dir")
-CHECKPOINT_FILE = re.compile(r"(\.index|\.data-\d+-of-\d+|\.meta|_temp[/_]|checkpoint$|\.tempstate)")
+CHECKPOINT_FILE = re.compile(
+    r"(\.index|\.data-\d+-of-\d+|\.meta|_temp[/_]|checkpoint$|\.tempstate)")
 STATE_FILE_LIMIT = 64 * 1024
 MAX_FILES = 2000
 
 
 def dirs_from_flags(cmdline: list[str]) -> list[Path]:
+    """Values of checkpoint-location flags: `--flag=V`, `--flag V`, absl's single-dash
+    `-flag=V`, and argparse's dashed spelling `--checkpoint-dir V`."""
     found = []
     for i, arg in enumerate(cmdline):
-        if not arg.startswith("--"):
+        if not arg.startswith("-") or arg in ("-", "--"):
             continue
-        name, sep, value = arg[2:].partition("=")
-        if name not in CHECKPOINT_FLAGS:
+        name, sep, value = arg.lstrip("-").partition("=")
+        if name.replace("-", "_") not in CHECKPOINT_FLAGS:
             continue
-        if not sep and i + 1 < len(cmdline):
+        if not sep and i + 1 < len(cmdline) and not cmdline[i + 1].startswith("-"):
             value = cmdline[i + 1]
         if value:
             found.append(Path(value))
@@ -93,6 +96,6 @@ def read_checkpoint_dir(directory: Path) -> dict[str, Any]:
     if state_path.is_file():
         with open(state_path, "rb") as handle:
             state_text = handle.read(STATE_FILE_LIMIT).decode(errors="replace")
-    entries.sort(key=lambda e: e["name"])
+    entries.sort(key=lambda e: str(e["name"]))
     return {"dir": str(directory), "time": taken_at, "exists": directory.is_dir(),
             "files": entries, "state_file": state_text}

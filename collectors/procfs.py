@@ -65,9 +65,16 @@ def parse_stat(text: str) -> dict[str, Any]:
 def read_state(pid: int) -> str | None:
     """The process state letter (R, S, D, T, t, Z, ...), or None when it is gone."""
     try:
-        return parse_stat(_read_text(PROC / str(pid) / "stat"))["state"]
+        return str(parse_stat(_read_text(PROC / str(pid) / "stat"))["state"])
     except (FileNotFoundError, ProcessLookupError):
         return None
+
+
+def read_comm(pid: int) -> str:
+    try:
+        return str(parse_stat(_read_text(PROC / str(pid) / "stat"))["comm"])
+    except (OSError, ValueError):
+        return "?"
 
 
 def read_cmdline(pid: int) -> list[str]:
@@ -205,7 +212,9 @@ def read_net_table(pid: int) -> dict[int, dict[str, Any]]:
     return table
 
 
-def read_fds(pid: int, stat_files: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_fds(
+    pid: int, stat_files: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Open files (with sizes) and TCP sockets of a process.
 
     For a listening socket rx_queue is the accept backlog; for a connection it is the
@@ -230,7 +239,9 @@ def read_fds(pid: int, stat_files: bool = True) -> tuple[list[dict[str, Any]], l
             continue
         if not target.startswith("/"):
             continue  # pipes, anon inodes
-        record: dict[str, Any] = {"fd": fd, "path": target, "size": None, "pos": None, "flags": None}
+        record: dict[str, Any] = {
+            "fd": fd, "path": target, "size": None, "pos": None, "flags": None,
+        }
         try:
             for line in _read_text(PROC / str(pid) / "fdinfo" / entry.name).splitlines():
                 key, _, value = line.partition(":")
@@ -268,7 +279,8 @@ def read_process_info(pid: int) -> dict[str, Any]:
     except OSError:
         cwd = ""
     status = _read_text(base / "status")
-    uid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), -1)
+    uid = next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), -1)
     return {
         "pid": pid,
         "ppid": stat["ppid"],
@@ -315,7 +327,8 @@ def read_round(pid: int, stat_files: bool = True) -> dict[str, Any]:
 
 
 def listening_ports(sockets: list[dict[str, Any]]) -> list[int]:
-    return sorted({int(s["local"].rsplit(":", 1)[1]) for s in sockets if s["tcp_state"] == "LISTEN"})
+    return sorted(
+        {int(s["local"].rsplit(":", 1)[1]) for s in sockets if s["tcp_state"] == "LISTEN"})
 
 
 class ProcfsCollector:
@@ -333,4 +346,5 @@ class ProcfsCollector:
             raise CollectorFailure("the process exited", kind="gone") from exc
         except PermissionError as exc:
             raise CollectorFailure(f"permission denied: {exc}", kind="permission") from exc
+        target.open_files = data["files"]
         return [out.write_json(f"{round_dir(target.pid, round_index)}/procfs.json", data)]

@@ -11,7 +11,13 @@ import json
 
 from collectors.base import CollectorFailure, Target
 from collectors.dump import DumpWriter, process_dir, round_dir
-from collectors.tools import classify_failure, find_tool, run_bounded
+from collectors.tools import (
+    SUSPEND_FAILED_MARKER,
+    ToolRun,
+    classify_failure,
+    find_tool,
+    run_bounded,
+)
 
 PYSPY_TIMEOUT = 15.0
 PYSPY_NATIVE_TIMEOUT = 60.0
@@ -26,12 +32,18 @@ def _read_source(pid: int, filename: str) -> list[str]:
     if not filename.startswith("/"):
         return []
     for candidate in (f"/proc/{pid}/root{filename}", filename):
-        try:
-            with open(candidate, "rb") as handle:
-                return handle.read(SOURCE_FILE_LIMIT).decode(errors="replace").splitlines()
-        except OSError:
-            continue
+        data = _read_prefix(candidate)
+        if data is not None:
+            return data.decode(errors="replace").splitlines()
     return []
+
+
+def _read_prefix(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(SOURCE_FILE_LIMIT)
+    except OSError:
+        return None
 
 
 def _stopped(state: str | None) -> bool:
@@ -46,20 +58,30 @@ class PySpyCollector:
         self.nonblocking = nonblocking
         self.binary = find_tool("py-spy")
 
-    def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
-        if self.binary is None:
-            raise CollectorFailure("py-spy is not installed", kind="tool-missing")
-        argv = [self.binary, "dump", "--json", "--pid", str(target.pid)]
-        if self.nonblocking or _stopped(target.state):
+    def _dump(self, pid: int, nonblocking: bool) -> ToolRun:
+        argv = [str(self.binary), "dump", "--json", "--pid", str(pid)]
+        if nonblocking:
             argv.append("--nonblocking")
         if self.native:
             argv.append("--native")
-        run = run_bounded(argv, PYSPY_NATIVE_TIMEOUT if self.native else PYSPY_TIMEOUT)
+        return run_bounded(argv, PYSPY_NATIVE_TIMEOUT if self.native else PYSPY_TIMEOUT)
+
+    def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
+        if self.binary is None:
+            raise CollectorFailure("py-spy is not installed", kind="tool-missing")
+        nonblocking = self.nonblocking or _stopped(target.state)
+        run = self._dump(target.pid, nonblocking)
+        if not nonblocking and SUSPEND_FAILED_MARKER in run.stderr.decode(errors="replace").lower():
+            # Stopped between our state read and the attach: read it without suspending.
+            nonblocking = True
+            run = self._dump(target.pid, nonblocking)
         base = round_dir(target.pid, round_index)
         files = [out.write_bytes(f"{base}/pyspy.json", run.stdout)]
         if run.stderr.strip():
             files.append(out.write_bytes(f"{base}/pyspy.stderr.txt", run.stderr))
-        target.pauses.append(0.0 if "--nonblocking" in argv else run.seconds)
+        target.pauses.append(0.0 if nonblocking else run.seconds)
+        if run.interrupted:
+            raise CollectorFailure("interrupted (Ctrl-C)", kind="interrupted", files=files)
         if run.timed_out:
             raise CollectorFailure(f"py-spy timed out after {run.seconds:.0f}s", files=files)
         try:
@@ -87,15 +109,21 @@ class PySpyCollector:
         sources: dict[str, dict[str, str]] = {}
         if path.exists():
             sources = json.loads(path.read_text())
+        read: dict[str, list[str]] = {}  # each file once per round, not once per frame
         for thread in traces:
-            for frame in thread.get("frames", []) or []:  # type: ignore[union-attr]
+            frames = thread.get("frames")
+            for frame in frames if isinstance(frames, list) else []:
+                if not isinstance(frame, dict):
+                    continue
                 filename, line = frame.get("filename"), frame.get("line")
                 if not isinstance(filename, str) or not isinstance(line, int) or line <= 0:
                     continue
                 known = sources.setdefault(filename, {})
                 if str(line) in known:
                     continue
-                lines = _read_source(target.pid, filename)
+                if filename not in read:
+                    read[filename] = _read_source(target.pid, filename)
+                lines = read[filename]
                 for number in range(max(1, line - SOURCE_CONTEXT), line + 1):
                     if number <= len(lines):
                         known[str(number)] = lines[number - 1].rstrip("\n")
@@ -121,6 +149,8 @@ class NativeAllThreadsCollector:
             )
             if not run.timed_out and run.returncode == 0 and run.stdout.strip():
                 return [out.write_bytes(f"{base}/native.pystack.txt", run.stdout)]
+            if run.interrupted:
+                raise CollectorFailure("interrupted (Ctrl-C)", kind="interrupted")
             text = (run.stderr or run.stdout).decode(errors="replace").strip()
             failures.append(f"pystack: {'timed out' if run.timed_out else text[:300]}")
         if self.gdb is not None:

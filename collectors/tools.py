@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,24 +24,64 @@ class ToolRun:
     stdout: bytes
     stderr: bytes
     seconds: float
+    interrupted: bool = False  # killed by stop_all() (Ctrl-C), or never started after it
 
     @property
     def timed_out(self) -> bool:
-        return self.returncode is None
+        return self.returncode is None and not self.interrupted
 
 
 def find_tool(name: str) -> str | None:
-    """A tool on PATH, or installed beside this interpreter (a venv not on PATH)."""
-    found = shutil.which(name)
-    if found:
-        return found
+    """The tool installed beside this interpreter (the version postmortem depends on), else
+    the one on PATH.
+
+    Beside-first also skips launcher shims (pyenv's cost ~70 ms per call, more than the
+    dump itself). os.access, not Path.exists: an unprivileged user may not even stat the
+    interpreter's directory (Path.exists raises PermissionError there).
+    """
     beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else None
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
+# Tool processes still running, so Ctrl-C can end them at once instead of waiting for
+# each attach to finish (a pystack or gdb run takes seconds).
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all() -> None:
+    """Kill every running tool's process group and refuse to start new ones."""
+    _stopping.set()
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _kill_group(proc)
+
+
+def reset_stop() -> None:
+    """Allow tools to run again (a new capture in the same process, e.g. tests)."""
+    _stopping.clear()
 
 
 def run_bounded(argv: list[str], timeout: float) -> ToolRun:
-    """Run a tool in its own process group; on timeout kill the group, wait bounded."""
+    """Run a tool in its own process group; on timeout kill the group, wait bounded.
+
+    Its own session also keeps a terminal's Ctrl-C from reaching it: the capture decides
+    what to stop, and in which order.
+    """
     started = time.monotonic()
+    if _stopping.is_set():
+        return ToolRun(argv, None, b"", b"not started: capture interrupted", 0.0, True)
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -48,20 +89,26 @@ def run_bounded(argv: list[str], timeout: float) -> ToolRun:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    with _running_lock:
+        _running.add(proc)
     try:
-        out, err = proc.communicate(timeout=timeout)
-        code: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            out, err = proc.communicate(timeout=5)
+            out, err = proc.communicate(timeout=timeout)
+            code: int | None = proc.returncode
         except subprocess.TimeoutExpired:
-            out, err = b"", b""
+            _kill_group(proc)
+            try:
+                out, err = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                out, err = b"", b""
+            code = None
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+    interrupted = _stopping.is_set()
+    if interrupted:
         code = None
-    return ToolRun(argv, code, out, err, time.monotonic() - started)
+    return ToolRun(argv, code, out, err, time.monotonic() - started, interrupted)
 
 
 # Phrases py-spy and pystack print for the failures we tell apart.
@@ -73,7 +120,16 @@ NOT_PYTHON_MARKERS = (
     "not a python process",
     "failed to get python version",
 )
-GONE_MARKERS = ("no such process", "no such file or directory", "process not found", "esrch")
+GONE_MARKERS = (
+    "no such process",
+    "no such file or directory",
+    "process not found",
+    "esrch",
+    "failed to get process executable name",  # py-spy 0.4 on a pid that is gone
+    "check that the process is running",
+)
+# py-spy (blocking mode) on a process that is stopped (SIGSTOP): retry with --nonblocking.
+SUSPEND_FAILED_MARKER = "failed to suspend process"
 
 
 def classify_failure(text: str) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socket
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,32 +28,67 @@ from postmortem.errors import (
 )
 
 
+class CaptureInterruptedError(PostmortemError):
+    """Ctrl-C: the rounds finished so far are kept as an incomplete dump."""
+
+    exit_code = ExitCode.INTERRUPTED
+    help_text = "It can be analyzed as it is (manifest.json says complete: false)."
+
+
 def default_output() -> Path:
     return Path(f"postmortem-{socket.gethostname()}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+PidOpt = Annotated[Optional[list[int]],
+                   typer.Option("--pid", "-p", help="Target pid (repeatable).")]
+DiscoverOpt = Annotated[bool, typer.Option(help="Find the TF ps/worker processes on this host.")]
+OutputOpt = Annotated[Optional[Path],
+                      typer.Option("-o", "--output", help="Dump directory to create.")]
+SamplesOpt = Annotated[int, typer.Option(help="Rounds of capture.")]
+IntervalOpt = Annotated[float, typer.Option(help="Seconds between rounds.")]
+NativeOpt = Annotated[bool, typer.Option(help="py-spy native frames (~2.5 s per TF process).")]
+AllThreadsOpt = Annotated[bool, typer.Option(
+    "--all-threads", help="Every thread's native stack via pystack (gdb fallback).")]
+NonblockingOpt = Annotated[bool, typer.Option(help="Never pause targets, even running ones.")]
+LogOpt = Annotated[Optional[list[Path]],
+                   typer.Option("--log", help="Extra log file to tail (repeatable).")]
+CheckpointDirOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--checkpoint-dir", help="Checkpoint directory to watch (repeatable).")]
+TfServerOpt = Annotated[Optional[list[str]], typer.Option(
+    "--tf-server", help="HOST:PORT of a tf.distribute.Server to trace (repeatable).")]
+TfTraceMsOpt = Annotated[int, typer.Option(help="Length of the profiler trace, in ms.")]
+ForceOpt = Annotated[bool, typer.Option(help="Replace an existing dump at -o.")]
+
+
 def capture(
-    pid: Annotated[Optional[list[int]], typer.Option("--pid", "-p", help="Target pid (repeatable).")] = None,
-    discover: Annotated[bool, typer.Option(help="Find the TF ps/worker processes on this host.")] = False,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Dump directory to create.")] = None,
-    samples: Annotated[int, typer.Option(help="Rounds of capture.")] = 3,
-    interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 1.0,
-    native: Annotated[bool, typer.Option(help="py-spy native frames (about 2.5 s per TF process).")] = False,
-    all_threads: Annotated[bool, typer.Option("--all-threads", help="Every thread's native stack via pystack (gdb fallback).")] = False,
-    nonblocking: Annotated[bool, typer.Option(help="Never pause targets, even running ones.")] = False,
-    log: Annotated[Optional[list[Path]], typer.Option("--log", help="Extra log file to tail (repeatable).")] = None,
-    checkpoint_dir: Annotated[Optional[list[Path]], typer.Option("--checkpoint-dir", help="Checkpoint directory to watch.")] = None,
-    tf_server: Annotated[Optional[list[str]], typer.Option("--tf-server", help="HOST:PORT of a tf.distribute.Server to trace.")] = None,
-    tf_trace_ms: Annotated[int, typer.Option(help="Length of the profiler trace.")] = 500,
-    force: Annotated[bool, typer.Option(help="Replace an existing dump at -o.")] = False,
+    pid: PidOpt = None,
+    discover: DiscoverOpt = False,
+    output: OutputOpt = None,
+    samples: SamplesOpt = 3,
+    interval: IntervalOpt = 1.0,
+    native: NativeOpt = False,
+    all_threads: AllThreadsOpt = False,
+    nonblocking: NonblockingOpt = False,
+    log: LogOpt = None,
+    checkpoint_dir: CheckpointDirOpt = None,
+    tf_server: TfServerOpt = None,
+    tf_trace_ms: TfTraceMsOpt = 500,
+    force: ForceOpt = False,
 ) -> int:
     """Snapshot live ps and worker processes: stacks, thread states, sockets, logs,
-    checkpoint-directory state and TF traces, without harming them."""
+    checkpoint-directory state and TF traces, without harming them.
+
+    A running target is paused for one py-spy dump per round (tens of ms); a stopped one
+    is read without resuming it. Exit codes: 0 ok, 2 usage, 3 no such process,
+    4 permission, 5 not Python, 6 tool missing, 7 output exists, 8 a target exited,
+    9 a --tf-server did not answer, 12 other collector failures, 130 Ctrl-C.
+    """
     console = Console(stderr=True, highlight=False)
     pids = list(pid or [])
     if discover:
         found = discover_pids()
-        console.print(f"discovered {len(found)} TensorFlow process(es): {', '.join(map(str, found)) or 'none'}")
+        listed = ", ".join(map(str, found)) or "none"
+        console.print(f"discovered {len(found)} TensorFlow process(es): {listed}")
         pids += [p for p in found if p not in pids]
         if not pids:
             raise UsageError(
@@ -63,14 +98,16 @@ def capture(
     for address in tf_server or []:
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise UsageError(f"--tf-server {address!r}: expected HOST:PORT, e.g. 127.0.0.1:2222.")
+            raise UsageError(
+                f"--tf-server {address!r}: expected HOST:PORT, e.g. 127.0.0.1:2222.")
     out = output or default_output()
     options = CaptureOptions(
         pids=tuple(pids), output=out, samples=samples, interval=interval, native=native,
         all_threads=all_threads, nonblocking=nonblocking, logs=tuple(log or ()),
         checkpoint_dirs=tuple(checkpoint_dir or ()), tf_servers=tuple(tf_server or ()),
-        tf_trace_ms=tf_trace_ms, force=force, command=tuple(["postmortem", *sys.argv[1:]]),
+        tf_trace_ms=tf_trace_ms, force=force,
     )
+    options = replace(options, command=command_line(options))
     with Progress(TextColumn("capturing {task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("", total=samples + 1)
@@ -82,6 +119,31 @@ def capture(
     print_summary(result, console)
     raise_for_result(result)
     return 0
+
+
+def command_line(options: CaptureOptions) -> tuple[str, ...]:
+    """The command that reproduces this capture (the same pids, --discover resolved).
+
+    Rebuilt from the parsed options rather than sys.argv, which is not ours when the CLI
+    is called in-process (postmortem.cli.main(argv)).
+    """
+    argv = ["postmortem", "capture"]
+    for pid in options.pids:
+        argv += ["--pid", str(pid)]
+    argv += ["--samples", str(options.samples), "--interval", str(options.interval)]
+    for flag, on in (("--native", options.native), ("--all-threads", options.all_threads),
+                     ("--nonblocking", options.nonblocking), ("--force", options.force)):
+        if on:
+            argv.append(flag)
+    for path in options.logs:
+        argv += ["--log", str(path)]
+    for directory in options.checkpoint_dirs:
+        argv += ["--checkpoint-dir", str(directory)]
+    for address in options.tf_servers:
+        argv += ["--tf-server", address]
+    if options.tf_servers:
+        argv += ["--tf-trace-ms", str(options.tf_trace_ms)]
+    return (*argv, "-o", str(options.output))
 
 
 def print_summary(result: CaptureResult, console: Console) -> None:
@@ -103,7 +165,8 @@ def print_summary(result: CaptureResult, console: Console) -> None:
             counts[key][1] += 1
             last[key] = outcome["reason"]
     for (target, collector), (ok, failed) in counts.items():
-        table.add_row(target, collector, str(ok), str(failed), last.get((target, collector), "")[:80])
+        reason = last.get((target, collector), "")[:80]
+        table.add_row(target, collector, str(ok), str(failed), reason)
     console.print(table)
     rounds = len(manifest["rounds"])
     console.print(f"{len(manifest['targets'])} process(es), {rounds} round(s) "
@@ -114,9 +177,9 @@ def print_summary(result: CaptureResult, console: Console) -> None:
 
 def raise_for_result(result: CaptureResult) -> None:
     if result.interrupted:
-        raise PostmortemError(
+        raise CaptureInterruptedError(
             f"Interrupted: {result.output} keeps the {len(result.manifest['rounds'])} round(s) "
-            "captured so far.", help_text="It can be analyzed as it is.")
+            "captured so far.")
     code = result.exit_code
     if code == ExitCode.OK:
         return
@@ -128,5 +191,5 @@ def raise_for_result(result: CaptureResult) -> None:
         ExitCode.TF_SERVER_UNREACHABLE: TfServerUnreachableError,
         ExitCode.PARTIAL_CAPTURE: PartialCaptureError,
     }
-    error = kinds[code](f"capture finished with problems (dump kept at {result.output}):\n  {lines}")
-    raise error
+    raise kinds[code](
+        f"capture finished with problems (dump kept at {result.output}):\n  {lines}")

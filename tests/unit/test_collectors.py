@@ -1,0 +1,267 @@
+"""Pure logic of the capture side: procfs parsing, checkpoint-dir discovery, failure
+classification. No process is started; /proc is a fake tree where a test needs one."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from collectors import checkpoint, procfs, tools
+from collectors.capture import (
+    BoundedCallTimeout,
+    CaptureOptions,
+    CaptureResult,
+    Problem,
+    call_bounded,
+)
+from collectors.tools import classify_failure
+from postmortem.commands.capture import command_line
+from postmortem.errors import ExitCode
+
+# -- /proc/PID/stat ------------------------------------------------------------------------
+
+STAT_TAIL = ("S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 7 0 123456 "
+             "1000000 2000 18446744073709551615 1 1 0 0 0 0 0 16781312 17922 0 0 0 17 1 0 0")
+
+
+@pytest.mark.parametrize("comm", ["python3", "my prog", "a) S 1 (b", "((", "x)"])
+def test_parse_stat_keeps_comm_with_spaces_and_parens(comm: str) -> None:
+    stat = procfs.parse_stat(f"4242 ({comm}) {STAT_TAIL}\n")
+
+    assert stat["comm"] == comm
+    assert stat["state"] == "S"
+    assert (stat["ppid"], stat["pgid"]) == (1, 4242)
+    assert (stat["utime"], stat["stime"]) == (250, 75)
+    assert stat["num_threads"] == 7
+    assert stat["starttime"] == 123456
+
+
+# -- /proc/PID/net/tcp{,6} (lines recorded on this machine) --------------------------------
+
+@pytest.mark.parametrize(("raw", "decoded"), [
+    ("0100007F:1F90", "127.0.0.1:8080"),
+    ("00000000:08AE", "0.0.0.0:2222"),
+    ("00000000000000000000000001000000:B299", "::1:45721"),
+    ("00000000000000000000000000000000:8EA7", ":::36519"),
+    # IPv4-mapped: a gRPC server on [::] accepting a 127.0.0.1 client.
+    ("0000000000000000FFFF00000100007F:8EA7", "127.0.0.1:36519"),
+    ("B80D0120000000000000000001000000:0050", "2001:db8::1:80"),
+])
+def test_decode_addr(raw: str, decoded: str) -> None:
+    assert procfs._decode_addr(raw) == decoded
+
+
+TCP_HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
+              "   uid  timeout inode\n")
+TCP6_LINES = [
+    # a listening ps with one connection waiting in the accept backlog
+    "   2: 00000000000000000000000000000000:8EA7 00000000000000000000000000000000:0000 0A "
+    "00000000:00000001 00:00000000 00000000     0        0 5001 1 0000000000000000 100 0 0 10 0",
+    # a CLOSE_WAIT connection holding 2048 unread bytes
+    "  12: 0000000000000000FFFF00000100007F:8EA7 0000000000000000FFFF00000100007F:C76C 08 "
+    "00000000:00000800 00:00000000 00000000     0        0 5002 1 0000000000000000 20 4 0 10 -1",
+]
+
+
+@pytest.fixture
+def fake_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(procfs, "PROC", tmp_path)
+    base = tmp_path / "4242"
+    (base / "net").mkdir(parents=True)
+    (base / "net" / "tcp").write_text(TCP_HEADER)
+    (base / "net" / "tcp6").write_text(TCP_HEADER + "\n".join(TCP6_LINES) + "\n")
+    return base
+
+
+def test_net_table_reads_backlog_and_unread_bytes(fake_proc: Path) -> None:
+    table = procfs.read_net_table(4242)
+
+    assert table[5001] == {"proto": "tcp6", "local": ":::36519", "remote": ":::0",
+                           "tcp_state": "LISTEN", "tx_queue": 0, "rx_queue": 1}
+    assert table[5002]["tcp_state"] == "CLOSE_WAIT"
+    assert table[5002]["rx_queue"] == 2048
+    assert table[5002]["remote"] == "127.0.0.1:51052"
+    assert procfs.listening_ports(list(table.values())) == [36519]
+
+
+def test_env_keeps_tf_grpc_python_and_drops_secrets(fake_proc: Path) -> None:
+    env = {
+        "TF_CONFIG": '{"task": {"type": "ps", "index": 0}}',
+        "TF_CPP_MIN_LOG_LEVEL": "0",
+        "GRPC_VERBOSITY": "debug",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "PYTHONPATH": "/srv/job",
+        "HOME": "/root",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "TF_API_TOKEN": "tf-token",
+        "GRPC_SSL_PRIVATE_KEY": "pem",
+        "PYTHON_DB_PASSWORD": "hunter2",
+        "TF_GCS_CREDENTIALS": "creds",
+    }
+    (fake_proc / "environ").write_bytes(
+        b"\0".join(f"{k}={v}".encode() for k, v in env.items()) + b"\0")
+
+    kept, error = procfs.read_env(4242)
+
+    assert error == ""
+    assert kept == {key: env[key] for key in ("TF_CONFIG", "TF_CPP_MIN_LOG_LEVEL",
+                                              "GRPC_VERBOSITY", "CUDA_VISIBLE_DEVICES",
+                                              "PYTHONPATH")}
+    assert not any(secret in str(kept) for secret in ("aws-secret", "tf-token", "pem",
+                                                      "hunter2", "creds"))
+
+
+def test_fds_list_files_and_sockets(fake_proc: Path, tmp_path: Path) -> None:
+    fd_dir = fake_proc / "fd"
+    fd_dir.mkdir()
+    (fake_proc / "fdinfo").mkdir()
+    data = tmp_path / "model.ckpt-7.data-00000-of-00001.tempstate123"
+    data.write_bytes(b"x" * 100)
+    os.symlink(str(data), fd_dir / "5")
+    (fake_proc / "fdinfo" / "5").write_text("pos:\t64\nflags:\t0100001\nmnt_id:\t1\n")
+    os.symlink("socket:[5001]", fd_dir / "7")
+    os.symlink("socket:[9999]", fd_dir / "8")  # a unix socket: not in the TCP tables
+    os.symlink("pipe:[77]", fd_dir / "9")
+
+    files, sockets = procfs.read_fds(4242)
+
+    assert files == [{"fd": 5, "path": str(data), "size": 100, "mtime": data.stat().st_mtime,
+                      "pos": 64, "flags": "0100001"}]
+    assert [(s["fd"], s["tcp_state"]) for s in sockets] == [(7, "LISTEN")]
+
+
+# -- checkpoint directories ----------------------------------------------------------------
+
+def test_dirs_from_flags_reads_every_spelling() -> None:
+    cmdline = ["python", "train.py", "--job_name=worker", "--checkpoint_dir=/ckpt/a",
+               "--logdir", "/logs/b", "-train_dir=/train/c", "--model-dir", "rel/d",
+               "--save_dir=", "--output_dir", "--verbose", "--data_dir=/data"]
+
+    assert checkpoint.dirs_from_flags(cmdline) == [
+        Path("/ckpt/a"), Path("/logs/b"), Path("/train/c"), Path("rel/d")]
+
+
+def test_dirs_from_flags_with_no_flags() -> None:
+    assert checkpoint.dirs_from_flags(["python", "-m", "trainer", "--steps", "10"]) == []
+
+
+def test_dirs_from_open_files_finds_checkpoint_writes() -> None:
+    files = [
+        {"path": "/ckpt/model.ckpt-100.data-00000-of-00001.tempstate8812"},
+        {"path": "/ckpt2/model.ckpt-100_temp/part-00000-of-00002.data-00000-of-00001"},
+        {"path": "/ckpt3/model.ckpt-5_temp_1a2b3c/part-00001-of-00002.index"},
+        {"path": "/ckpt4/checkpoint"},
+        {"path": "/ckpt5/model.ckpt-9.meta"},
+        {"path": "/usr/lib/python3.11/site-packages/numpy/core/_multiarray_umath.so"},
+        {"path": "/logs/events.out.tfevents.1700000000.host"},
+    ]
+
+    assert checkpoint.dirs_from_open_files(files) == [
+        Path("/ckpt"), Path("/ckpt2"), Path("/ckpt3"), Path("/ckpt4"), Path("/ckpt5")]
+
+
+def test_read_checkpoint_dir_lists_files_and_state(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-7"\n')
+    (tmp_path / "model.ckpt-7.index").write_bytes(b"i" * 10)
+    (tmp_path / "model.ckpt-8_temp").mkdir()
+    (tmp_path / "model.ckpt-8_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(
+        b"d" * 30)
+
+    listing = checkpoint.read_checkpoint_dir(tmp_path)
+
+    assert listing["exists"] is True
+    assert listing["state_file"].startswith("model_checkpoint_path")
+    assert [(f["name"], f["size"]) for f in listing["files"]] == [
+        ("checkpoint", 38), ("model.ckpt-7.index", 10),
+        ("model.ckpt-8_temp/part-00000-of-00001.data-00000-of-00001", 30)]
+
+
+# -- what py-spy prints when it fails (py-spy 0.4.3, recorded here) -----------------------
+
+PYSPY_PERMISSION = ("Permission Denied: Try running again with elevated permissions by going "
+                    "'sudo env \"PATH=$PATH\" !!'")
+PYSPY_NOT_PYTHON = """Error: Failed to find python version from target process
+
+Stack backtrace:
+   0: anyhow::error::<impl anyhow::Error>::msg
+   1: py_spy::python_process_info::get_python_version
+"""
+PYSPY_GONE = """Error: Failed to get process executable name. Check that the process is running.
+
+Caused by:
+    0: No such file or directory (os error 2)
+    1: No such file or directory (os error 2)
+"""
+PYSPY_STOPPED = """Error: Failed to get stack traces
+
+Caused by:
+    0: Failed to suspend process
+    1: unexpected waitpid result PtraceEvent(Pid(10655), SIGSTOP, 128) to 10655
+"""
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    (PYSPY_PERMISSION, "permission"),
+    (PYSPY_NOT_PYTHON, "not-python"),
+    (PYSPY_GONE, "gone"),
+    (PYSPY_STOPPED, "error"),
+    ("pystack: Operation not permitted", "permission"),
+    ("something else entirely", "error"),
+])
+def test_classify_failure_on_real_messages(text: str, kind: str) -> None:
+    assert classify_failure(text) == kind
+
+
+def test_stopped_target_message_is_recognised() -> None:
+    assert tools.SUSPEND_FAILED_MARKER in PYSPY_STOPPED.lower()
+
+
+def test_find_tool_prefers_the_one_beside_the_interpreter() -> None:
+    beside = Path(sys.executable).parent / "py-spy"
+    if not os.access(beside, os.X_OK):
+        pytest.skip("py-spy is not installed beside this interpreter")
+    assert tools.find_tool("py-spy") == str(beside)
+
+
+def test_find_tool_missing() -> None:
+    assert tools.find_tool("no-such-tool-postmortem") is None
+
+
+# -- the capture loop's small pieces -------------------------------------------------------
+
+def test_call_bounded_returns_raises_and_times_out() -> None:
+    assert call_bounded(lambda: 42, 1.0) == 42
+    with pytest.raises(ZeroDivisionError):
+        call_bounded(lambda: 1 // 0, 1.0)
+    started = time.monotonic()
+    with pytest.raises(BoundedCallTimeout):
+        call_bounded(lambda: time.sleep(5), 0.2)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(("kinds", "code"), [
+    ([], ExitCode.OK),
+    (["error"], ExitCode.PARTIAL_CAPTURE),
+    (["tf-server", "error"], ExitCode.TF_SERVER_UNREACHABLE),
+    (["tf-server", "gone"], ExitCode.TARGET_EXITED),
+    (["gone", "permission"], ExitCode.PERMISSION),
+    (["not-python", "gone"], ExitCode.NOT_PYTHON),
+])
+def test_exit_code_picks_the_most_specific_problem(kinds: list[str], code: ExitCode) -> None:
+    result = CaptureResult(Path("d"), {}, [Problem(kind, "x") for kind in kinds])
+    assert result.exit_code == code
+
+
+def test_command_line_reproduces_the_capture() -> None:
+    options = CaptureOptions(pids=(1, 2), output=Path("out"), samples=2, interval=0.5,
+                             all_threads=True, tf_servers=("h:1",),
+                             checkpoint_dirs=(Path("/c"),))
+
+    assert command_line(options) == (
+        "postmortem", "capture", "--pid", "1", "--pid", "2", "--samples", "2",
+        "--interval", "0.5", "--all-threads", "--checkpoint-dir", "/c", "--tf-server", "h:1",
+        "--tf-trace-ms", "500", "-o", "out")
