@@ -15,6 +15,7 @@ from typing import Any
 
 PROC = Path("/proc")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # Only these environment variables are kept: the environment holds secrets.
 ENV_ALLOWLIST_PREFIXES = ("TF_", "GRPC_", "CUDA_VISIBLE_DEVICES", "PYTHON", "KUBERNETES_POD_NAME")
@@ -318,12 +319,25 @@ def read_round(pid: int, stat_files: bool = True) -> dict[str, Any]:
         "stime": stat["stime"],
         "num_threads": stat["num_threads"],
         "clk_tck": CLK_TCK,
+        # Every listening address in the target's network namespace, not only its own:
+        # a cluster member with nothing listening at its address is not running.
+        "host_listening": sorted({entry["local"] for entry in read_net_table(pid).values()
+                                  if entry["tcp_state"] == "LISTEN"}),
+        "rss_bytes": read_rss(pid),
         "threads": threads,
         "io": read_io(pid),
         "files": files,
         "sockets": sockets,
         "fds_error": fds_error,
     }
+
+
+def read_rss(pid: int) -> int | None:
+    try:
+        fields = _read_text(PROC / str(pid) / "statm").split()
+        return int(fields[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def listening_ports(sockets: list[dict[str, Any]]) -> list[int]:

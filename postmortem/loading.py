@@ -26,7 +26,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "processes": ("pid", "comm", "exe", "cwd", "cmdline", "args", "uid", "env", "python",
                   "tensorflow", "std_streams"),
     "process_rounds": ("pid", "round", "time", "state", "cpu_seconds", "num_threads",
-                       "rchar", "wchar", "write_bytes", "stat_timeout"),
+                       "rchar", "wchar", "write_bytes", "stat_timeout", "rss_bytes",
+                       "host_listening"),
     "threads": ("pid", "round", "tid", "name", "state", "wchan", "cpu_seconds"),
     "py_threads": ("pid", "round", "tid", "thread_name", "active", "owns_gil", "source"),
     "frames": ("pid", "round", "tid", "thread_name", "depth", "function", "filename",
@@ -293,6 +294,8 @@ def _load_round(root: Path, round_dir: Path, pid: int, round_index: int,
                 "num_threads": data.get("num_threads"), "rchar": io.get("rchar"),
                 "wchar": io.get("wchar"), "write_bytes": io.get("write_bytes"),
                 "stat_timeout": bool(data.get("stat_timeout")),
+                "rss_bytes": data.get("rss_bytes"),
+                "host_listening": data.get("host_listening"),
             })
             rows["threads"].extend({
                 "pid": pid, "round": round_index, "tid": t.get("tid"), "name": t.get("name"),

@@ -12,7 +12,14 @@ from functools import cached_property
 
 import pandas as pd
 
-from postmortem.analysis.roles import Member, build_cluster, host_of, port_of, role_from_device
+from postmortem.analysis.roles import (
+    Member,
+    is_local,
+    build_cluster,
+    host_of,
+    port_of,
+    role_from_device,
+)
 from postmortem.analysis.threads import ThreadView, thread_views
 from postmortem.loading import Dump
 
@@ -123,9 +130,12 @@ class Facts:
         if "host_listening" not in pr.columns or pr.empty:
             return None
         ports: set[int] = set()
-        for value in pr["host_listening"].dropna():
-            ports |= {int(p) for p in value}
-        return ports
+        recorded = False
+        for value in pr["host_listening"]:
+            if isinstance(value, list):
+                recorded = True
+                ports |= {p for p in (port_of(str(a)) for a in value) if p is not None}
+        return ports if recorded else None
 
     @cached_property
     def health(self) -> dict[str, MemberHealth]:
@@ -136,7 +146,8 @@ class Facts:
             if m.pid is None:
                 port = port_of(m.address) if m.address else None
                 listening = self.listening_everywhere
-                if listening is not None and port is not None and port not in listening:
+                if (listening is not None and port is not None and port not in listening
+                        and m.address and is_local(m.address, self.host)):
                     h.problems.append(f"not running: nothing listens on {m.address}")
                 elif m.address and m.address in self.tf_unanswered:
                     h.problems.append(f"its profiler did not answer ({self.tf_unanswered[m.address]})")

@@ -122,7 +122,7 @@ def build_cluster(processes: pd.DataFrame, sockets: pd.DataFrame,
             continue
         for job, addresses in spec.items():
             for index, address in enumerate(addresses):
-                if port_of(address) in listening.get(pid, set()) and _is_local(address, capture_host):
+                if port_of(address) in listening.get(pid, set()) and is_local(address, capture_host):
                     labels[pid] = f"{job}:{index}"
     for pid in tasks:
         labels.setdefault(pid, f"pid:{pid}")
@@ -145,7 +145,7 @@ def _job_order(job: str) -> int:
     return {"chief": 0, "ps": 1, "worker": 2}.get(job, 3)
 
 
-def _is_local(address: str, capture_host: str) -> bool:
+def is_local(address: str, capture_host: str) -> bool:
     host = host_of(address)
     return host in LOCAL_HOSTS or host == capture_host or host.split(".")[0] == capture_host
 

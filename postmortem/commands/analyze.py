@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -13,9 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from postmortem.analysis import Verdict
-from postmortem.analysis import analyze as run_analysis
-from postmortem.loading import load_dump
+if TYPE_CHECKING:  # pandas-heavy: imported when the command runs, so `capture` stays light
+    from postmortem.analysis import Verdict
 
 VERDICT_SCHEMA_VERSION = 1
 
@@ -38,6 +37,9 @@ def analyze(
     force: Annotated[bool, typer.Option(help="Replace an existing --html file.")] = False,
 ) -> int:
     """Name the hang class, the culprit process, the blocking op and the fix, with evidence."""
+    from postmortem.analysis import analyze as run_analysis
+    from postmortem.loading import load_dump
+
     loaded = load_dump(dump)
     verdict = run_analysis(loaded)
     if html is not None:
