@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort,):
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer vendors its own copy of click: recognise either by shape, not by class.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return int(exc.exit_code)
         if os.environ.get("POSTMORTEM_DEBUG"):
