@@ -64,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except typer.Exit as done:
         return int(done.exit_code)
-    except (typer.Abort,):
+    except typer.Abort:
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # click usage errors and the like
         # typer vendors its own copy of click: recognise either by shape, not by class.
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            return int(exc.exit_code)
+        exit_code = getattr(exc, "exit_code", None)
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            return exit_code
         if os.environ.get("POSTMORTEM_DEBUG"):
             raise
         stderr_console().print(

@@ -23,21 +23,71 @@ FORMAT_NAME = "postmortem-dump"
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "processes": ("pid", "comm", "exe", "cwd", "cmdline", "args", "uid", "env", "python",
-                  "tensorflow", "std_streams"),
-    "process_rounds": ("pid", "round", "time", "state", "cpu_seconds", "num_threads",
-                       "rchar", "wchar", "write_bytes", "stat_timeout", "rss_bytes",
-                       "host_listening"),
+    "processes": (
+        "pid",
+        "comm",
+        "exe",
+        "cwd",
+        "cmdline",
+        "args",
+        "uid",
+        "env",
+        "python",
+        "tensorflow",
+        "std_streams",
+    ),
+    "process_rounds": (
+        "pid",
+        "round",
+        "time",
+        "state",
+        "cpu_seconds",
+        "num_threads",
+        "rchar",
+        "wchar",
+        "write_bytes",
+        "stat_timeout",
+        "rss_bytes",
+        "host_listening",
+    ),
     "threads": ("pid", "round", "tid", "name", "state", "wchan", "cpu_seconds"),
     "py_threads": ("pid", "round", "tid", "thread_name", "active", "owns_gil", "source"),
-    "frames": ("pid", "round", "tid", "thread_name", "depth", "function", "filename",
-               "line", "native", "source", "code"),
+    "frames": (
+        "pid",
+        "round",
+        "tid",
+        "thread_name",
+        "depth",
+        "function",
+        "filename",
+        "line",
+        "native",
+        "source",
+        "code",
+    ),
     "files": ("pid", "round", "fd", "path", "size", "pos", "flags"),
-    "sockets": ("pid", "round", "fd", "proto", "local", "remote", "tcp_state", "tx_queue",
-                "rx_queue"),
+    "sockets": (
+        "pid",
+        "round",
+        "fd",
+        "proto",
+        "local",
+        "remote",
+        "tcp_state",
+        "tx_queue",
+        "rx_queue",
+    ),
     "checkpoint_files": ("dir", "round", "time", "name", "size", "mtime"),
-    "checkpoint_rounds": ("dir", "round", "time", "exists", "listing_timed_out", "state_file",
-                          "total_bytes", "file_count"),
+    "checkpoint_rounds": (
+        "dir",
+        "round",
+        "time",
+        "exists",
+        "listing_timed_out",
+        "state_file",
+        "total_bytes",
+        "file_count",
+    ),
     "log_lines": ("pid", "stream", "line_no", "text"),
     "tf_events": ("address", "plane", "line", "name", "node", "op", "start_ns", "duration_ns"),
     "tf_servers": ("address", "status", "reason", "answered", "idle"),
@@ -59,7 +109,8 @@ class Dump:
     def __getattr__(self, name: str) -> pd.DataFrame:
         frames = self.__dict__.get("frames_by_name", {})
         if name in frames:
-            return frames[name]
+            frame: pd.DataFrame = frames[name]
+            return frame
         raise AttributeError(name)
 
     @property
@@ -68,6 +119,16 @@ class Dump:
 
     def source_line(self, pid: int, filename: str, line: int) -> str:
         return self.sources.get(pid, {}).get(filename, {}).get(str(line), "")
+
+
+def as_int(value: Any) -> int:
+    """A pandas scalar (numpy int, float, str) as int: pandas-stubs type them loosely."""
+    return int(value)
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain dicts: the typed way to iterate a frame (itertuples is untyped)."""
+    return frame.to_dict("records")  # type: ignore[return-value]
 
 
 def _frame(name: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -102,9 +163,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadDumpError(f"{manifest_path} is corrupt: {exc}.",
-                           help_text="Capture again; a dump's other files may still be read "
-                           "by hand.") from exc
+        raise BadDumpError(
+            f"{manifest_path} is corrupt: {exc}.",
+            help_text="Capture again; a dump's other files may still be read by hand.",
+        ) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise BadDumpError(f"{manifest_path} is not a postmortem dump manifest.")
     version = manifest.get("schema_version")
@@ -121,25 +183,44 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 # -- raw tool output parsers -----------------------------------------------------------
 
-def parse_pyspy(raw: Any, pid: int, round_index: int, sources: dict[str, dict[str, str]]
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+
+def parse_pyspy(
+    raw: Any, pid: int, round_index: int, sources: dict[str, dict[str, str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     threads, frames = [], []
     for thread in raw:
         tid = thread.get("os_thread_id") or thread.get("thread_id")
         name = thread.get("thread_name") or ""
-        threads.append({"pid": pid, "round": round_index, "tid": tid, "thread_name": name,
-                        "active": bool(thread.get("active")),
-                        "owns_gil": bool(thread.get("owns_gil")), "source": "pyspy"})
+        threads.append(
+            {
+                "pid": pid,
+                "round": round_index,
+                "tid": tid,
+                "thread_name": name,
+                "active": bool(thread.get("active")),
+                "owns_gil": bool(thread.get("owns_gil")),
+                "source": "pyspy",
+            }
+        )
         for depth, frame in enumerate(thread.get("frames") or []):
             filename = frame.get("filename") or ""
             line = int(frame.get("line") or 0)
             native = not filename.endswith(".py") and "<" not in filename and bool(filename)
-            frames.append({
-                "pid": pid, "round": round_index, "tid": tid, "thread_name": name,
-                "depth": depth, "function": frame.get("name") or "", "filename": filename,
-                "line": line, "native": native, "source": "pyspy",
-                "code": sources.get(filename, {}).get(str(line), "").strip(),
-            })
+            frames.append(
+                {
+                    "pid": pid,
+                    "round": round_index,
+                    "tid": tid,
+                    "thread_name": name,
+                    "depth": depth,
+                    "function": frame.get("name") or "",
+                    "filename": filename,
+                    "line": line,
+                    "native": native,
+                    "source": "pyspy",
+                    "code": sources.get(filename, {}).get(str(line), "").strip(),
+                }
+            )
     return threads, frames
 
 
@@ -149,14 +230,14 @@ GDB_THREAD = re.compile(r'^Thread \d+ \(.*?LWP (\d+)\)(?: "(.*?)")?')
 GDB_FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(.*?\)(?: at (\S+):(\d+))?")
 
 
-def parse_native_text(text: str, pid: int, round_index: int, source: str
-                      ) -> list[dict[str, Any]]:
+def parse_native_text(text: str, pid: int, round_index: int, source: str) -> list[dict[str, Any]]:
     """pystack --native-all or gdb `thread apply all bt` -> frame rows (depth 0 innermost)."""
     rows: list[dict[str, Any]] = []
     current: list[dict[str, Any]] = []
     tid, name = 0, ""
-    thread_re, frame_re = (PYSTACK_THREAD, PYSTACK_FRAME) if source == "pystack" else (
-        GDB_THREAD, GDB_FRAME)
+    thread_re, frame_re = (
+        (PYSTACK_THREAD, PYSTACK_FRAME) if source == "pystack" else (GDB_THREAD, GDB_FRAME)
+    )
 
     def flush() -> None:
         ordered = current[::-1] if source == "pystack" else current  # pystack: outermost first
@@ -181,9 +262,18 @@ def parse_native_text(text: str, pid: int, round_index: int, source: str
         else:
             function, filename, lineno = frame_match.groups()
             native = True
-        current.append({"pid": pid, "round": round_index, "function": function,
-                        "filename": filename or "", "line": int(lineno or 0), "native": native,
-                        "source": source, "code": ""})
+        current.append(
+            {
+                "pid": pid,
+                "round": round_index,
+                "function": function,
+                "filename": filename or "",
+                "line": int(lineno or 0),
+                "native": native,
+                "source": source,
+                "code": "",
+            }
+        )
     flush()
     return rows
 
@@ -193,6 +283,7 @@ def _cpu(ticks: int, clk_tck: int) -> float:
 
 
 # -- the loader --------------------------------------------------------------------------
+
 
 def load_dump(path: Path | str) -> Dump:
     root = Path(path)
@@ -205,23 +296,35 @@ def load_dump(path: Path | str) -> Dump:
         pid = int(target["pid"])
         pdir = root / target.get("dir", f"processes/{pid}")
         info = _read_json(pdir / "process.json", problems, root) or {}
-        sources = (_read_json(pdir / "sources.json", problems, root)
-                   if (pdir / "sources.json").exists() else None) or {}
+        sources = (
+            _read_json(pdir / "sources.json", problems, root)
+            if (pdir / "sources.json").exists()
+            else None
+        ) or {}
         sources_by_pid[pid] = sources
         cmdline = info.get("cmdline") or []
-        rows["processes"].append({
-            "pid": pid, "comm": info.get("comm", ""), "exe": info.get("exe", ""),
-            "cwd": info.get("cwd", ""), "cmdline": " ".join(cmdline), "args": cmdline,
-            "uid": info.get("uid"), "env": info.get("env") or {},
-            "python": info.get("python"), "tensorflow": info.get("tensorflow"),
-            "std_streams": target.get("std_streams") or {},
-        })
+        rows["processes"].append(
+            {
+                "pid": pid,
+                "comm": info.get("comm", ""),
+                "exe": info.get("exe", ""),
+                "cwd": info.get("cwd", ""),
+                "cmdline": " ".join(cmdline),
+                "args": cmdline,
+                "uid": info.get("uid"),
+                "env": info.get("env") or {},
+                "python": info.get("python"),
+                "tensorflow": info.get("tensorflow"),
+                "std_streams": target.get("std_streams") or {},
+            }
+        )
         for round_dir in sorted(pdir.glob("round-*")):
             try:
                 round_index = int(round_dir.name.split("-")[1])
             except (IndexError, ValueError):
-                problems.append({"file": str(round_dir.relative_to(root)),
-                                 "problem": "unexpected name"})
+                problems.append(
+                    {"file": str(round_dir.relative_to(root)), "problem": "unexpected name"}
+                )
                 continue
             _load_round(root, round_dir, pid, round_index, sources, rows, problems)
         for stream in ("stdout", "stderr"):
@@ -235,41 +338,67 @@ def load_dump(path: Path | str) -> Dump:
             _add_log_lines(rows, None, entry.get("path", log_path.name), log_path.read_bytes())
 
     for entry in manifest.get("checkpoint_dirs") or []:
-        for listing_path in sorted((root / "checkpoint" / str(entry["index"])).glob("round-*.json")):
+        for listing_path in sorted(
+            (root / "checkpoint" / str(entry["index"])).glob("round-*.json")
+        ):
             listing = _read_json(listing_path, problems, root)
             if not isinstance(listing, dict):
                 continue
             round_index = int(listing_path.stem.split("-")[1])
             files = listing.get("files") or []
-            rows["checkpoint_rounds"].append({
-                "dir": entry["dir"], "round": round_index, "time": listing.get("time"),
-                "exists": listing.get("exists"),
-                "listing_timed_out": bool(listing.get("listing_timed_out")),
-                "state_file": listing.get("state_file"),
-                "total_bytes": sum(int(f.get("size") or 0) for f in files),
-                "file_count": len(files),
-            })
+            rows["checkpoint_rounds"].append(
+                {
+                    "dir": entry["dir"],
+                    "round": round_index,
+                    "time": listing.get("time"),
+                    "exists": listing.get("exists"),
+                    "listing_timed_out": bool(listing.get("listing_timed_out")),
+                    "state_file": listing.get("state_file"),
+                    "total_bytes": sum(int(f.get("size") or 0) for f in files),
+                    "file_count": len(files),
+                }
+            )
             rows["checkpoint_files"].extend(
-                {"dir": entry["dir"], "round": round_index, "time": listing.get("time"),
-                 "name": f.get("name"), "size": f.get("size"), "mtime": f.get("mtime")}
-                for f in files)
+                {
+                    "dir": entry["dir"],
+                    "round": round_index,
+                    "time": listing.get("time"),
+                    "name": f.get("name"),
+                    "size": f.get("size"),
+                    "mtime": f.get("mtime"),
+                }
+                for f in files
+            )
 
     outcomes = manifest["outcomes"]
     for server in manifest.get("tf_servers") or []:
         address = server.get("address", "")
-        outcome = next((o for o in outcomes
-                        if o.get("collector") == "tf_profiler" and o.get("target") == address), {})
+        outcome: dict[str, Any] = next(
+            (
+                o
+                for o in outcomes
+                if o.get("collector") == "tf_profiler" and o.get("target") == address
+            ),
+            {},
+        )
         events_path = root / "tf" / str(server.get("index")) / "events.json"
         data = _read_json(events_path, problems, root) if events_path.exists() else None
-        rows["tf_servers"].append({
-            "address": address, "status": outcome.get("status", "unknown"),
-            "reason": outcome.get("reason", ""),
-            "answered": bool(data and data.get("answered", True)),
-            "idle": bool(data and data.get("idle")),
-        })
+        rows["tf_servers"].append(
+            {
+                "address": address,
+                "status": outcome.get("status", "unknown"),
+                "reason": outcome.get("reason", ""),
+                "answered": bool(data and data.get("answered", True)),
+                "idle": bool(data and data.get("idle")),
+            }
+        )
         for event in (data or {}).get("events", []):
-            rows["tf_events"].append({"address": address, **{
-                key: event.get(key) for key in COLUMNS["tf_events"] if key != "address"}})
+            rows["tf_events"].append(
+                {
+                    "address": address,
+                    **{key: event.get(key) for key in COLUMNS["tf_events"] if key != "address"},
+                }
+            )
 
     rows["outcomes"] = [{key: o.get(key) for key in COLUMNS["outcomes"]} for o in outcomes]
     rows["rounds"] = [{key: r.get(key) for key in COLUMNS["rounds"]} for r in manifest["rounds"]]
@@ -278,42 +407,74 @@ def load_dump(path: Path | str) -> Dump:
     return Dump(root, manifest, frames, sources_by_pid)
 
 
-def _load_round(root: Path, round_dir: Path, pid: int, round_index: int,
-                sources: dict[str, dict[str, str]], rows: dict[str, list[dict[str, Any]]],
-                problems: list[dict[str, Any]]) -> None:
+def _load_round(
+    root: Path,
+    round_dir: Path,
+    pid: int,
+    round_index: int,
+    sources: dict[str, dict[str, str]],
+    rows: dict[str, list[dict[str, Any]]],
+    problems: list[dict[str, Any]],
+) -> None:
     procfs_path = round_dir / "procfs.json"
     if procfs_path.exists():
         data = _read_json(procfs_path, problems, root)
         if isinstance(data, dict):
             clk = int(data.get("clk_tck") or 100)
             io = data.get("io") or {}
-            rows["process_rounds"].append({
-                "pid": pid, "round": round_index, "time": data.get("time"),
-                "state": data.get("state"),
-                "cpu_seconds": _cpu(int(data.get("utime", 0)) + int(data.get("stime", 0)), clk),
-                "num_threads": data.get("num_threads"), "rchar": io.get("rchar"),
-                "wchar": io.get("wchar"), "write_bytes": io.get("write_bytes"),
-                "stat_timeout": bool(data.get("stat_timeout")),
-                "rss_bytes": data.get("rss_bytes"),
-                "host_listening": data.get("host_listening"),
-            })
-            rows["threads"].extend({
-                "pid": pid, "round": round_index, "tid": t.get("tid"), "name": t.get("name"),
-                "state": t.get("state"), "wchan": t.get("wchan", ""),
-                "cpu_seconds": _cpu(int(t.get("utime", 0)) + int(t.get("stime", 0)), clk),
-            } for t in data.get("threads") or [])
-            rows["files"].extend({"pid": pid, "round": round_index, **{
-                key: f.get(key) for key in COLUMNS["files"][2:]}} for f in data.get("files") or [])
-            rows["sockets"].extend({"pid": pid, "round": round_index, **{
-                key: s.get(key) for key in COLUMNS["sockets"][2:]}}
-                for s in data.get("sockets") or [])
+            rows["process_rounds"].append(
+                {
+                    "pid": pid,
+                    "round": round_index,
+                    "time": data.get("time"),
+                    "state": data.get("state"),
+                    "cpu_seconds": _cpu(int(data.get("utime", 0)) + int(data.get("stime", 0)), clk),
+                    "num_threads": data.get("num_threads"),
+                    "rchar": io.get("rchar"),
+                    "wchar": io.get("wchar"),
+                    "write_bytes": io.get("write_bytes"),
+                    "stat_timeout": bool(data.get("stat_timeout")),
+                    "rss_bytes": data.get("rss_bytes"),
+                    "host_listening": data.get("host_listening"),
+                }
+            )
+            rows["threads"].extend(
+                {
+                    "pid": pid,
+                    "round": round_index,
+                    "tid": t.get("tid"),
+                    "name": t.get("name"),
+                    "state": t.get("state"),
+                    "wchan": t.get("wchan", ""),
+                    "cpu_seconds": _cpu(int(t.get("utime", 0)) + int(t.get("stime", 0)), clk),
+                }
+                for t in data.get("threads") or []
+            )
+            rows["files"].extend(
+                {
+                    "pid": pid,
+                    "round": round_index,
+                    **{key: f.get(key) for key in COLUMNS["files"][2:]},
+                }
+                for f in data.get("files") or []
+            )
+            rows["sockets"].extend(
+                {
+                    "pid": pid,
+                    "round": round_index,
+                    **{key: s.get(key) for key in COLUMNS["sockets"][2:]},
+                }
+                for s in data.get("sockets") or []
+            )
     pyspy_path = round_dir / "pyspy.json"
     if pyspy_path.exists():
         raw = pyspy_path.read_bytes()
         try:
             traces = json.loads(raw) if raw.strip() else None
         except json.JSONDecodeError as exc:
-            problems.append({"file": str(pyspy_path.relative_to(root)), "problem": f"corrupt: {exc}"})
+            problems.append(
+                {"file": str(pyspy_path.relative_to(root)), "problem": f"corrupt: {exc}"}
+            )
             traces = None
         if isinstance(traces, list):
             threads, frames = parse_pyspy(traces, pid, round_index, sources)
@@ -322,11 +483,13 @@ def _load_round(root: Path, round_dir: Path, pid: int, round_index: int,
     for name, source in (("native.pystack.txt", "pystack"), ("native.gdb.txt", "gdb")):
         native_path = round_dir / name
         if native_path.exists():
-            rows["frames"].extend(parse_native_text(
-                native_path.read_text(errors="replace"), pid, round_index, source))
+            rows["frames"].extend(
+                parse_native_text(native_path.read_text(errors="replace"), pid, round_index, source)
+            )
 
 
-def _add_log_lines(rows: dict[str, list[dict[str, Any]]], pid: int | None, stream: str,
-                   data: bytes) -> None:
+def _add_log_lines(
+    rows: dict[str, list[dict[str, Any]]], pid: int | None, stream: str, data: bytes
+) -> None:
     for number, text in enumerate(data.decode(errors="replace").splitlines()):
         rows["log_lines"].append({"pid": pid, "stream": stream, "line_no": number, "text": text})

@@ -11,9 +11,11 @@ from postmortem.loading import Dump
 
 __all__ = ["Culprit", "Evidence", "Finding", "HangClass", "Verdict", "analyze", "facts_summary"]
 
-NO_HANG_FIX = ("No hang signature was found. Capture again while the job is stuck, with more "
-               "rounds (--samples 5 --interval 2), --all-threads for native stacks, the ps and "
-               "worker pids together, and --tf-server for each task.")
+NO_HANG_FIX = (
+    "No hang signature was found. Capture again while the job is stuck, with more "
+    "rounds (--samples 5 --interval 2), --all-threads for native stacks, the ps and "
+    "worker pids together, and --tf-server for each task."
+)
 
 
 def analyze(dump: Dump) -> Verdict:
@@ -27,10 +29,22 @@ def analyze(dump: Dump) -> Verdict:
         summary = "No known hang pattern matched."
         if stuck:
             summary += f" {len(stuck)} thread(s) look stuck; see the evidence."
-        findings.append(Finding(HangClass.NO_HANG_FOUND, 0.3, summary, NO_HANG_FIX, None, "",
-                                tuple(Evidence(f"{t.label} of {facts.role(t.pid)} stuck in "
-                                               f"{t.frames_text(4)}", "stacks")
-                                      for t in stuck[:5])))
+        findings.append(
+            Finding(
+                HangClass.NO_HANG_FOUND,
+                0.3,
+                summary,
+                NO_HANG_FIX,
+                None,
+                "",
+                tuple(
+                    Evidence(
+                        f"{t.label} of {facts.role(t.pid)} stuck in {t.frames_text(4)}", "stacks"
+                    )
+                    for t in stuck[:5]
+                ),
+            )
+        )
         findings.sort(key=lambda f: f.confidence, reverse=True)
     return Verdict(findings[0], tuple(findings), facts_summary(facts))
 
@@ -41,23 +55,43 @@ def facts_summary(facts: Facts) -> dict[str, Any]:
         "host": facts.host,
         "rounds": facts.rounds,
         "members": [
-            {"role": m.role, "job": m.job, "task": m.task, "address": m.address, "pid": m.pid,
-             "captured": m.captured, "problems": facts.health[m.role].problems
-             if m.role in facts.health else []}
+            {
+                "role": m.role,
+                "job": m.job,
+                "task": m.task,
+                "address": m.address,
+                "pid": m.pid,
+                "captured": m.captured,
+                "problems": facts.health[m.role].problems if m.role in facts.health else [],
+            }
             for m in facts.members
         ],
         "wait_for": [{"from": a, "to": b, "why": why} for a, b, why in facts.wait_for],
         "threads": [
-            {"pid": t.pid, "role": facts.role(t.pid), "tid": t.tid, "name": t.name,
-             "status": t.status, "waits_on": t.waits_on, "states": t.states,
-             "cpu_seconds": round(t.cpu_seconds, 3), "in_save": t.in_save,
-             "stack": t.frames_text(8), "wchan": t.wchan}
+            {
+                "pid": t.pid,
+                "role": facts.role(t.pid),
+                "tid": t.tid,
+                "name": t.name,
+                "status": t.status,
+                "waits_on": t.waits_on,
+                "states": t.states,
+                "cpu_seconds": round(t.cpu_seconds, 3),
+                "in_save": t.in_save,
+                "stack": t.frames_text(8),
+                "wchan": t.wchan,
+            }
             for t in facts.threads
         ],
         "checkpoint": facts.checkpoint_progress,
-        "logs": {role: {"last_step": f.last_step, "save_lines": len(f.save_lines),
-                        "saves_after_last_step": f.saves_after_last_step,
-                        "errors": (f.oversized + f.grpc_errors)[:5],
-                        "create_session_waits": f.create_session_waits[:3]}
-                 for role, f in facts.logs.items()},
+        "logs": {
+            role: {
+                "last_step": f.last_step,
+                "save_lines": len(f.save_lines),
+                "saves_after_last_step": f.saves_after_last_step,
+                "errors": (f.oversized + f.grpc_errors)[:5],
+                "create_session_waits": f.create_session_waits[:3],
+            }
+            for role, f in facts.logs.items()
+        },
     }

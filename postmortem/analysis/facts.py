@@ -14,29 +14,35 @@ import pandas as pd
 
 from postmortem.analysis.roles import (
     Member,
-    is_local,
     build_cluster,
     host_of,
+    is_local,
     port_of,
     role_from_device,
 )
 from postmortem.analysis.threads import ThreadView, thread_views
-from postmortem.loading import Dump
+from postmortem.loading import Dump, as_int, records
 
 OVERSIZED = re.compile(
     r"(Cannot encode a Tensor that exceeds the 2GB protobuf limit|exceeds the 2GB protobuf|"
     r"Failed to encode tensor to byte buffer|larger than 2GB|message of size \d+ exceeds|"
-    r"Received message larger than max)", re.IGNORECASE)
+    r"Received message larger than max)",
+    re.IGNORECASE,
+)
 EXCEEDED_BYTES = re.compile(r"Exceeded bytes: (\d+)")
 RENDEZVOUS = re.compile(r"rendezvous_key: (/job:[^;]+);[^;]*;(/job:[^;]+);([^;]+);")
 REMOTE_TARGET = re.compile(r"from remote target (/job:[\w-]+/replica:\d+/task:\d+)")
 CREATE_SESSION_WAIT = re.compile(
-    r"CreateSession still waiting for response from worker: (/job:[\w-]+/replica:\d+/task:\d+)")
+    r"CreateSession still waiting for response from worker: (/job:[\w-]+/replica:\d+/task:\d+)"
+)
 GRPC_UNREACHABLE = re.compile(
     r"(failed to connect to all addresses|Connection refused|UnavailableError|"
-    r"Socket closed|Connection reset by peer|DNS resolution failed)", re.IGNORECASE)
-SAVE_LINE = re.compile(r"(Saving checkpoints? (for \d+ )?(in)?to|Saving checkpoint to path)",
-                       re.IGNORECASE)
+    r"Socket closed|Connection reset by peer|DNS resolution failed)",
+    re.IGNORECASE,
+)
+SAVE_LINE = re.compile(
+    r"(Saving checkpoints? (for \d+ )?(in)?to|Saving checkpoint to path)", re.IGNORECASE
+)
 STEP_LINE = re.compile(r"\b(?:global[_ ]step|step)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
 GIB_2 = 2**31
 
@@ -102,7 +108,7 @@ class Facts:
         out: dict[int, str] = {}
         if not pr.empty:
             for pid, grp in pr.sort_values("round").groupby("pid"):
-                out[int(pid)] = "".join(str(s) for s in grp["state"])
+                out[as_int(pid)] = "".join(str(s) for s in grp["state"])
         return out
 
     @cached_property
@@ -110,8 +116,10 @@ class Facts:
         out = self.dump.outcomes
         if out.empty:
             return set()
-        gone = out[(out["status"] == "failed") &
-                   out["reason"].fillna("").str.contains("exited", case=False)]
+        gone = out[
+            (out["status"] == "failed")
+            & out["reason"].fillna("").str.contains("exited", case=False)
+        ]
         return {int(t) for t in gone["target"] if str(t).isdigit()}
 
     @cached_property
@@ -121,7 +129,7 @@ class Facts:
         if servers.empty:
             return {}
         bad = servers[(servers["status"] == "failed") & ~servers["answered"]]
-        return {str(r.address): str(r.reason) for r in bad.itertuples()}
+        return {str(r["address"]): str(r["reason"]) for r in records(bad)}
 
     @cached_property
     def listening_everywhere(self) -> set[int] | None:
@@ -146,14 +154,23 @@ class Facts:
             if m.pid is None:
                 port = port_of(m.address) if m.address else None
                 listening = self.listening_everywhere
-                if (listening is not None and port is not None and port not in listening
-                        and m.address and is_local(m.address, self.host)):
+                if (
+                    listening is not None
+                    and port is not None
+                    and port not in listening
+                    and m.address
+                    and is_local(m.address, self.host)
+                ):
                     h.problems.append(f"not running: nothing listens on {m.address}")
                 elif m.address and m.address in self.tf_unanswered:
-                    h.problems.append(f"its profiler did not answer ({self.tf_unanswered[m.address]})")
+                    h.problems.append(
+                        f"its profiler did not answer ({self.tf_unanswered[m.address]})"
+                    )
                 elif self._peer_connections(m.address) == 0 and self._any_waiting_on_cluster():
-                    h.problems.append(f"not in the dump and no captured process holds a "
-                                      f"connection to {m.address}: likely dead")
+                    h.problems.append(
+                        f"not in the dump and no captured process holds a "
+                        f"connection to {m.address}: likely dead"
+                    )
                 health[m.role] = h
                 continue
             states = self.process_states.get(m.pid, "")
@@ -162,27 +179,37 @@ class Facts:
             if m.pid in self.exited_pids:
                 h.problems.append("exited during the capture")
             if states and set(states) <= {"T", "t"}:
-                h.problems.append(f"stopped (state T in all {len(states)} rounds: SIGSTOP or a debugger)")
+                h.problems.append(
+                    f"stopped (state T in all {len(states)} rounds: SIGSTOP or a debugger)"
+                )
             elif states and set(states) <= {"Z", "X"}:
                 h.problems.append("zombie: the process has exited")
             threads = self.threads_of(m.pid)
             if threads and all(t.states and set(t.states) <= {"D"} for t in threads):
                 h.problems.append("every thread in uninterruptible I/O (state D)")
             if m.address and m.address in self.tf_unanswered:
-                h.problems.append(f"its profiler service did not answer: {self.tf_unanswered[m.address]}")
+                h.problems.append(
+                    f"its profiler service did not answer: {self.tf_unanswered[m.address]}"
+                )
             if not sockets.empty and m.address:
                 port = port_of(m.address)
                 mine = sockets[sockets["pid"] == m.pid]
-                lis = mine[(mine["tcp_state"] == "LISTEN") &
-                           (mine["local"].map(port_of) == port)]
-                backlog = lis.groupby("round")["rx_queue"].max() if not lis.empty else pd.Series(dtype=int)
+                lis = mine[(mine["tcp_state"] == "LISTEN") & (mine["local"].map(port_of) == port)]
+                backlog = (
+                    lis.groupby("round")["rx_queue"].max()
+                    if not lis.empty
+                    else pd.Series(dtype=int)
+                )
                 if not backlog.empty and (backlog > 0).all():
-                    h.problems.append(f"{int(backlog.iloc[-1])} connection(s) waiting in its accept "
-                                      f"backlog on port {port}: it does not accept")
+                    h.problems.append(
+                        f"{int(backlog.iloc[-1])} connection(s) waiting in its accept "
+                        f"backlog on port {port}: it does not accept"
+                    )
                 stale = mine[(mine["tcp_state"] == "CLOSE_WAIT") & (mine["rx_queue"] > 0)]
                 if not stale.empty and h.problems:
-                    h.problems.append(f"{stale['fd'].nunique()} CLOSE_WAIT connection(s) with "
-                                      "unread bytes")
+                    h.problems.append(
+                        f"{stale['fd'].nunique()} CLOSE_WAIT connection(s) with unread bytes"
+                    )
             health[m.role] = h
         return health
 
@@ -195,8 +222,10 @@ class Facts:
         return int(((remote_ports == port) & (s["tcp_state"] == "ESTABLISHED")).sum())
 
     def _any_waiting_on_cluster(self) -> bool:
-        return any(t.status == "stuck" and t.waits_on in ("session-run", "session-create")
-                   for t in self.threads)
+        return any(
+            t.status == "stuck" and t.waits_on in ("session-run", "session-create")
+            for t in self.threads
+        )
 
     @cached_property
     def logs(self) -> dict[str, LogFacts]:
@@ -205,7 +234,7 @@ class Facts:
         if lines_df.empty:
             return out
         for pid, grp in lines_df.groupby("pid", dropna=False):
-            pid_int = None if pd.isna(pid) else int(pid)
+            pid_int = None if pd.isna(pid) else as_int(pid)
             role = self.role(pid_int) if pid_int is not None else "log"
             texts = [str(t) for t in grp.sort_values(["stream", "line_no"])["text"]]
             facts = LogFacts(role, pid_int, texts, [], [], [], [], [])
@@ -233,7 +262,7 @@ class Facts:
         logs = files[files["fd"].isin([1, 2]) & files["size"].notna()]
         for pid, grp in logs.groupby("pid"):
             per_round = grp.groupby("round")["size"].sum().sort_index()
-            out[int(pid)] = [int(v) for v in per_round]
+            out[as_int(pid)] = [int(v) for v in per_round]
         return out
 
     @cached_property
@@ -247,10 +276,16 @@ class Facts:
         for directory, grp in cr.sort_values("round").groupby("dir"):
             sizes = [int(v) for v in grp["total_bytes"]]
             files = cf[cf["dir"] == directory] if not cf.empty else cf
-            temp = files[files["name"].str.contains(r"_temp|\.tempstate|tmp", regex=True)] \
-                if not files.empty else files
-            temp_sizes = [int(v) for v in temp.groupby("round")["size"].sum().sort_index()] \
-                if not temp.empty else []
+            temp = (
+                files[files["name"].str.contains(r"_temp|\.tempstate|tmp", regex=True)]
+                if not files.empty
+                else files
+            )
+            temp_sizes = (
+                [int(v) for v in temp.groupby("round")["size"].sum().sort_index()]
+                if not temp.empty
+                else []
+            )
             state = next((s for s in reversed(list(grp["state_file"])) if s), "")
             out[str(directory)] = {
                 "sizes": sizes,
@@ -277,7 +312,7 @@ class Facts:
             if grp[column].isna().any():
                 continue
             span = float(grp["time"].iloc[-1] - grp["time"].iloc[0]) or 1.0
-            out[int(pid)] = float(grp[column].iloc[-1] - grp[column].iloc[0]) / span
+            out[as_int(pid)] = float(grp[column].iloc[-1] - grp[column].iloc[0]) / span
         return out
 
     def connected_members(self, pid: int) -> list[str]:
@@ -291,8 +326,10 @@ class Facts:
             if not m.address or m.pid == pid:
                 continue
             port = port_of(m.address)
-            if ((mine["remote"].map(port_of) == port) &
-                    mine["remote"].map(host_of).isin(_host_aliases(host_of(m.address)))).any():
+            if (
+                (mine["remote"].map(port_of) == port)
+                & mine["remote"].map(host_of).isin(_host_aliases(host_of(m.address)))
+            ).any():
                 roles.append(m.role)
         return roles
 
@@ -306,8 +343,11 @@ class Facts:
         """
         edges: list[tuple[str, str, str]] = []
         for pid, role in self.labels.items():
-            stuck = [t for t in self.threads_of(pid)
-                     if t.status == "stuck" and t.waits_on in ("session-run", "session-create")]
+            stuck = [
+                t
+                for t in self.threads_of(pid)
+                if t.status == "stuck" and t.waits_on in ("session-run", "session-create")
+            ]
             if not stuck:
                 continue
             why = "session.run in " + stuck[0].label

@@ -14,8 +14,14 @@ from typing import Any
 
 import pandas as pd
 
-JOB_FLAGS = {"ps": ("ps_hosts",), "worker": ("worker_hosts",), "chief": ("chief_hosts",),
-             "evaluator": ("evaluator_hosts",)}
+from postmortem.loading import records
+
+JOB_FLAGS = {
+    "ps": ("ps_hosts",),
+    "worker": ("worker_hosts",),
+    "chief": ("chief_hosts",),
+    "evaluator": ("evaluator_hosts",),
+}
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]")
 
 
@@ -92,37 +98,40 @@ def host_of(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]")
 
 
-def build_cluster(processes: pd.DataFrame, sockets: pd.DataFrame,
-                  capture_host: str) -> tuple[dict[int, str], list[Member]]:
+def build_cluster(
+    processes: pd.DataFrame, sockets: pd.DataFrame, capture_host: str
+) -> tuple[dict[int, str], list[Member]]:
     """(pid -> role label, every cluster member). Unknown processes get 'pid:PID'."""
     spec: dict[str, list[str]] = {}
     tasks: dict[int, tuple[str | None, int | None]] = {}
-    for row in processes.itertuples():
-        args = list(row.args)
-        env = dict(row.env)
+    for row in records(processes):
+        args = list(row["args"])
+        env = dict(row["env"])
         for job, addresses in cluster_spec(args, env).items():
             if len(addresses) > len(spec.get(job, [])):
                 spec[job] = addresses
-        tasks[int(row.pid)] = own_task(args, env)
+        tasks[int(row["pid"])] = own_task(args, env)
 
     listening: dict[int, set[int]] = {}
     if not sockets.empty:
-        for row in sockets[sockets["tcp_state"] == "LISTEN"].itertuples():
-            port = port_of(str(row.local))
+        for row in records(sockets[sockets["tcp_state"] == "LISTEN"]):
+            port = port_of(str(row["local"]))
             if port is not None:
-                listening.setdefault(int(row.pid), set()).add(port)
+                listening.setdefault(int(row["pid"]), set()).add(port)
 
     labels: dict[int, str] = {}
-    for pid, (job, task) in tasks.items():
-        if job is not None and task is not None:
-            labels[pid] = f"{job}:{task}"
+    for pid, (own_job, own_index) in tasks.items():
+        if own_job is not None and own_index is not None:
+            labels[pid] = f"{own_job}:{own_index}"
     # No flags: match a listening port against a cluster address on this host.
     for pid in tasks:
         if pid in labels:
             continue
         for job, addresses in spec.items():
             for index, address in enumerate(addresses):
-                if port_of(address) in listening.get(pid, set()) and is_local(address, capture_host):
+                if port_of(address) in listening.get(pid, set()) and is_local(
+                    address, capture_host
+                ):
                     labels[pid] = f"{job}:{index}"
     for pid in tasks:
         labels.setdefault(pid, f"pid:{pid}")
@@ -135,8 +144,9 @@ def build_cluster(processes: pd.DataFrame, sockets: pd.DataFrame,
             members.append(Member(role, job, index, address, by_role.get(role)))
     for pid, label in labels.items():
         if not any(m.role == label for m in members):
-            job, _, task = label.partition(":")
-            members.append(Member(label, job, int(task) if task.isdigit() else 0, None, pid))
+            label_job, _, label_task = label.partition(":")
+            task_index = int(label_task) if label_task.isdigit() else 0
+            members.append(Member(label, label_job, task_index, None, pid))
     members.sort(key=lambda m: (_job_order(m.job), m.task))
     return labels, members
 

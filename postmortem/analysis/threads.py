@@ -13,17 +13,37 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from postmortem.loading import as_int, records
+
 BUSY_CPU_FRACTION = 0.05  # of one core, over the capture
 SESSION_RUN_FUNCTIONS = ("_call_tf_sessionrun", "TF_SessionRun_wrapper", "_run_fn", "_do_call")
-SESSION_CREATE_FUNCTIONS = ("_extend_graph", "TF_ExtendGraph", "_create_session",
-                            "create_session", "prepare_session", "_try_run_local_init_op")
-LOCK_LINE = re.compile(r"^\s*(?:async\s+)?with\s+(?P<with>[^:]+?)\s*:|(?P<acq>[\w.\[\]()]+)\.acquire\(")
+SESSION_CREATE_FUNCTIONS = (
+    "_extend_graph",
+    "TF_ExtendGraph",
+    "_create_session",
+    "create_session",
+    "prepare_session",
+    "_try_run_local_init_op",
+)
+LOCK_LINE = re.compile(
+    r"^\s*(?:async\s+)?with\s+(?P<with>[^:]+?)\s*:|(?P<acq>[\w.\[\]()]+)\.acquire\("
+)
 SLEEP_LINE = re.compile(r"\bsleep\(")
 WAIT_FUNCTIONS = ("Condition.wait", "Event.wait", "wait", "Queue.get", "get")
 JOIN_FUNCTIONS = ("Thread.join", "_wait_for_tstate_lock", "join", "Coordinator.join")
 SAVE_FILE_HINTS = ("saver.py", "checkpoint", "basic_session_run_hooks.py", "supervisor.py")
-NATIVE_IO_HINTS = ("WritableFile", "BundleWriter", "SaveV2", "::Append", "::Flush", "::Sync",
-                   "fsync", "__libc_write", "write", "pwrite")
+NATIVE_IO_HINTS = (
+    "WritableFile",
+    "BundleWriter",
+    "SaveV2",
+    "::Append",
+    "::Flush",
+    "::Sync",
+    "fsync",
+    "__libc_write",
+    "write",
+    "pwrite",
+)
 
 
 @dataclass(frozen=True)
@@ -57,12 +77,15 @@ class ThreadView:
     @property
     def in_save(self) -> bool:
         return any(is_save_frame(f) for f in self.python_stack) or any(
-            "SaveV2" in f.function or "BundleWriter" in f.function for f in self.native_stack)
+            "SaveV2" in f.function or "BundleWriter" in f.function for f in self.native_stack
+        )
 
     @property
     def in_session_run(self) -> bool:
-        return any(f.function.endswith(SESSION_RUN_FUNCTIONS) or f.function == "BaseSession.run"
-                   for f in self.python_stack)
+        return any(
+            f.function.endswith(SESSION_RUN_FUNCTIONS) or f.function == "BaseSession.run"
+            for f in self.python_stack
+        )
 
     @property
     def innermost(self) -> Frame | None:
@@ -101,8 +124,16 @@ def is_save_frame(frame: Frame) -> bool:
 
 def _stack(frames: pd.DataFrame) -> list[Frame]:
     ordered = frames.sort_values("depth")
-    return [Frame(str(r.function), str(r.filename), int(r.line), str(r.code or ""), bool(r.native))
-            for r in ordered.itertuples()]
+    return [
+        Frame(
+            str(r["function"]),
+            str(r["filename"]),
+            int(r["line"]),
+            str(r["code"] or ""),
+            bool(r["native"]),
+        )
+        for r in records(ordered)
+    ]
 
 
 def classify(view: ThreadView) -> None:
@@ -139,30 +170,52 @@ def classify(view: ThreadView) -> None:
         view.status = "parked"
 
 
-def thread_views(threads: pd.DataFrame, frames: pd.DataFrame, py_threads: pd.DataFrame,
-                 process_rounds: pd.DataFrame) -> list[ThreadView]:
+def thread_views(
+    threads: pd.DataFrame,
+    frames: pd.DataFrame,
+    py_threads: pd.DataFrame,
+    process_rounds: pd.DataFrame,
+) -> list[ThreadView]:
     views: list[ThreadView] = []
     if threads.empty and frames.empty:
         return views
-    proc_state = {(int(r.pid), int(r.round)): str(r.state) for r in process_rounds.itertuples()}
-    times = {(int(r.pid), int(r.round)): float(r.time or 0) for r in process_rounds.itertuples()}
+    proc_state = {
+        (int(r["pid"]), int(r["round"])): str(r["state"]) for r in records(process_rounds)
+    }
+    times = {
+        (int(r["pid"]), int(r["round"])): float(r["time"] or 0) for r in records(process_rounds)
+    }
     py_frames = frames[frames["source"] == "pyspy"] if not frames.empty else frames
     native_frames = frames[frames["source"] != "pyspy"] if not frames.empty else frames
-    py_by_thread = {key: grp for key, grp in py_frames.groupby(["pid", "tid"])} if not py_frames.empty else {}
-    native_by_thread = ({key: grp for key, grp in native_frames.groupby(["pid", "tid"])}
-                        if not native_frames.empty else {})
-    active = {}
-    names = {}
+    # Comprehensions, not dict(groupby): GroupBy has a `keys` list that dict() would call.
+    py_by_thread = (
+        {k: g for k, g in py_frames.groupby(["pid", "tid"])}  # noqa: C416
+        if not py_frames.empty
+        else {}
+    )
+    native_by_thread = (
+        {k: g for k, g in native_frames.groupby(["pid", "tid"])}  # noqa: C416
+        if not native_frames.empty
+        else {}
+    )
+    active: dict[tuple[int, int], bool] = {}
+    names: dict[tuple[int, int], str] = {}
     if not py_threads.empty:
-        for r in py_threads.itertuples():
-            active[(int(r.pid), int(r.tid))] = active.get((int(r.pid), int(r.tid)), False) or bool(r.active)
-            names[(int(r.pid), int(r.tid))] = str(r.thread_name)
+        for r in records(py_threads):
+            active[(int(r["pid"]), int(r["tid"]))] = active.get(
+                (int(r["pid"]), int(r["tid"])), False
+            ) or bool(r["active"])
+            names[(int(r["pid"]), int(r["tid"]))] = str(r["thread_name"])
 
-    keys = set()
+    keys: set[tuple[int, int]] = set()
     if not threads.empty:
         keys |= {(int(p), int(t)) for p, t in threads[["pid", "tid"]].itertuples(index=False)}
-    keys |= set(py_by_thread)
-    grouped = {k: g for k, g in threads.groupby(["pid", "tid"])} if not threads.empty else {}
+    keys |= {(as_int(p), as_int(t)) for p, t in py_by_thread}
+    grouped = (
+        {k: g for k, g in threads.groupby(["pid", "tid"])}  # noqa: C416
+        if not threads.empty
+        else {}
+    )
     for pid, tid in sorted(keys):
         rows = grouped.get((pid, tid))
         if rows is not None and not rows.empty:
@@ -182,12 +235,18 @@ def thread_views(threads: pd.DataFrame, frames: pd.DataFrame, py_threads: pd.Dat
         rounds = len(states) or 1
         if py is not None and not py.empty:
             signatures = {
-                rnd: tuple(zip(g.sort_values("depth")["function"], g.sort_values("depth")["line"]))
+                rnd: tuple(
+                    zip(
+                        g.sort_values("depth")["function"],
+                        g.sort_values("depth")["line"],
+                        strict=True,
+                    )
+                )
                 for rnd, g in py.groupby("round")
             }
             same = len(set(signatures.values())) == 1
             rounds = max(rounds, len(signatures))
-            last_py = max(signatures)
+            last_py = max(as_int(r) for r in signatures)
             python_stack = _stack(py[py["round"] == last_py])
             if last_round < 0:
                 last_round = last_py
@@ -197,9 +256,17 @@ def thread_views(threads: pd.DataFrame, frames: pd.DataFrame, py_threads: pd.Dat
             last_native = int(native["round"].max())
             native_stack = _stack(native[(native["round"] == last_native) & native["native"]])
         view = ThreadView(
-            pid=pid, tid=tid, name=names.get((pid, tid), kname) or kname, states=states,
-            wchan=wchan, cpu_seconds=cpu, elapsed=elapsed, rounds=rounds, same_stack=same,
-            python_stack=python_stack, native_stack=native_stack,
+            pid=pid,
+            tid=tid,
+            name=names.get((pid, tid), kname) or kname,
+            states=states,
+            wchan=wchan,
+            cpu_seconds=cpu,
+            elapsed=elapsed,
+            rounds=rounds,
+            same_stack=same,
+            python_stack=python_stack,
+            native_stack=native_stack,
             active=active.get((pid, tid), False),
             process_state=proc_state.get((pid, last_round), ""),
         )

@@ -25,7 +25,11 @@ def thread_evidence(facts: Facts, thread: ThreadView, why: str = "") -> Evidence
     states = f"kernel state {thread.states}" if thread.states else ""
     cpu = f"CPU {thread.cpu_seconds:.2f}s over {thread.elapsed:.1f}s"
     inner = thread.innermost
-    at = f" at {inner.filename.rsplit('/', 1)[-1]}:{inner.line} `{inner.code}`" if inner and inner.code else ""
+    at = (
+        f" at {inner.filename.rsplit('/', 1)[-1]}:{inner.line} `{inner.code}`"
+        if inner and inner.code
+        else ""
+    )
     text = f"{thread.label} is {thread.status}" + (f" ({why})" if why else "")
     text += f": {stack}{at}; {states}, {cpu}" if stack else f"; {states}, {cpu}"
     if thread.wchan:

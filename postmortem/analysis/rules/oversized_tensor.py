@@ -11,10 +11,12 @@ from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.roles import role_from_device
 from postmortem.analysis.rules.common import culprit, thread_evidence
 
-FIX = ("Build the Saver with sharded=True (tf.compat.v1.train.Saver(sharded=True)) so each ps "
-       "writes its own variables and no tensor crosses the network; and/or partition the large "
-       "variable (partitioner=tf.compat.v1.fixed_size_partitioner(N)) so no single tensor "
-       "reaches the 2 GiB gRPC/protobuf limit.")
+FIX = (
+    "Build the Saver with sharded=True (tf.compat.v1.train.Saver(sharded=True)) so each ps "
+    "writes its own variables and no tensor crosses the network; and/or partition the large "
+    "variable (partitioner=tf.compat.v1.fixed_size_partitioner(N)) so no single tensor "
+    "reaches the 2 GiB gRPC/protobuf limit."
+)
 
 
 def evaluate(facts: Facts) -> list[Finding]:
@@ -27,18 +29,35 @@ def evaluate(facts: Facts) -> list[Finding]:
     src = details.get("src_device") or details.get("remote_target") or "a ps"
     dst = details.get("dst_device") or "the saving worker"
     exceeded = details.get("exceeded_bytes")
-    evidence = [Evidence(f"TensorFlow error: {details.get('line')}", f"log of {details.get('reported_by')}",
-                         str(details.get("reported_by")))]
+    evidence = [
+        Evidence(
+            f"TensorFlow error: {details.get('line')}",
+            f"log of {details.get('reported_by')}",
+            str(details.get("reported_by")),
+        )
+    ]
     savers = [t for t in facts.threads if t.in_save]
-    for t in savers[:2]:
-        evidence.append(thread_evidence(facts, t, "inside a save"))
+    evidence += [thread_evidence(facts, t, "inside a save") for t in savers[:2]]
     op = f"Saver.save of `{variable}` pulled from {src} to {dst} as one gRPC message"
     if isinstance(exceeded, int):
         op += f" ({exceeded / 1e6:.1f} MB over the 2 GiB protobuf limit)"
-    saver_role = role_from_device(str(dst)) if isinstance(dst, str) and dst.startswith("/job") else None
-    summary = (f"The checkpoint save cannot complete: the non-sharded Saver on "
-               f"{saver_role or 'the worker'} pulls `{variable}` from {role or src} in one "
-               f"tensor of 2 GiB or more, over the gRPC/protobuf message limit. Older "
-               f"TensorFlow hangs here; newer raises and the job retries or dies.")
-    return [Finding(HangClass.OVERSIZED_TENSOR_TRANSFER, 0.95, summary, FIX,
-                    culprit(facts, role, f"holds `{variable}` (>= 2 GiB)"), op, tuple(evidence))]
+    saver_role = (
+        role_from_device(str(dst)) if isinstance(dst, str) and dst.startswith("/job") else None
+    )
+    summary = (
+        f"The checkpoint save cannot complete: the non-sharded Saver on "
+        f"{saver_role or 'the worker'} pulls `{variable}` from {role or src} in one "
+        f"tensor of 2 GiB or more, over the gRPC/protobuf message limit. Older "
+        f"TensorFlow hangs here; newer raises and the job retries or dies."
+    )
+    return [
+        Finding(
+            HangClass.OVERSIZED_TENSOR_TRANSFER,
+            0.95,
+            summary,
+            FIX,
+            culprit(facts, role, f"holds `{variable}` (>= 2 GiB)"),
+            op,
+            tuple(evidence),
+        )
+    ]

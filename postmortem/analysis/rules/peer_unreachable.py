@@ -31,12 +31,19 @@ def evaluate(facts: Facts) -> list[Finding]:
         device, count = waits.most_common(1)[0]
         role = role_from_device(device)
         score += 0.7
-        evidence.append(Evidence(f"{reporters[device]} logged 'CreateSession still waiting for "
-                                 f"response from worker: {device}' {count} time(s)",
-                                 f"log of {reporters[device]}", reporters[device]))
+        evidence.append(
+            Evidence(
+                f"{reporters[device]} logged 'CreateSession still waiting for "
+                f"response from worker: {device}' {count} time(s)",
+                f"log of {reporters[device]}",
+                reporters[device],
+            )
+        )
     if creating:
         score += 0.2
-        evidence += [thread_evidence(facts, t, "waiting to create its session") for t in creating[:2]]
+        evidence += [
+            thread_evidence(facts, t, "waiting to create its session") for t in creating[:2]
+        ]
         if role is None:
             absent = [h for h in facts.health.values() if h.unresponsive]
             role = absent[0].member.role if absent else None
@@ -49,19 +56,42 @@ def evaluate(facts: Facts) -> list[Finding]:
             score += 0.05
         elif health and health.problems:
             state = health.problems[0]
-        evidence += [Evidence(f"{role}: {p}", "cluster map", role) for p in (health.problems if health else [])]
+        evidence += [
+            Evidence(f"{role}: {p}", "cluster map", role)
+            for p in (health.problems if health else [])
+        ]
         if member is not None and member.address:
-            evidence.append(Evidence(f"{role} is listed at {member.address} in the cluster spec",
-                                     "--ps_hosts/--worker_hosts or TF_CONFIG", role))
-    address = facts.member(role).address if role and facts.member(role) else None
-    fix = (f"Start {role or 'the missing task'}" + (f" at {address}" if address else "") +
-           ", or correct the address in --ps_hosts/--worker_hosts / TF_CONFIG so it matches where "
-           "the task listens; check the port is open between hosts (firewall, security group) and "
-           "the hostname resolves. Set ConfigProto(device_filters=[...]) so a worker waits only "
-           "for the tasks it needs.")
+            evidence.append(
+                Evidence(
+                    f"{role} is listed at {member.address} in the cluster spec",
+                    "--ps_hosts/--worker_hosts or TF_CONFIG",
+                    role,
+                )
+            )
+    known = facts.member(role) if role else None
+    address = known.address if known else None
+    fix = (
+        f"Start {role or 'the missing task'}"
+        + (f" at {address}" if address else "")
+        + ", or correct the address in --ps_hosts/--worker_hosts / TF_CONFIG so it matches where "
+        "the task listens; check the port is open between hosts (firewall, security group) and "
+        "the hostname resolves. Set ConfigProto(device_filters=[...]) so a worker waits only "
+        "for the tasks it needs."
+    )
     waiter = ", ".join(sorted({facts.role(t.pid) for t in creating})) or "a worker"
     op = f"session creation on {waiter} waiting for {role or 'a cluster member'}"
-    summary = (f"{waiter} cannot create its session: {role or 'a cluster member'} does not "
-               f"answer" + (f" ({state})" if state else "") + ". Nothing has trained or saved yet.")
-    return [Finding(HangClass.PEER_UNREACHABLE, min(score, 0.95), summary, fix,
-                    culprit(facts, role, state or "unreachable"), op, tuple(evidence))]
+    summary = (
+        f"{waiter} cannot create its session: {role or 'a cluster member'} does not "
+        f"answer" + (f" ({state})" if state else "") + ". Nothing has trained or saved yet."
+    )
+    return [
+        Finding(
+            HangClass.PEER_UNREACHABLE,
+            min(score, 0.95),
+            summary,
+            fix,
+            culprit(facts, role, state or "unreachable"),
+            op,
+            tuple(evidence),
+        )
+    ]

@@ -12,12 +12,14 @@ from postmortem.analysis.rules.common import culprit, describe_wait, thread_evid
 
 
 def _fix(role: str, job: str) -> str:
-    return (f"Bring {role} back: if it is stopped, `kill -CONT` it; if it died or hangs, restart "
-            f"it (and find out why from its log / the host's dmesg, e.g. OOM killer). So that a "
-            f"dead {job} cannot hang a save forever, give session.run a deadline "
-            f"(tf.compat.v1.ConfigProto(operation_timeout_in_ms=...) or "
-            f"RunOptions(timeout_in_ms=...)) and use MonitoredTrainingSession, which recreates "
-            f"the session after an error.")
+    return (
+        f"Bring {role} back: if it is stopped, `kill -CONT` it; if it died or hangs, restart "
+        f"it (and find out why from its log / the host's dmesg, e.g. OOM killer). So that a "
+        f"dead {job} cannot hang a save forever, give session.run a deadline "
+        f"(tf.compat.v1.ConfigProto(operation_timeout_in_ms=...) or "
+        f"RunOptions(timeout_in_ms=...)) and use MonitoredTrainingSession, which recreates "
+        f"the session after an error."
+    )
 
 
 def _rank(health: MemberHealth, waited: set[str]) -> tuple[int, int, int]:
@@ -40,17 +42,33 @@ def evaluate(facts: Facts) -> list[Finding]:
         confidence = 0.45
     lead = (savers or waiters)[0]
     waiter_role = facts.role(lead.pid)
-    evidence = [Evidence(f"{role}: {problem}", suspect.evidence_source or "manifest.json", role)
-                for problem in suspect.problems]
-    evidence += [thread_evidence(facts, t, "waiting on the cluster") for t in (savers or waiters)[:3]]
-    evidence += [Evidence(f"wait-for: {a} -> {b} ({why})", "sockets + stacks", a)
-                 for a, b, why in facts.wait_for if b == role][:4]
+    evidence = [
+        Evidence(f"{role}: {problem}", suspect.evidence_source or "manifest.json", role)
+        for problem in suspect.problems
+    ]
+    evidence += [
+        thread_evidence(facts, t, "waiting on the cluster") for t in (savers or waiters)[:3]
+    ]
+    evidence += [
+        Evidence(f"wait-for: {a} -> {b} ({why})", "sockets + stacks", a)
+        for a, b, why in facts.wait_for
+        if b == role
+    ][:4]
     what = describe_wait(lead)
     op = f"{what} on {waiter_role} ({lead.label}) waiting for {role}"
-    summary = (f"{waiter_role} is blocked in {what} because {role} does not answer: "
-               f"{suspect.problems[0]}.")
+    summary = (
+        f"{waiter_role} is blocked in {what} because {role} does not answer: {suspect.problems[0]}."
+    )
     if savers:
         summary += " The checkpoint save waits on it with no deadline, so it never returns."
-    return [Finding(HangClass.PEER_UNRESPONSIVE, min(confidence, 0.95), summary,
-                    _fix(role, suspect.member.job),
-                    culprit(facts, role, suspect.problems[0]), op, tuple(evidence))]
+    return [
+        Finding(
+            HangClass.PEER_UNRESPONSIVE,
+            min(confidence, 0.95),
+            summary,
+            _fix(role, suspect.member.job),
+            culprit(facts, role, suspect.problems[0]),
+            op,
+            tuple(evidence),
+        )
+    ]

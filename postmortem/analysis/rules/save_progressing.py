@@ -6,15 +6,20 @@ from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.rules.common import thread_evidence
 
-FIX = ("Nothing is stuck: wait for the save to finish. If saves are too slow for the save "
-       "interval, save less often, use Saver(sharded=True) so each ps writes in parallel, or "
-       "write to faster local storage.")
+FIX = (
+    "Nothing is stuck: wait for the save to finish. If saves are too slow for the save "
+    "interval, save less often, use Saver(sharded=True) so each ps writes in parallel, or "
+    "write to faster local storage."
+)
 
 
 def evaluate(facts: Facts) -> list[Finding]:
     savers = [t for t in facts.threads if t.in_save]
-    growing = {d: p for d, p in facts.checkpoint_progress.items()
-               if (p["growing"] or p["temp_growing"]) and not p["timed_out"]}
+    growing = {
+        d: p
+        for d, p in facts.checkpoint_progress.items()
+        if (p["growing"] or p["temp_growing"]) and not p["timed_out"]
+    }
     writers = {pid: rate for pid, rate in facts.write_rates.items() if rate > 0}
     saver_pids = {t.pid for t in savers}
     if not savers or not (growing or any(pid in writers for pid in saver_pids)):
@@ -29,22 +34,45 @@ def evaluate(facts: Facts) -> list[Finding]:
         assert isinstance(sizes, list) and isinstance(times, list)
         span = (times[-1] - times[0]) or 1.0
         rate = (sizes[-1] - sizes[0]) / span
-        evidence.append(Evidence(f"{directory} grew from {sizes[0]:,} to {sizes[-1]:,} bytes in "
-                                 f"{span:.1f}s ({rate / 1e6:.2f} MB/s)", "checkpoint/*/round-*.json"))
+        evidence.append(
+            Evidence(
+                f"{directory} grew from {sizes[0]:,} to {sizes[-1]:,} bytes in "
+                f"{span:.1f}s ({rate / 1e6:.2f} MB/s)",
+                "checkpoint/*/round-*.json",
+            )
+        )
         previous = _previous_size(facts, directory, str(p["last_checkpoint"] or ""))
         if previous and rate > 0 and previous > sizes[-1]:
-            estimate = (f" At {rate / 1e6:.2f} MB/s it needs about {(previous - sizes[-1]) / rate:.0f}s "
-                        f"more to reach the previous checkpoint's {previous / 1e6:.0f} MB.")
+            estimate = (
+                f" At {rate / 1e6:.2f} MB/s it needs about {(previous - sizes[-1]) / rate:.0f}s "
+                f"more to reach the previous checkpoint's {previous / 1e6:.0f} MB."
+            )
         elif rate > 0:
-            estimate = f" It writes {rate / 1e6:.2f} MB/s; no earlier checkpoint tells its final size."
-    for pid in saver_pids:
-        if pid in writers:
-            evidence.append(Evidence(f"{facts.role(pid)} writes {writers[pid] / 1e6:.2f} MB/s",
-                                     f"processes/{pid}/round-*/procfs.json", facts.role(pid)))
+            estimate = (
+                f" It writes {rate / 1e6:.2f} MB/s; no earlier checkpoint tells its final size."
+            )
+    evidence += [
+        Evidence(
+            f"{facts.role(pid)} writes {writers[pid] / 1e6:.2f} MB/s",
+            f"processes/{pid}/round-*/procfs.json",
+            facts.role(pid),
+        )
+        for pid in sorted(saver_pids)
+        if pid in writers
+    ]
     roles = ", ".join(sorted({facts.role(t.pid) for t in savers}))
     summary = f"No hang: the checkpoint save on {roles} is progressing." + estimate
-    return [Finding(HangClass.SAVE_PROGRESSING, max(0.05, min(score, 0.9)), summary, FIX, None,
-                    f"Saver.save on {roles} (writing)", tuple(evidence))]
+    return [
+        Finding(
+            HangClass.SAVE_PROGRESSING,
+            max(0.05, min(score, 0.9)),
+            summary,
+            FIX,
+            None,
+            f"Saver.save on {roles} (writing)",
+            tuple(evidence),
+        )
+    ]
 
 
 def _previous_size(facts: Facts, directory: str, prefix: str) -> int:

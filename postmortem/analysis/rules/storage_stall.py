@@ -11,20 +11,47 @@ from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.rules.common import culprit, thread_evidence
 from postmortem.analysis.threads import NATIVE_IO_HINTS
+from postmortem.loading import records
 
-FS_WCHAN = ("fuse", "nfs", "rpc_wait", "request_wait_answer", "io_schedule", "wait_on_page",
-            "folio_wait", "jbd2", "xfs", "ext4", "btrfs", "ceph", "cifs", "smb", "blk", "writeback")
-FIX = ("The checkpoint directory's filesystem stopped answering. Check the mount (NFS/HDFS/FUSE "
-       "server, `dmesg`, `mount`, `df`), and the storage service's health; restarting the job "
-       "will not help while the mount hangs (the stuck thread cannot be killed). Save to local "
-       "disk and copy asynchronously, or use a storage client with timeouts.")
+FS_WCHAN = (
+    "fuse",
+    "nfs",
+    "rpc_wait",
+    "request_wait_answer",
+    "io_schedule",
+    "wait_on_page",
+    "folio_wait",
+    "jbd2",
+    "xfs",
+    "ext4",
+    "btrfs",
+    "ceph",
+    "cifs",
+    "smb",
+    "blk",
+    "writeback",
+)
+FIX = (
+    "The checkpoint directory's filesystem stopped answering. Check the mount (NFS/HDFS/FUSE "
+    "server, `dmesg`, `mount`, `df`), and the storage service's health; restarting the job "
+    "will not help while the mount hangs (the stuck thread cannot be killed). Save to local "
+    "disk and copy asynchronously, or use a storage client with timeouts."
+)
 
 
 def evaluate(facts: Facts) -> list[Finding]:
-    d_threads = [t for t in facts.threads
-                 if t.states and set(t.states) <= {"D"} and t.process_state not in ("T", "t")]
-    io_native = [t for t in facts.threads if t.status != "busy" and any(
-        h in f.function for f in t.native_stack[:12] for h in NATIVE_IO_HINTS) and t.in_save]
+    d_threads = [
+        t
+        for t in facts.threads
+        if t.states and set(t.states) <= {"D"} and t.process_state not in ("T", "t")
+    ]
+    io_native = [
+        t
+        for t in facts.threads
+        if t.status != "busy"
+        and any(h in f.function for f in t.native_stack[:12] for h in NATIVE_IO_HINTS)
+        and t.in_save
+    ]
     timed_out = {d: p for d, p in facts.checkpoint_progress.items() if p["timed_out"]}
     stat_stuck = facts.dump.process_rounds
     stat_stuck = stat_stuck[stat_stuck["stat_timeout"]] if not stat_stuck.empty else stat_stuck
@@ -45,20 +72,32 @@ def evaluate(facts: Facts) -> list[Finding]:
         score += 0.15
         pid = pid or io_native[0].pid
         t = io_native[0]
-        evidence.append(Evidence(
-            f"{t.label} native stack: " + " <- ".join(f.function for f in t.native_stack[:6]),
-            f"processes/{t.pid}/round-*/native.*.txt", facts.role(t.pid)))
+        evidence.append(
+            Evidence(
+                f"{t.label} native stack: " + " <- ".join(f.function for f in t.native_stack[:6]),
+                f"processes/{t.pid}/round-*/native.*.txt",
+                facts.role(t.pid),
+            )
+        )
     for directory in timed_out:
         score += 0.25
-        evidence.append(Evidence(f"listing {directory} did not return within the capture's "
-                                 "time bound: the filesystem does not answer",
-                                 "checkpoint/*/round-*.json"))
-    for row in stat_stuck.itertuples():
+        evidence.append(
+            Evidence(
+                f"listing {directory} did not return within the capture's "
+                "time bound: the filesystem does not answer",
+                "checkpoint/*/round-*.json",
+            )
+        )
+    for row in records(stat_stuck):
         score += 0.1
-        pid = pid or int(row.pid)
-        evidence.append(Evidence(f"stat() of a file {facts.role(int(row.pid))} has open did not "
-                                 "return", f"processes/{row.pid}/round-{int(row.round):03d}/procfs.json",
-                                 facts.role(int(row.pid))))
+        pid = pid or int(row["pid"])
+        evidence.append(
+            Evidence(
+                f"stat() of a file {facts.role(int(row['pid']))} has open did not return",
+                f"processes/{row['pid']}/round-{int(row['round']):03d}/procfs.json",
+                facts.role(int(row["pid"])),
+            )
+        )
         break
     if growing:
         score -= 0.4
@@ -71,13 +110,28 @@ def evaluate(facts: Facts) -> list[Finding]:
         pid = savers[0].pid
     role = facts.role(pid) if pid is not None else None
     open_files = _open_checkpoint_files(facts, pid)
-    target = open_files[0] if open_files else next(iter(facts.checkpoint_progress), "the checkpoint directory")
+    target = (
+        open_files[0]
+        if open_files
+        else next(iter(facts.checkpoint_progress), "the checkpoint directory")
+    )
     where = d_threads[0].label if d_threads else (savers[0].label if savers else "a thread")
     op = f"SaveV2 writing {target} on {role or 'the saver'} ({where}) blocked in the filesystem"
-    summary = (f"The checkpoint write is stuck in the kernel: {where} on {role} waits on storage "
-               f"that does not answer, and the checkpoint does not grow.")
-    return [Finding(HangClass.STORAGE_STALL, max(0.05, min(score, 0.95)), summary, FIX,
-                    culprit(facts, role, "blocked writing the checkpoint"), op, tuple(evidence))]
+    summary = (
+        f"The checkpoint write is stuck in the kernel: {where} on {role} waits on storage "
+        f"that does not answer, and the checkpoint does not grow."
+    )
+    return [
+        Finding(
+            HangClass.STORAGE_STALL,
+            max(0.05, min(score, 0.95)),
+            summary,
+            FIX,
+            culprit(facts, role, "blocked writing the checkpoint"),
+            op,
+            tuple(evidence),
+        )
+    ]
 
 
 def _open_checkpoint_files(facts: Facts, pid: int | None) -> list[str]:
@@ -86,6 +140,10 @@ def _open_checkpoint_files(facts: Facts, pid: int | None) -> list[str]:
         return []
     mine = files[files["pid"] == pid]
     dirs = tuple(facts.checkpoint_progress)
-    hits = [p for p in mine["path"].unique()
-            if (dirs and str(p).startswith(dirs)) or any(s in str(p) for s in ("_temp", ".data-", ".index"))]
+    hits = [
+        p
+        for p in mine["path"].unique()
+        if (dirs and str(p).startswith(dirs))
+        or any(s in str(p) for s in ("_temp", ".data-", ".index"))
+    ]
     return sorted(hits)

@@ -11,24 +11,41 @@ from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.rules.common import culprit, thread_evidence
 
-SYNC_HINTS = ("sync_token_q", "SyncReplicas", "sync_replicas", "QueueRunner", "token_q",
-              "ConditionalAccumulator", "accumulator")
-FIX = ("The save is healthy; training is stuck waiting for a replica. Restart or resume the "
-       "replica named as culprit. SyncReplicasOptimizer waits for replicas_to_aggregate "
-       "gradients with no timeout: set replicas_to_aggregate below total_num_replicas (backup "
-       "workers) so one slow or dead worker cannot stall every step, and run workers under a "
-       "supervisor that restarts them.")
+SYNC_HINTS = (
+    "sync_token_q",
+    "SyncReplicas",
+    "sync_replicas",
+    "QueueRunner",
+    "token_q",
+    "ConditionalAccumulator",
+    "accumulator",
+)
+FIX = (
+    "The save is healthy; training is stuck waiting for a replica. Restart or resume the "
+    "replica named as culprit. SyncReplicasOptimizer waits for replicas_to_aggregate "
+    "gradients with no timeout: set replicas_to_aggregate below total_num_replicas (backup "
+    "workers) so one slow or dead worker cannot stall every step, and run workers under a "
+    "supervisor that restarts them."
+)
 
 
 def evaluate(facts: Facts) -> list[Finding]:
-    stuck_train = [t for t in facts.threads
-                   if t.status == "stuck" and t.waits_on == "session-run" and not t.in_save]
+    stuck_train = [
+        t
+        for t in facts.threads
+        if t.status == "stuck" and t.waits_on == "session-run" and not t.in_save
+    ]
     if not stuck_train:
         return []
     evidence: list[Evidence] = []
-    sync_threads = [t for t in facts.threads
-                    if any(h in t.name or any(h in f.function or h in f.code for f in t.python_stack)
-                           for h in SYNC_HINTS)]
+    sync_threads = [
+        t
+        for t in facts.threads
+        if any(
+            h in t.name or any(h in f.function or h in f.code for f in t.python_stack)
+            for h in SYNC_HINTS
+        )
+    ]
     saves_continue = [f for f in facts.logs.values() if f.saves_after_last_step >= 2]
     savers_stuck = [t for t in facts.threads if t.in_save and t.status == "stuck"]
     score = 0.35
@@ -38,24 +55,31 @@ def evaluate(facts: Facts) -> list[Finding]:
     if saves_continue:
         score += 0.2
         f = saves_continue[0]
-        evidence.append(Evidence(
-            f"{f.role} logged {f.saves_after_last_step} 'Saving checkpoint' lines after its last "
-            f"step line (step {f.last_step}): saves complete, steps do not advance",
-            f"log of {f.role}", f.role))
+        evidence.append(
+            Evidence(
+                f"{f.role} logged {f.saves_after_last_step} 'Saving checkpoint' lines after its "
+                f"last step line (step {f.last_step}): saves complete, steps do not advance",
+                f"log of {f.role}",
+                f.role,
+            )
+        )
     if savers_stuck:
         score -= 0.3  # a save that itself does not return is another class's case
     evidence += [thread_evidence(facts, t, "train op does not finish") for t in stuck_train[:3]]
 
     # The culprit: a worker replica that cannot contribute.
-    workers = [h for h in facts.health.values()
-               if h.member.job in ("worker", "chief") and h.unresponsive]
+    workers = [
+        h for h in facts.health.values() if h.member.job in ("worker", "chief") and h.unresponsive
+    ]
     role = None
     state = ""
     if workers:
         role, state = workers[0].member.role, workers[0].problems[0]
         score += 0.2
-        evidence += [Evidence(f"{role}: {p}", workers[0].evidence_source or "manifest.json", role)
-                     for p in workers[0].problems]
+        evidence += [
+            Evidence(f"{role}: {p}", workers[0].evidence_source or "manifest.json", role)
+            for p in workers[0].problems
+        ]
     else:
         lagging = _lagging_worker(facts)
         if lagging:
@@ -69,17 +93,32 @@ def evaluate(facts: Facts) -> list[Finding]:
     op = f"session.run(train_op) on {', '.join(stalled_roles)}"
     if sync_threads:
         op += " waiting for sync-replica tokens / gradients"
-    summary = (f"Training is stalled: {', '.join(stalled_roles)} wait in session.run of the train "
-               f"op" + (f" because {role} is {state}" if role else "") +
-               ". Checkpoint saves are a symptom, not the cause.")
-    return [Finding(HangClass.TRAINING_STALLED, max(0.05, min(score, 0.92)), summary, FIX,
-                    culprit(facts, role, state), op, tuple(evidence))]
+    summary = (
+        f"Training is stalled: {', '.join(stalled_roles)} wait in session.run of the train "
+        f"op"
+        + (f" because {role} is {state}" if role else "")
+        + ". Checkpoint saves are a symptom, not the cause."
+    )
+    return [
+        Finding(
+            HangClass.TRAINING_STALLED,
+            max(0.05, min(score, 0.92)),
+            summary,
+            FIX,
+            culprit(facts, role, state),
+            op,
+            tuple(evidence),
+        )
+    ]
 
 
 def _lagging_worker(facts: Facts) -> tuple[str, str] | None:
     """A worker that is alive but not waiting where the others wait, or far behind in steps."""
-    steps = {f.role: f.last_step for f in facts.logs.values()
-             if f.last_step is not None and f.role.split(":")[0] in ("worker", "chief")}
+    steps = {
+        f.role: f.last_step
+        for f in facts.logs.values()
+        if f.last_step is not None and f.role.split(":")[0] in ("worker", "chief")
+    }
     if len(steps) >= 2:
         low_role = min(steps, key=lambda r: steps[r] or 0)
         high = max(s or 0 for s in steps.values())
