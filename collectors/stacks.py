@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from collectors import procfs
 from collectors.base import CollectorFailure, Target
 from collectors.dump import DumpWriter, process_dir, round_dir
 from collectors.tools import (
@@ -19,7 +20,7 @@ from collectors.tools import (
     run_bounded,
 )
 
-PYSPY_TIMEOUT = 15.0
+PYSPY_TIMEOUT = 10.0
 PYSPY_NATIVE_TIMEOUT = 60.0
 PYSTACK_TIMEOUT = 60.0
 GDB_TIMEOUT = 90.0
@@ -50,6 +51,12 @@ def _stopped(state: str | None) -> bool:
     return state in ("T", "t")
 
 
+def _has_uninterruptible_thread(pid: int) -> bool:
+    """A thread in state D cannot be suspended: a blocking attach would wait forever
+    (measured: `py-spy dump` never returns on a process with a writer stuck in FUSE)."""
+    return any(t["state"] == "D" for t in procfs.read_threads(pid)) if procfs.exists(pid) else False
+
+
 class PySpyCollector:
     name = "pyspy"
 
@@ -69,10 +76,13 @@ class PySpyCollector:
     def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
         if self.binary is None:
             raise CollectorFailure("py-spy is not installed", kind="tool-missing")
-        nonblocking = self.nonblocking or _stopped(target.state)
+        nonblocking = (self.nonblocking or _stopped(target.state)
+                       or _has_uninterruptible_thread(target.pid))
         run = self._dump(target.pid, nonblocking)
-        if not nonblocking and SUSPEND_FAILED_MARKER in run.stderr.decode(errors="replace").lower():
-            # Stopped between our state read and the attach: read it without suspending.
+        if not nonblocking and (run.timed_out or SUSPEND_FAILED_MARKER in
+                                run.stderr.decode(errors="replace").lower()):
+            # Stopped, or a thread entered D, between our state read and the attach:
+            # read it without suspending.
             nonblocking = True
             run = self._dump(target.pid, nonblocking)
         base = round_dir(target.pid, round_index)
@@ -143,17 +153,18 @@ class NativeAllThreadsCollector:
         base = round_dir(target.pid, round_index)
         failures = []
         if self.pystack is not None:
-            run = run_bounded(
-                [self.pystack, "remote", str(target.pid), "--native-all", "--no-color"],
-                PYSTACK_TIMEOUT,
-            )
+            argv = [self.pystack, "remote", str(target.pid), "--native-all", "--no-color"]
+            uninterruptible = _has_uninterruptible_thread(target.pid)
+            if uninterruptible:
+                argv.append("--no-block")  # a thread in D cannot be stopped to be read
+            run = run_bounded(argv, PYSTACK_TIMEOUT)
             if not run.timed_out and run.returncode == 0 and run.stdout.strip():
                 return [out.write_bytes(f"{base}/native.pystack.txt", run.stdout)]
             if run.interrupted:
                 raise CollectorFailure("interrupted (Ctrl-C)", kind="interrupted")
             text = (run.stderr or run.stdout).decode(errors="replace").strip()
             failures.append(f"pystack: {'timed out' if run.timed_out else text[:300]}")
-        if self.gdb is not None:
+        if self.gdb is not None and not _has_uninterruptible_thread(target.pid):
             # gdb resumes a stopped process on detach unless told otherwise: the capture
             # loop re-stops a target that was stopped (see capture.restore_stopped).
             run = run_bounded(
