@@ -31,6 +31,7 @@ LOCK_LINE = re.compile(
 SLEEP_LINE = re.compile(r"\bsleep\(")
 WAIT_FUNCTIONS = ("Condition.wait", "Event.wait", "wait", "Queue.get", "get")
 JOIN_FUNCTIONS = ("Thread.join", "_wait_for_tstate_lock", "join", "Coordinator.join")
+STDLIB_SYNC_FILES = ("/threading.py", "/queue.py", "/multiprocessing/synchronize.py")
 SAVE_FILE_HINTS = ("saver.py", "checkpoint", "basic_session_run_hooks.py", "supervisor.py")
 NATIVE_IO_HINTS = (
     "WritableFile",
@@ -88,11 +89,42 @@ class ThreadView:
         )
 
     @property
+    def in_session_creation(self) -> bool:
+        """Creating or extending the session (the first run of a graph extends it)."""
+        for frame in self.python_stack:
+            if frame.function.endswith(("_call_tf_sessionrun", "TF_SessionRun_wrapper")):
+                return False
+            if frame.function.endswith(SESSION_CREATE_FUNCTIONS):
+                return True
+        return False
+
+    @property
     def innermost(self) -> Frame | None:
         return self.python_stack[0] if self.python_stack else None
 
     def frames_text(self, limit: int = 6) -> str:
-        return " <- ".join(f.function for f in self.python_stack[:limit])
+        """Innermost frames, then the save and the caller's own frames when cut."""
+        stack = self.python_stack
+        if len(stack) <= limit:
+            return " <- ".join(f.function for f in stack)
+        keep = list(range(min(2, limit)))
+        for index, frame in enumerate(stack):
+            if index not in keep and (is_save_frame(frame) or not _library(frame.filename)):
+                keep.append(index)
+            if len(keep) >= limit:
+                break
+        parts = []
+        for position, index in enumerate(sorted(keep)):
+            if position and index != sorted(keep)[position - 1] + 1:
+                parts.append("...")
+            frame = stack[index]
+            where = (
+                f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.line})"
+                if not _library(frame.filename)
+                else ""
+            )
+            parts.append(frame.function + where)
+        return " <- ".join(parts)
 
     @property
     def label(self) -> str:
@@ -142,10 +174,19 @@ def classify(view: ThreadView) -> None:
     inner = view.innermost
     code = inner.code if inner else ""
     lock = lock_expression(code) if code else ""
-    if view.in_session_run:
-        view.waits_on = "session-run"
-    elif any(f.function.endswith(SESSION_CREATE_FUNCTIONS) for f in view.python_stack):
+    # The standard library's own waits (Condition.wait's `waiter.acquire()`, Thread.join's
+    # `lock.acquire()`) are waits for work or for a thread, not for a user's lock.
+    in_stdlib_wait = (
+        bool(inner) and inner is not None and (inner.filename.endswith(STDLIB_SYNC_FILES))
+    )
+    if view.in_session_creation:
         view.waits_on = "session-create"
+    elif view.in_session_run:
+        view.waits_on = "session-run"
+    elif in_stdlib_wait and any(f.function.endswith(JOIN_FUNCTIONS) for f in view.python_stack[:3]):
+        view.waits_on = "join"
+    elif in_stdlib_wait:
+        view.waits_on = "queue"
     elif lock and not SLEEP_LINE.search(code):
         view.waits_on = "lock"
         view.lock_expr = lock
@@ -303,3 +344,12 @@ def enclosing_with_locks(sources: dict[str, dict[str, str]], frame: Frame) -> li
                 break
             indent = this_indent
     return held
+
+
+def _library(filename: str) -> bool:
+    """Frames of installed packages and the standard library, as opposed to the job's code."""
+    return (
+        "site-packages/" in filename
+        or "dist-packages/" in filename
+        or ("/lib/python3" in filename and "site-packages" not in filename)
+    )

@@ -6,6 +6,7 @@ from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.rules.common import thread_evidence
 
+MIN_WRITE_RATE = 256 * 1024  # bytes/s
 FIX = (
     "Nothing is stuck: wait for the save to finish. If saves are too slow for the save "
     "interval, save less often, use Saver(sharded=True) so each ps writes in parallel, or "
@@ -20,12 +21,17 @@ def evaluate(facts: Facts) -> list[Finding]:
         for d, p in facts.checkpoint_progress.items()
         if (p["growing"] or p["temp_growing"]) and not p["timed_out"]
     }
-    writers = {pid: rate for pid, rate in facts.write_rates.items() if rate > 0}
+    # Without a view of the checkpoint directory, a process's own write rate is the only
+    # sign of progress; logs write a little, so it must be a real stream of data.
+    writers = {pid: rate for pid, rate in facts.write_rates.items() if rate >= MIN_WRITE_RATE}
     saver_pids = {t.pid for t in savers}
-    if not savers or not (growing or any(pid in writers for pid in saver_pids)):
+    blind = not facts.checkpoint_progress
+    if not savers or not (growing or (blind and any(pid in writers for pid in saver_pids))):
         return []
-    d_stuck = [t for t in savers if t.states and set(t.states) <= {"D"} and t.rounds > 1]
-    score = 0.55 + (0.3 if growing else 0.0) - (0.3 if d_stuck else 0.0)
+    # Any thread of the saver stuck in uninterruptible I/O every round is a stall, not progress.
+    d_stuck = [t for t in facts.threads
+               if t.pid in saver_pids and t.states and set(t.states) <= {"D"} and t.rounds > 1]
+    score = 0.55 + (0.3 if growing else 0.0) - (0.4 if d_stuck else 0.0)
     evidence = [thread_evidence(facts, t, "inside a save") for t in savers[:2]]
     estimate = ""
     for directory, p in growing.items():

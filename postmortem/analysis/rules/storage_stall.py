@@ -7,12 +7,15 @@ checkpoint files that do not grow.
 
 from __future__ import annotations
 
+import re
+
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.rules.common import culprit, thread_evidence
 from postmortem.analysis.threads import NATIVE_IO_HINTS
 from postmortem.loading import records
 
+CHECKPOINT_PART = re.compile(r"(_temp|\.tempstate|\.data-\d+-of-\d+|\.index$)")
 FS_WCHAN = (
     "fuse",
     "nfs",
@@ -141,9 +144,9 @@ def _open_checkpoint_files(facts: Facts, pid: int | None) -> list[str]:
     mine = files[files["pid"] == pid]
     dirs = tuple(facts.checkpoint_progress)
     hits = [
-        p
+        str(p)
         for p in mine["path"].unique()
-        if (dirs and str(p).startswith(dirs))
-        or any(s in str(p) for s in ("_temp", ".data-", ".index"))
+        if (dirs and str(p).startswith(dirs)) or CHECKPOINT_PART.search(str(p))
     ]
-    return sorted(hits)
+    # Checkpoint parts being written first, then anything else open in the directory.
+    return sorted(hits, key=lambda p: (not CHECKPOINT_PART.search(p), p))
