@@ -53,7 +53,10 @@ class PostmortemError(Exception):
 
 class NoSuchProcessError(PostmortemError):
     exit_code = ExitCode.NO_SUCH_PROCESS
-    help_text = "Check the pid with `ps -ef | grep python`, or let `postmortem capture --discover` find them."
+    help_text = (
+        "Check the pid with `ps -ef | grep python`, or let `postmortem capture --discover` "
+        "find them."
+    )
 
 
 class PermissionDeniedError(PostmortemError):
@@ -63,12 +66,17 @@ class PermissionDeniedError(PostmortemError):
 
 class NotPythonError(PostmortemError):
     exit_code = ExitCode.NOT_PYTHON
-    help_text = "postmortem reads Python stacks: point it at the python processes running tf.distribute.Server."
+    help_text = (
+        "postmortem reads Python stacks: point it at the python processes running "
+        "tf.distribute.Server."
+    )
 
 
 class ToolMissingError(PostmortemError):
     exit_code = ExitCode.TOOL_MISSING
-    help_text = "Install it with `pip install py-spy pystack` in the environment that runs postmortem."
+    help_text = (
+        "Install it with `pip install py-spy pystack` in the environment that runs postmortem."
+    )
 
 
 class OutputExistsError(PostmortemError):
@@ -91,7 +99,9 @@ class TfServerUnreachableError(PostmortemError):
 
 class BadDumpError(PostmortemError):
     exit_code = ExitCode.BAD_DUMP
-    help_text = "Point postmortem at a directory written by `postmortem capture` (it holds manifest.json)."
+    help_text = (
+        "Point postmortem at a directory written by `postmortem capture` (it holds manifest.json)."
+    )
 
 
 class UnsupportedDumpVersionError(PostmortemError):

@@ -67,6 +67,16 @@ def facts_summary(facts: Facts) -> dict[str, Any]:
             for m in facts.members
         ],
         "wait_for": [{"from": a, "to": b, "why": why} for a, b, why in facts.wait_for],
+        "wait_for_sinks": facts.wait_for_sinks,
+        "stack_classes": [
+            {
+                "stack": list(c.signature[-8:]),
+                "threads": len(c.threads),
+                "processes": [facts.role(pid) for pid in c.processes],
+            }
+            for c in facts.stack_classes[:30]
+        ],
+        "outliers": [{"role": role, "why": why} for role, why in facts.outliers],
         "threads": [
             {
                 "pid": t.pid,

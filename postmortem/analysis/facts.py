@@ -20,6 +20,7 @@ from postmortem.analysis.roles import (
     port_of,
     role_from_device,
 )
+from postmortem.analysis.stacktree import StackClass, outliers, stack_classes
 from postmortem.analysis.threads import ThreadView, thread_views
 from postmortem.loading import Dump, as_int, records
 
@@ -97,6 +98,20 @@ class Facts:
     def threads(self) -> list[ThreadView]:
         d = self.dump
         return thread_views(d.threads, d.frames, d.py_threads, d.process_rounds)
+
+    @cached_property
+    def stack_classes(self) -> list[StackClass]:
+        return stack_classes(self.threads)
+
+    @cached_property
+    def outliers(self) -> list[tuple[str, str]]:
+        return outliers(self.threads, self.labels)
+
+    @cached_property
+    def wait_for_sinks(self) -> list[str]:
+        """Members that others wait on and that wait on nobody: where a hang bottoms out."""
+        waiting = {a for a, _, _ in self.wait_for}
+        return sorted({b for _, b, _ in self.wait_for if b not in waiting})
 
     def threads_of(self, pid: int) -> list[ThreadView]:
         return [t for t in self.threads if t.pid == pid]

@@ -34,11 +34,23 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def capture_command(run: Any, output: Path, samples: int, interval: float,
-                    tf_trace: bool = True) -> list[str]:
+def capture_command(
+    run: Any, output: Path, samples: int, interval: float, tf_trace: bool = True
+) -> list[str]:
     """The `postmortem capture` command line that captures a running scenario."""
-    argv = [sys.executable, "-m", "postmortem", "capture", "-o", str(output), "--force",
-            "--samples", str(samples), "--interval", str(interval)]
+    argv = [
+        sys.executable,
+        "-m",
+        "postmortem",
+        "capture",
+        "-o",
+        str(output),
+        "--force",
+        "--samples",
+        str(samples),
+        "--interval",
+        str(interval),
+    ]
     for pid in run.pids.values():
         argv += ["--pid", str(pid)]
     if run.checkpoint_dir is not None:
@@ -51,9 +63,13 @@ def capture_command(run: Any, output: Path, samples: int, interval: float,
 
 def demo(
     scenario: Annotated[Optional[str], typer.Argument(help="Scenario name (see --list).")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Dump directory.")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Dump directory.")
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios.")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Scenario parameter KEY=VALUE.")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Scenario parameter KEY=VALUE.")
+    ] = None,
     samples: Annotated[int, typer.Option(help="Capture rounds.")] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between capture rounds.")] = 1.5,
     tf_trace: Annotated[bool, typer.Option(help="Trace each live server's profiler.")] = True,
@@ -81,17 +97,21 @@ def demo(
             run.wait_established(timeout=timeout)
             console.print(f"hang established; capturing {dict(run.pids)}", markup=False)
             argv = capture_command(run, out, samples, interval, tf_trace)
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=CAPTURE_TIMEOUT,
-                                    check=False)
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=CAPTURE_TIMEOUT, check=False
+            )
             truth = dict(run.truth)
             truth["scenario"] = chosen.name
-            truth["params"] = {k: v for k, v in run.params.items()} if hasattr(run, "params") else params
+            truth["params"] = dict(getattr(run, "params", params))
             truth["all_roles"] = dict(run.all_roles)
         if not (out / "manifest.json").exists():
-            raise UsageError(f"the capture wrote no dump (exit {result.returncode}):\n"
-                             f"{result.stderr.strip()[-2000:]}")
+            raise UsageError(
+                f"the capture wrote no dump (exit {result.returncode}):\n"
+                f"{result.stderr.strip()[-2000:]}"
+            )
         (out / "truth.json").write_text(json.dumps(truth, indent=1, default=str) + "\n")
-    console.print(f"capture exit code {result.returncode}; cluster stopped; dump: {out}",
-                  markup=False)
+    console.print(
+        f"capture exit code {result.returncode}; cluster stopped; dump: {out}", markup=False
+    )
     typer.echo(f"next: postmortem analyze {out}")
     return 0

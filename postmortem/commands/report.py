@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 
-
 def report(
     dump: Annotated[Path, typer.Argument(help="Dump directory written by `postmortem capture`.")],
     output: Annotated[Optional[Path], typer.Option(

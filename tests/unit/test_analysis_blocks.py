@@ -9,7 +9,8 @@ import pytest
 
 from postmortem.analysis.facts import CREATE_SESSION_WAIT, OVERSIZED, RENDEZVOUS, STEP_LINE
 from postmortem.analysis.roles import build_cluster, flag, own_task, role_from_device
-from postmortem.analysis.threads import Frame, enclosing_with_locks, lock_expression
+from postmortem.analysis.stacktree import outliers, stack_classes
+from postmortem.analysis.threads import Frame, ThreadView, enclosing_with_locks, lock_expression
 
 # The worker's error as TensorFlow 2.21 prints it (HANGS.md, measured).
 OVERSIZED_ERROR = (
@@ -22,13 +23,16 @@ OVERSIZED_ERROR = (
 
 
 def _processes(rows: list[dict[str, object]]) -> pd.DataFrame:
-    return pd.DataFrame([{"pid": r["pid"], "args": r.get("args", []), "env": r.get("env", {})}
-                         for r in rows])
+    return pd.DataFrame(
+        [{"pid": r["pid"], "args": r.get("args", []), "env": r.get("env", {})} for r in rows]
+    )
 
 
 def _sockets(rows: list[tuple[int, str]]) -> pd.DataFrame:
-    return pd.DataFrame([{"pid": pid, "local": local, "tcp_state": "LISTEN"} for pid, local in rows],
-                        columns=["pid", "local", "tcp_state"])
+    return pd.DataFrame(
+        [{"pid": pid, "local": local, "tcp_state": "LISTEN"} for pid, local in rows],
+        columns=["pid", "local", "tcp_state"],
+    )
 
 
 def test_flags_in_both_spellings() -> None:
@@ -40,12 +44,17 @@ def test_flags_in_both_spellings() -> None:
 
 def test_roles_from_flags_and_absent_members_are_kept() -> None:
     # GIVEN a cluster of 2 ps and 2 workers of which ps:1 is not in the dump
-    hosts = ["--ps_hosts=127.0.0.1:2000,127.0.0.1:2001", "--worker_hosts=127.0.0.1:3000,127.0.0.1:3001"]
-    procs = _processes([
-        {"pid": 10, "args": ["python", "t.py", "--job_name=ps", "--task_index=0", *hosts]},
-        {"pid": 20, "args": ["python", "t.py", "--job_name=worker", "--task_index=0", *hosts]},
-        {"pid": 21, "args": ["python", "t.py", "--job_name=worker", "--task_index=1", *hosts]},
-    ])
+    hosts = [
+        "--ps_hosts=127.0.0.1:2000,127.0.0.1:2001",
+        "--worker_hosts=127.0.0.1:3000,127.0.0.1:3001",
+    ]
+    procs = _processes(
+        [
+            {"pid": 10, "args": ["python", "t.py", "--job_name=ps", "--task_index=0", *hosts]},
+            {"pid": 20, "args": ["python", "t.py", "--job_name=worker", "--task_index=0", *hosts]},
+            {"pid": 21, "args": ["python", "t.py", "--job_name=worker", "--task_index=1", *hosts]},
+        ]
+    )
     labels, members = build_cluster(procs, _sockets([]), "host")
     assert labels == {10: "ps:0", 20: "worker:0", 21: "worker:1"}
     absent = [m for m in members if not m.captured]
@@ -55,11 +64,13 @@ def test_roles_from_flags_and_absent_members_are_kept() -> None:
 def test_roles_from_tf_config_and_from_listening_port() -> None:
     cluster = {"ps": ["localhost:5000"], "worker": ["localhost:6000", "localhost:6001"]}
     tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
-    procs = _processes([
-        {"pid": 7, "args": ["python", "job.py"], "env": {"TF_CONFIG": tf_config}},
-        # No flags, no TF_CONFIG of its own: known by the port it listens on.
-        {"pid": 8, "args": ["python", "server.py"]},
-    ])
+    procs = _processes(
+        [
+            {"pid": 7, "args": ["python", "job.py"], "env": {"TF_CONFIG": tf_config}},
+            # No flags, no TF_CONFIG of its own: known by the port it listens on.
+            {"pid": 8, "args": ["python", "server.py"]},
+        ]
+    )
     labels, _ = build_cluster(procs, _sockets([(8, "127.0.0.1:5000")]), "host")
     assert labels == {7: "worker:1", 8: "ps:0"}
 
@@ -103,9 +114,47 @@ def test_log_signatures() -> None:
     assert match is not None
     assert match.group(1).startswith("/job:ps/replica:0/task:0")
     assert "test_weight1" in match.group(3)
-    line = ("I1123 13:00:00.000 grpc_session.cc CreateSession still waiting for response from "
-            "worker: /job:ps/replica:0/task:0")
+    line = (
+        "I1123 13:00:00.000 grpc_session.cc CreateSession still waiting for response from "
+        "worker: /job:ps/replica:0/task:0"
+    )
     found = CREATE_SESSION_WAIT.search(line)
     assert found is not None and found.group(1) == "/job:ps/replica:0/task:0"
     step = STEP_LINE.search("INFO step 123 global_step 456")
     assert step is not None and step.group(1) == "123"
+
+
+def _view(pid: int, stack: list[str]) -> ThreadView:
+    frames = [Frame(name, "/job/train.py", 1, "", False) for name in reversed(stack)]
+    return ThreadView(
+        pid=pid,
+        tid=pid,
+        name="MainThread",
+        states="SS",
+        wchan="",
+        cpu_seconds=0,
+        elapsed=1,
+        rounds=2,
+        same_stack=True,
+        python_stack=frames,
+    )
+
+
+def test_the_replica_standing_elsewhere_is_the_outlier() -> None:
+    # GIVEN four workers, three waiting in session.run and one reading input
+    waiting = ["main", "train", "BaseSession.run", "_do_call", "_call_tf_sessionrun"]
+    threads = [_view(pid, waiting) for pid in (1, 2, 3)] + [
+        _view(4, ["main", "train", "next_batch", "read", "recv_into"])
+    ]
+    roles = {1: "worker:0", 2: "worker:1", 3: "worker:2", 4: "worker:3"}
+    # WHEN the stacks are merged THEN two classes exist and worker:3 is the outlier
+    classes = stack_classes(threads)
+    assert [len(c.processes) for c in classes] == [3, 1]
+    found = outliers(threads, roles)
+    assert [role for role, _ in found] == ["worker:3"]
+    assert "recv_into" in found[0][1]
+
+
+def test_no_outlier_without_a_majority() -> None:
+    threads = [_view(1, ["a", "b"]), _view(2, ["a", "c"])]
+    assert outliers(threads, {1: "worker:0", 2: "worker:1"}) == []

@@ -61,9 +61,7 @@ def evaluate(facts: Facts) -> list[Finding]:
                 )
         if cycle:
             chain = " -> ".join(
-                f"{t.label} waits for `{t.lock_expr}` held by "
-                f"{_label(edges[t.tid])}"
-                for t in cycle
+                f"{t.label} waits for `{t.lock_expr}` held by {_label(edges[t.tid])}" for t in cycle
             )
             confidence = 0.92
             summary = (

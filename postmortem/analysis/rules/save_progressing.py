@@ -29,8 +29,11 @@ def evaluate(facts: Facts) -> list[Finding]:
     if not savers or not (growing or (blind and any(pid in writers for pid in saver_pids))):
         return []
     # Any thread of the saver stuck in uninterruptible I/O every round is a stall, not progress.
-    d_stuck = [t for t in facts.threads
-               if t.pid in saver_pids and t.states and set(t.states) <= {"D"} and t.rounds > 1]
+    d_stuck = [
+        t
+        for t in facts.threads
+        if t.pid in saver_pids and t.states and set(t.states) <= {"D"} and t.rounds > 1
+    ]
     score = 0.55 + (0.3 if growing else 0.0) - (0.4 if d_stuck else 0.0)
     evidence = [thread_evidence(facts, t, "inside a save") for t in savers[:2]]
     estimate = ""

@@ -114,6 +114,17 @@ def evaluate(facts: Facts) -> list[Finding]:
 
 def _lagging_worker(facts: Facts) -> tuple[str, str] | None:
     """A worker that is alive but not waiting where the others wait, or far behind in steps."""
+    for role, why in facts.outliers:
+        if role.split(":")[0] in ("worker", "chief"):
+            return role, why
+    for m in facts.members:
+        if m.job != "worker" or m.pid is None:
+            continue
+        mine = facts.threads_of(m.pid)
+        if mine and not any(t.waits_on == "session-run" for t in mine):
+            busy = [t for t in mine if t.status in ("busy", "stuck")]
+            if busy:
+                return m.role, f"not in session.run: {busy[0].frames_text(3)}"
     steps = {
         f.role: f.last_step
         for f in facts.logs.values()
@@ -125,12 +136,4 @@ def _lagging_worker(facts: Facts) -> tuple[str, str] | None:
         low = steps[low_role] or 0
         if high - low >= 2:
             return low_role, f"its last logged step is {low}, others reached {high}"
-    for m in facts.members:
-        if m.job != "worker" or m.pid is None:
-            continue
-        mine = facts.threads_of(m.pid)
-        if mine and not any(t.waits_on == "session-run" for t in mine):
-            busy = [t for t in mine if t.status in ("busy", "stuck")]
-            if busy:
-                return m.role, f"not in session.run: {busy[0].frames_text(3)}"
     return None
