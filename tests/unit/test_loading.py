@@ -1,0 +1,103 @@
+"""Loading dumps into DataFrames, and the clear errors for dumps that cannot be read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import postmortem
+from postmortem.cli import main
+from postmortem.errors import ExitCode
+from postmortem.loading import COLUMNS
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ps-frozen-during-save"
+
+
+@pytest.fixture
+def dump(tmp_path: Path) -> Path:
+    copy = tmp_path / "dump"
+    shutil.copytree(SAMPLE, copy)
+    return copy
+
+
+def test_python_api_gives_every_frame_with_its_columns() -> None:
+    loaded = postmortem.load(SAMPLE)
+    for name, columns in COLUMNS.items():
+        frame = getattr(loaded, name)
+        assert list(frame.columns[: len(columns)]) == list(columns), name
+    assert len(loaded.processes) == 2
+    assert set(loaded.process_rounds["round"]) == {0, 1, 2}
+    assert (loaded.frames["function"] == "Saver.save").any()
+    assert loaded.problems.empty
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_missing_dump_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["analyze", str(tmp_path / "nope")], capsys)
+    assert code == ExitCode.BAD_DUMP
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_directory_without_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["analyze", str(tmp_path)], capsys)
+    assert code == ExitCode.BAD_DUMP
+    assert "no manifest.json" in err
+
+
+def test_corrupt_manifest(dump: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (dump / "manifest.json").write_text('{"format": "postmortem-dump", "schema_')
+    code, err = _run(["analyze", str(dump)], capsys)
+    assert code == ExitCode.BAD_DUMP
+    assert "corrupt" in err and "Traceback" not in err
+
+
+def test_unknown_schema_version_is_refused(dump: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = json.loads((dump / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    code, err = _run(["analyze", str(dump)], capsys)
+    assert code == ExitCode.UNSUPPORTED_DUMP_VERSION
+    assert "schema_version 99" in err and "Upgrade" in err
+
+
+def test_a_corrupt_file_inside_is_a_problem_not_a_crash(
+    dump: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a dump whose ps round files were truncated (a disk filled up mid-capture)
+    ps_pid = next(
+        t["pid"]
+        for t in json.loads((dump / "manifest.json").read_text())["targets"]
+        if "--job_name=ps"
+        in " ".join(json.loads((dump / t["dir"] / "process.json").read_text())["cmdline"])
+    )
+    round_file = dump / f"processes/{ps_pid}/round-001/procfs.json"
+    round_file.write_text(round_file.read_text()[:100])
+    (dump / f"processes/{ps_pid}/round-002/pyspy.json").write_text("[{")
+    # WHEN loaded and analyzed
+    loaded = postmortem.load(dump)
+    code, _ = _run(["analyze", str(dump), "--json"], capsys)
+    # THEN the problems are listed, and the verdict still stands on the rest
+    problems = " ".join(loaded.problems["file"])
+    assert "round-001/procfs.json" in problems and "round-002/pyspy.json" in problems
+    assert code == 0
+
+
+def test_interrupted_capture_is_still_analyzed(
+    dump: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = json.loads((dump / "manifest.json").read_text())
+    manifest["complete"] = False
+    manifest["rounds"] = manifest["rounds"][:1]
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    code = main(["analyze", str(dump)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "interrupted" in out
