@@ -38,7 +38,12 @@ def find_tool(name: str) -> str | None:
     Beside-first also skips launcher shims (pyenv's cost ~70 ms per call, more than the
     dump itself). os.access, not Path.exists: an unprivileged user may not even stat the
     interpreter's directory (Path.exists raises PermissionError there).
+    POSTMORTEM_PY_SPY / POSTMORTEM_PYSTACK / POSTMORTEM_GDB name a binary explicitly (a
+    py-spy with file capabilities, say); a wrong one counts as missing.
     """
+    override = os.environ.get("POSTMORTEM_" + name.upper().replace("-", "_"))
+    if override is not None:
+        return override if os.access(override, os.X_OK) else None
     beside = Path(sys.executable).parent / name
     if os.access(beside, os.X_OK):
         return str(beside)

@@ -87,10 +87,11 @@ def targets(workdir: Path) -> Iterator[Procs]:
         procs.killall()
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "postmortem", "capture", *args],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env=CLI_ENV)
+                          env={**CLI_ENV, **(env or {})})
 
 
 def manifest(dump: Path) -> dict[str, Any]:
@@ -313,6 +314,20 @@ def test_not_a_python_process_exits_5(tmp_path: Path) -> None:
 
         assert_clean_error(result, 5)
         assert f"{proc.pid} (sleep)" in result.stderr
+        assert not (tmp_path / "dump").exists()
+
+
+@pytest.mark.live
+@pytest.mark.timeout(30)
+def test_missing_py_spy_exits_6_and_says_how_to_install(tmp_path: Path) -> None:
+    with targets(tmp_path) as procs:
+        proc = procs.start("sleep")
+        result = run_cli("--pid", str(proc.pid), "-o", str(tmp_path / "dump"),
+                         env={"POSTMORTEM_PY_SPY": str(tmp_path / "no-such-py-spy")})
+
+        assert_clean_error(result, 6)
+        assert "py-spy is not installed" in result.stderr
+        assert "pip install py-spy" in result.stderr
         assert not (tmp_path / "dump").exists()
 
 
