@@ -31,6 +31,7 @@ LOCK_LINE = re.compile(
 SLEEP_LINE = re.compile(r"\bsleep\(")
 WAIT_FUNCTIONS = ("Condition.wait", "Event.wait", "wait", "Queue.get", "get")
 JOIN_FUNCTIONS = ("Thread.join", "_wait_for_tstate_lock", "join", "Coordinator.join")
+SERVING_FUNCTIONS = ("Server.join", "server.join")
 STDLIB_SYNC_FILES = ("/threading.py", "/queue.py", "/multiprocessing/synchronize.py")
 SAVE_FILE_HINTS = ("saver.py", "checkpoint", "basic_session_run_hooks.py", "supervisor.py")
 NATIVE_IO_HINTS = (
@@ -179,7 +180,9 @@ def classify(view: ThreadView) -> None:
     in_stdlib_wait = (
         bool(inner) and inner is not None and (inner.filename.endswith(STDLIB_SYNC_FILES))
     )
-    if view.in_session_creation:
+    if inner is not None and inner.function.endswith(SERVING_FUNCTIONS):
+        view.waits_on = "serve"  # a ps main thread serving forever is healthy
+    elif view.in_session_creation:
         view.waits_on = "session-create"
     elif view.in_session_run:
         view.waits_on = "session-run"
