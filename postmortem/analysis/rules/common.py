@@ -7,6 +7,8 @@ from postmortem.analysis.model import Culprit, Evidence
 from postmortem.analysis.roles import host_of
 from postmortem.analysis.threads import ThreadView
 
+MIN_WRITE_RATE = 256 * 1024  # bytes/s: more than logging, a stream of checkpoint data
+
 
 def culprit(facts: Facts, role: str | None, state: str = "") -> Culprit | None:
     if role is None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
-from postmortem.analysis.rules.common import thread_evidence
+from postmortem.analysis.rules.common import MIN_WRITE_RATE, thread_evidence
 
-MIN_WRITE_RATE = 256 * 1024  # bytes/s
 FIX = (
     "Nothing is stuck: wait for the save to finish. If saves are too slow for the save "
     "interval, save less often, use Saver(sharded=True) so each ps writes in parallel, or "

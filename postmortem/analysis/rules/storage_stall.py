@@ -11,7 +11,7 @@ import re
 
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
-from postmortem.analysis.rules.common import culprit, thread_evidence
+from postmortem.analysis.rules.common import MIN_WRITE_RATE, culprit, thread_evidence
 from postmortem.analysis.threads import NATIVE_IO_HINTS
 from postmortem.loading import records
 
@@ -55,10 +55,22 @@ def evaluate(facts: Facts) -> list[Finding]:
         and any(h in f.function for f in t.native_stack[:12] for h in NATIVE_IO_HINTS)
         and t.in_save
     ]
+    # A FUSE or NFS client can leave the writer asleep (S) in the filesystem's own wait
+    # rather than in D: the kernel wait channel names the filesystem either way.
+    fs_waiters = [
+        t
+        for t in facts.threads
+        if t not in d_threads
+        and t.status != "busy"
+        and t.process_state not in ("T", "t")
+        and t.states
+        and set(t.states) <= {"S", "D"}
+        and any(w in t.wchan for w in FS_WCHAN)
+    ]
     timed_out = {d: p for d, p in facts.checkpoint_progress.items() if p["timed_out"]}
     stat_stuck = facts.dump.process_rounds
     stat_stuck = stat_stuck[stat_stuck["stat_timeout"]] if not stat_stuck.empty else stat_stuck
-    if not d_threads and not timed_out and stat_stuck.empty and not io_native:
+    if not d_threads and not fs_waiters and not timed_out and stat_stuck.empty and not io_native:
         return []
     growing = [d for d, p in facts.checkpoint_progress.items() if p["growing"] or p["temp_growing"]]
     evidence: list[Evidence] = []
@@ -71,6 +83,25 @@ def evaluate(facts: Facts) -> list[Finding]:
             fs = any(w in t.wchan for w in FS_WCHAN)
             score += 0.1 if fs else 0.0
             evidence.append(thread_evidence(facts, t, "in uninterruptible I/O every round"))
+    if fs_waiters:
+        score += 0.45 if not d_threads else 0.1
+        pid = pid or fs_waiters[0].pid
+        evidence += [
+            thread_evidence(facts, t, f"waiting inside the filesystem ({t.wchan}) every round")
+            for t in fs_waiters[:3]
+        ]
+    stalled = [
+        d
+        for d, p in facts.checkpoint_progress.items()
+        if isinstance(p["sizes"], list)
+        and len(p["sizes"]) > 1
+        and not (p["growing"] or p["temp_growing"])
+    ]
+    if stalled and (d_threads or fs_waiters):
+        score += 0.1
+        evidence.append(
+            Evidence(f"{stalled[0]} did not grow during the capture", "checkpoint/*/round-*.json")
+        )
     if io_native:
         score += 0.15
         pid = pid or io_native[0].pid
@@ -102,6 +133,16 @@ def evaluate(facts: Facts) -> list[Finding]:
             )
         )
         break
+    writing = {p: r for p, r in facts.write_rates.items() if p == pid and r >= MIN_WRITE_RATE}
+    if writing:
+        score -= 0.4
+        evidence.append(
+            Evidence(
+                f"but {facts.role(pid)} writes {writing[pid] / 1e6:.2f} MB/s: slow, not stuck",
+                f"processes/{pid}/round-*/procfs.json",
+                facts.role(pid),
+            )
+        )
     if growing:
         score -= 0.4
         evidence.append(Evidence(f"but {growing[0]} grew during the capture", "checkpoint/"))

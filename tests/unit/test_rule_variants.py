@@ -1,0 +1,118 @@
+"""The rules on recorded dumps changed the way other incidents differ from our samples.
+
+Each test takes a real sample, changes one fact the way another incident would show it
+(a culprit that died and is absent from the dump, a stuck writer asleep instead of in D),
+and checks that the verdict follows the evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import postmortem
+from postmortem.analysis import analyze
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    copy = tmp_path / "dump"
+    shutil.copytree(SAMPLES / name, copy)
+    (copy / "truth.json").unlink()
+    return copy
+
+
+def _manifest(dump: Path) -> dict[str, Any]:
+    return json.loads((dump / "manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def _pid_of(dump: Path, job: str, task: int) -> int:
+    for target in _manifest(dump)["targets"]:
+        cmdline = json.loads((dump / target["dir"] / "process.json").read_text())["cmdline"]
+        if f"--job_name={job}" in cmdline and f"--task_index={task}" in cmdline:
+            return int(target["pid"])
+    raise AssertionError(f"no {job}:{task} in {dump}")
+
+
+def _drop_process(dump: Path, pid: int, address_port: int) -> None:
+    """As if the process had died before the capture: absent, nothing listening."""
+    manifest = _manifest(dump)
+    manifest["targets"] = [t for t in manifest["targets"] if t["pid"] != pid]
+    manifest["outcomes"] = [o for o in manifest["outcomes"] if o["target"] != str(pid)]
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(dump / "processes" / str(pid))
+    for procfs_file in dump.glob("processes/*/round-*/procfs.json"):
+        data = json.loads(procfs_file.read_text())
+        data["host_listening"] = [
+            a for a in data.get("host_listening", []) if not a.endswith(f":{address_port}")
+        ]
+        data["sockets"] = [
+            s for s in data["sockets"] if not str(s["remote"]).endswith(f":{address_port}")
+        ]
+        procfs_file.write_text(json.dumps(data))
+
+
+def _port_of(dump: Path, job: str, task: int) -> int:
+    pid = _pid_of(dump, job, task)
+    cmdline = json.loads((dump / f"processes/{pid}/process.json").read_text())["cmdline"]
+    hosts = next(a for a in cmdline if a.startswith(f"--{job}_hosts="))
+    return int(hosts.split("=", 1)[1].split(",")[task].rsplit(":", 1)[1])
+
+
+def test_dead_ps_absent_from_the_dump_is_still_the_culprit(tmp_path: Path) -> None:
+    # GIVEN the frozen-ps incident, but the ps died instead and was not captured
+    dump = _copy("ps-frozen-during-save", tmp_path)
+    port = _port_of(dump, "ps", 0)
+    _drop_process(dump, _pid_of(dump, "ps", 0), port)
+    # WHEN analyzed
+    verdict = analyze(postmortem.load(dump)).to_json()
+    # THEN the worker's save waits on ps:0, which is not running
+    assert verdict["hang_class"] == "peer-unresponsive"
+    assert verdict["culprit"]["role"] == "ps:0"
+    assert verdict["culprit"]["pid"] is None
+    assert "not running" in verdict["culprit"]["state"]
+
+
+def test_dead_replica_stalls_sync_training(tmp_path: Path) -> None:
+    dump = _copy("sync-replicas-stall", tmp_path)
+    port = _port_of(dump, "worker", 1)
+    _drop_process(dump, _pid_of(dump, "worker", 1), port)
+    verdict = analyze(postmortem.load(dump)).to_json()
+    assert verdict["hang_class"] == "training-stalled"
+    assert verdict["culprit"]["role"] == "worker:1"
+    assert verdict["culprit"]["pid"] is None
+
+
+@pytest.mark.parametrize("state", ["S", "D"])
+def test_storage_stall_whether_the_writer_sleeps_or_is_in_d(tmp_path: Path, state: str) -> None:
+    # GIVEN the FUSE stall; a writer that got no signal sleeps (S) in request_wait_answer
+    dump = _copy("storage-stall", tmp_path)
+    for procfs_file in dump.glob("processes/*/round-*/procfs.json"):
+        data = json.loads(procfs_file.read_text())
+        for thread in data["threads"]:
+            if thread["state"] == "D":
+                thread["state"] = state
+        procfs_file.write_text(json.dumps(data))
+    verdict = analyze(postmortem.load(dump)).to_json()
+    assert verdict["hang_class"] == "storage-stall"
+    assert verdict["culprit"]["role"] == "worker:0"
+
+
+def test_a_writer_in_the_filesystem_that_keeps_writing_is_not_a_stall(tmp_path: Path) -> None:
+    # GIVEN the slow-save sample with no Python stacks and no checkpoint listing: only a
+    # writer waiting in FUSE every round, while the process's written bytes keep growing
+    dump = _copy("healthy-slow-save", tmp_path)
+    for pyspy in dump.glob("processes/*/round-*/pyspy.json"):
+        pyspy.write_text("[]")
+    shutil.rmtree(dump / "checkpoint")
+    manifest = _manifest(dump)
+    manifest["checkpoint_dirs"] = []
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    verdict = analyze(postmortem.load(dump)).to_json()
+    assert verdict["hang_class"] == "no-hang-found"
+    assert verdict["culprit"] is None
