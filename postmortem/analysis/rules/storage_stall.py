@@ -133,12 +133,12 @@ def evaluate(facts: Facts) -> list[Finding]:
             )
         )
         break
-    writing = {p: r for p, r in facts.write_rates.items() if p == pid and r >= MIN_WRITE_RATE}
-    if writing:
+    rate = facts.write_rates.get(pid, 0.0) if pid is not None else 0.0
+    if rate >= MIN_WRITE_RATE:
         score -= 0.4
         evidence.append(
             Evidence(
-                f"but {facts.role(pid)} writes {writing[pid] / 1e6:.2f} MB/s: slow, not stuck",
+                f"but {facts.role(pid)} writes {rate / 1e6:.2f} MB/s: slow, not stuck",
                 f"processes/{pid}/round-*/procfs.json",
                 facts.role(pid),
             )
