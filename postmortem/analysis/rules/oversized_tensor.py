@@ -6,10 +6,11 @@ a thread in Saver.save, and huge RecvTensor transfers in a trace.
 
 from __future__ import annotations
 
-from postmortem.analysis.facts import Facts
+from postmortem.analysis.facts import GIB_2, Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.roles import role_from_device
 from postmortem.analysis.rules.common import culprit, thread_evidence
+from postmortem.loading import as_int
 
 FIX = (
     "Build the Saver with sharded=True (tf.compat.v1.train.Saver(sharded=True)) so each ps "
@@ -22,7 +23,7 @@ FIX = (
 def evaluate(facts: Facts) -> list[Finding]:
     details = facts.oversized_details()
     if not details:
-        return []
+        return _without_the_error(facts)
     src_role = details.get("src_role")
     role = src_role if isinstance(src_role, str) else None
     variable = details.get("variable") or "a variable"
@@ -61,3 +62,48 @@ def evaluate(facts: Facts) -> list[Finding]:
             tuple(evidence),
         )
     ]
+
+
+def _without_the_error(facts: Facts) -> list[Finding]:
+    """Older TensorFlow hangs instead of raising: a save that waits on a busy ps holding
+    more than 2 GiB is the same transfer, seen from the outside (tensorflow#6117)."""
+    savers = [t for t in facts.threads if t.in_save and t.status == "stuck"]
+    if not savers:
+        return []
+    rounds = facts.dump.process_rounds
+    for member in facts.members:
+        if member.job != "ps" or member.pid is None or facts.health[member.role].unresponsive:
+            continue
+        mine = rounds[rounds["pid"] == member.pid]
+        rss = mine["rss_bytes"].dropna()
+        busy = [t for t in facts.threads_of(member.pid) if t.status == "busy"]
+        if rss.empty or as_int(rss.max()) < GIB_2 or not busy:
+            continue
+        size = as_int(rss.max())
+        evidence = [
+            Evidence(
+                f"{member.role} holds {size / 2**30:.2f} GiB in memory (RSS)",
+                f"processes/{member.pid}/round-*/procfs.json",
+                member.role,
+            ),
+            *[thread_evidence(facts, t, "sending") for t in busy[:2]],
+            *[thread_evidence(facts, t, "inside a save") for t in savers[:2]],
+        ]
+        summary = (
+            f"The checkpoint save on {facts.role(savers[0].pid)} waits while {member.role}, "
+            f"which holds {size / 2**30:.1f} GiB, is busy sending: a non-sharded save pulls "
+            "every variable through gRPC, and one of 2 GiB or more cannot pass in one message."
+        )
+        op = f"Saver.save on {facts.role(savers[0].pid)} pulling variables from {member.role}"
+        return [
+            Finding(
+                HangClass.OVERSIZED_TENSOR_TRANSFER,
+                0.55,
+                summary,
+                FIX,
+                culprit(facts, member.role, "busy sending a >= 2 GiB tensor"),
+                op,
+                tuple(evidence),
+            )
+        ]
+    return []
