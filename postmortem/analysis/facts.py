@@ -44,6 +44,7 @@ GRPC_UNREACHABLE = re.compile(
 SAVE_LINE = re.compile(
     r"(Saving checkpoints? (for \d+ )?(in)?to|Saving checkpoint to path)", re.IGNORECASE
 )
+SAVE_TRACEBACK = re.compile(r'saver\.py", line \d+, in save\b')
 STEP_LINE = re.compile(r"\b(?:global[_ ]step|step)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
 GIB_2 = 2**31
 
@@ -69,6 +70,9 @@ class LogFacts:
     oversized: list[str]
     create_session_waits: list[str]  # the device strings waited for
     grpc_errors: list[str]
+    # Remote tasks named by gRPC errors that say they could not be reached, with counts.
+    unreachable_targets: dict[str, int] = field(default_factory=dict)
+    failed_saves: int = 0  # tracebacks through Saver.save
 
     @property
     def last_step(self) -> int | None:
@@ -264,6 +268,15 @@ class Facts:
                     facts.create_session_waits.append(match.group(1))
                 if GRPC_UNREACHABLE.search(text):
                     facts.grpc_errors.append(text)
+                # TF prints the remote task and the gRPC status on neighbouring lines.
+                nearby = texts[max(0, number - 2) : number + 3]
+                if (match := REMOTE_TARGET.search(text)) and any(
+                    GRPC_UNREACHABLE.search(near) for near in nearby
+                ):
+                    device = match.group(1)
+                    facts.unreachable_targets[device] = facts.unreachable_targets.get(device, 0) + 1
+                if SAVE_TRACEBACK.search(text):
+                    facts.failed_saves += 1
             out[role if pid_int is not None else f"log:{len(out)}"] = facts
         return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Culprit, Evidence
-from postmortem.analysis.roles import host_of
+from postmortem.analysis.roles import host_of, is_local
 from postmortem.analysis.threads import ThreadView
 
 MIN_WRITE_RATE = 256 * 1024  # bytes/s: more than logging, a stream of checkpoint data
@@ -16,7 +16,8 @@ def culprit(facts: Facts, role: str | None, state: str = "") -> Culprit | None:
     member = facts.member(role)
     pid = facts.pid_by_role.get(role)
     if member is not None and member.pid is None and member.address:
-        host = host_of(member.address)
+        # An absent member lives where the cluster spec says; loopback means this host.
+        host = facts.host if is_local(member.address, facts.host) else host_of(member.address)
     else:
         host = facts.host
     return Culprit(role=role, pid=pid, host=host, state=state)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from postmortem.analysis.facts import Facts, MemberHealth
 from postmortem.analysis.model import Evidence, Finding, HangClass
+from postmortem.analysis.roles import role_from_device, task_device
 from postmortem.analysis.rules.common import culprit, describe_wait, thread_evidence
 
 
@@ -30,7 +31,9 @@ def _rank(health: MemberHealth, waited: set[str]) -> tuple[int, int, int]:
 def evaluate(facts: Facts) -> list[Finding]:
     waiters = [t for t in facts.threads if t.status == "stuck" and t.waits_on == "session-run"]
     bad = [h for h in facts.health.values() if h.unresponsive]
-    if not waiters or not bad:
+    if not waiters:
+        return _failing_calls(facts)
+    if not bad:
         return []
     waited = {target for _, target, _ in facts.wait_for}
     suspect = max(bad, key=lambda h: _rank(h, waited))
@@ -68,6 +71,77 @@ def evaluate(facts: Facts) -> list[Finding]:
             summary,
             _fix(role, suspect.member.job),
             culprit(facts, role, suspect.problems[0]),
+            op,
+            tuple(evidence),
+        )
+    ]
+
+
+def _failing_calls(facts: Facts) -> list[Finding]:
+    """Nothing blocks, but every call to a peer fails: a dead peer with a job that retries.
+
+    A killed ps refuses connections, so a save fails at once with UNAVAILABLE; a job that
+    retries its save never checkpoints again. The log names the remote task.
+    """
+    counts: dict[str, int] = {}
+    saves_failed: dict[str, int] = {}
+    for log in facts.logs.values():
+        for device, count in log.unreachable_targets.items():
+            role = role_from_device(device)
+            if role is not None and role != log.role:
+                counts[role] = counts.get(role, 0) + count
+                saves_failed[log.role] = log.failed_saves
+    if not counts:
+        return []
+    role = max(
+        counts,
+        key=lambda r: (facts.health.get(r) is not None and facts.health[r].unresponsive, counts[r]),
+    )
+    health = facts.health.get(role)
+    member = facts.member(role)
+    confirmed = bool(health and health.unresponsive)
+    reporter = max(saves_failed, key=lambda r: saves_failed[r])
+    in_save = saves_failed[reporter] > 0
+    confidence = 0.5 + (0.25 if confirmed else 0.0) + (0.1 if in_save else 0.0)
+    state = health.problems[0] if confirmed and health else "refuses connections"
+    what = "Saver.save" if in_save else "session.run"
+    evidence = [
+        Evidence(
+            f"{counts[role]} gRPC error(s) in the logs: {role} could not be reached "
+            "(UNAVAILABLE / connection refused)",
+            f"log of {reporter}",
+            reporter,
+        )
+    ]
+    if in_save:
+        evidence.append(
+            Evidence(
+                f"{saves_failed[reporter]} traceback(s) through Saver.save in "
+                f"the log of {reporter}: every save attempt fails",
+                f"log of {reporter}",
+                reporter,
+            )
+        )
+    if health:
+        evidence += [
+            Evidence(f"{role}: {p}", health.evidence_source or "cluster map", role)
+            for p in health.problems
+        ]
+    if member is not None and member.pid is None:
+        evidence.append(Evidence(f"{role} is not in the dump", "manifest.json", role))
+    summary = (
+        f"{what} on {reporter} fails again and again because {role} cannot be reached "
+        f"({state}); the job retries, so it never hangs outright but never saves a "
+        "checkpoint either."
+    )
+    op = f"{what} on {reporter} failing with UNAVAILABLE from {task_device(role)} (retried)"
+    return [
+        Finding(
+            HangClass.PEER_UNRESPONSIVE,
+            min(confidence, 0.9),
+            summary,
+            _fix(role, role.split(":")[0]),
+            culprit(facts, role, state),
             op,
             tuple(evidence),
         )

@@ -1,0 +1,202 @@
+"""`postmortem demo` end to end through the real CLI: start a real TF cluster, inject the
+fault, capture with `postmortem capture`, stop; then `postmortem analyze DUMP --json` must
+name the class and culprit of the dump's truth.json, and the dump itself must show the hang
+(stacks, /proc states, source lines), so a scenario that failed to hang cannot pass.
+
+Run: python -m pytest tests/integration/test_demo.py -m slow -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FAILURES = Path(os.environ.get("POSTMORTEM_FAILURES_DIR", "/tmp/postmortem-variation-failures"))
+HAVE_TF = importlib.util.find_spec("tensorflow") is not None
+HAVE_PYSPY = shutil.which("py-spy") is not None
+DEMO_TIMEOUT = 220  # the test allows 240
+ESTABLISH_TIMEOUT = 150
+ALL_SCENARIOS = (
+    "ps-frozen-during-save", "oversized-variable-save", "sync-replicas-stall", "storage-stall",
+    "saver-lock-deadlock", "ps-unreachable-at-startup", "healthy-slow-save",
+)
+
+live_demo = [
+    pytest.mark.live, pytest.mark.slow, pytest.mark.ci, pytest.mark.timeout(240),
+    pytest.mark.skipif(not (HAVE_TF and HAVE_PYSPY), reason="needs tensorflow and py-spy"),
+]
+
+
+def postmortem(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "postmortem", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, check=False)
+
+
+# -- reading a dump ---------------------------------------------------------------------------
+def rounds(dump: Path, pid: int) -> list[Path]:
+    found = sorted((dump / "processes" / str(pid)).glob("round-*"))
+    assert found, f"no capture rounds for pid {pid} in {dump}"
+    return found
+
+
+def pyspy_threads(round_dir: Path) -> list[dict[str, Any]]:
+    path = round_dir / "pyspy.json"
+    assert path.exists(), f"no {path}"
+    data = json.loads(path.read_text())
+    assert isinstance(data, list), f"{path}: {str(data)[:300]}"
+    return data
+
+
+def thread_named(threads: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    found = [t for t in threads if t.get("thread_name") == name]
+    assert found, f"no thread {name!r} in {[t.get('thread_name') for t in threads]}"
+    return found[0]
+
+
+def frame_names(t: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in t["frames"]]
+
+
+def in_frame(t: dict[str, Any], name: str, file_suffix: str) -> bool:
+    return any((f["name"] == name or f["name"].endswith("." + name))
+               and f["filename"].endswith(file_suffix) for f in t["frames"])
+
+
+def proc_states(dump: Path, pid: int) -> list[str]:
+    return [json.loads((r / "procfs.json").read_text())["state"] for r in rounds(dump, pid)]
+
+
+def source_line(dump: Path, pid: int, filename: str, line: int) -> str:
+    sources = json.loads((dump / "processes" / str(pid) / "sources.json").read_text())
+    return str(sources.get(filename, {}).get(str(line), ""))
+
+
+# -- one demo ---------------------------------------------------------------------------------
+def demo_and_analyze(name: str, tmp_path: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """`postmortem demo NAME -o DUMP`, then `postmortem analyze DUMP --json`; the verdict's
+    class and culprit role must equal truth.json's. Returns (dump, truth, verdict doc)."""
+    dump = tmp_path / "dump"
+    demo = postmortem("demo", name, "-o", str(dump), "--timeout", str(ESTABLISH_TIMEOUT),
+                      timeout=DEMO_TIMEOUT)
+    assert demo.returncode == 0 and (dump / "truth.json").exists(), (
+        f"demo {name} exit {demo.returncode}:\n{demo.stderr[-3000:]}")
+    assert "Traceback" not in demo.stderr, demo.stderr[-3000:]
+    assert f"next: postmortem analyze {dump}" in demo.stdout
+    truth = json.loads((dump / "truth.json").read_text())
+    assert truth["scenario"] == name
+    out = postmortem("analyze", str(dump), "--json", timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    v = doc["verdict"]
+    got = (v["hang_class"], v["culprit"]["role"] if v["culprit"] else None)
+    want = (truth["hang_class"], truth["culprit_role"])
+    if got != want:
+        kept = FAILURES / f"demo-{name}"
+        if kept.exists():
+            shutil.rmtree(kept)
+        shutil.copytree(dump, kept)
+        (kept / "analyzer.json").write_text(json.dumps(doc, indent=1) + "\n")
+        print(json.dumps(doc, indent=1))
+        pytest.fail(f"ANALYZER: expected {want}, got {got}; dump kept at {kept}")
+    assert v["summary"] and v["fix"]
+    return dump, truth, doc
+
+
+def keep_on_failure(name: str, dump: Path) -> Path:
+    kept = FAILURES / f"demo-{name}"
+    if kept.exists():
+        shutil.rmtree(kept)
+    shutil.copytree(dump, kept)
+    return kept
+
+
+# -- live -------------------------------------------------------------------------------------
+def _apply(marks: list[pytest.MarkDecorator]) -> Any:
+    def wrap(fn: Any) -> Any:
+        for mark in marks:
+            fn = mark(fn)
+        return fn
+    return wrap
+
+
+@_apply(live_demo)
+def test_demo_ps_frozen_during_save(tmp_path: Path) -> None:
+    dump, truth, _doc = demo_and_analyze("ps-frozen-during-save", tmp_path)
+    roles = truth["all_roles"]
+    culprit = truth["culprit_role"]
+    try:
+        # THEN in the dump: the ps is stopped in every round ...
+        assert set(proc_states(dump, roles[culprit])) == {"T"}, proc_states(dump, roles[culprit])
+        # ... and the chief's main thread is inside Saver.save -> session.run in every round
+        for r in rounds(dump, roles["worker:0"]):
+            main = thread_named(pyspy_threads(r), "MainThread")
+            assert "Saver.save" in frame_names(main), (r, frame_names(main))
+            assert in_frame(main, "run", "client/session.py"), (r, frame_names(main))
+    except AssertionError as e:
+        raise AssertionError(f"{e}\ndump kept at {keep_on_failure('ps-frozen', dump)}") from e
+
+
+@_apply(live_demo)
+def test_demo_sync_replicas_stall(tmp_path: Path) -> None:
+    dump, truth, _doc = demo_and_analyze("sync-replicas-stall", tmp_path)
+    roles = truth["all_roles"]
+    culprit = truth["culprit_role"]
+    try:
+        # THEN the culprit replica is stopped in every round ...
+        assert set(proc_states(dump, roles[culprit])) == {"T"}, proc_states(dump, roles[culprit])
+        # ... and the chief's main thread waits in session.run (the train step), not a save
+        for r in rounds(dump, roles["worker:0"]):
+            main = thread_named(pyspy_threads(r), "MainThread")
+            assert in_frame(main, "run", "client/session.py"), (r, frame_names(main))
+            assert "Saver.save" not in frame_names(main), (r, frame_names(main))
+    except AssertionError as e:
+        raise AssertionError(f"{e}\ndump kept at {keep_on_failure('sync', dump)}") from e
+
+
+@_apply(live_demo)
+def test_demo_saver_lock_deadlock(tmp_path: Path) -> None:
+    dump, truth, _doc = demo_and_analyze("saver-lock-deadlock", tmp_path)
+    pid = truth["all_roles"]["worker:0"]
+    saver_name = truth["params"]["saver_thread_name"]
+    try:
+        # THEN in every round, the main thread and the saver thread stand at `with LOCK:`
+        # lines (from the dump's own sources.json) of two different locks
+        for r in rounds(dump, pid):
+            threads = pyspy_threads(r)
+            locks = []
+            for name in ("MainThread", saver_name):
+                top = thread_named(threads, name)["frames"][0]
+                text = source_line(dump, pid, top["filename"], top["line"]).strip()
+                found = re.fullmatch(r"with (\w+):.*", text)
+                assert found, f"{r.name} {name} at {top['filename']}:{top['line']} {text!r}"
+                locks.append(found.group(1))
+            assert locks[0] != locks[1], (r.name, locks)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\ndump kept at {keep_on_failure('lock', dump)}") from e
+
+
+# -- fast (no TF) -----------------------------------------------------------------------------
+def test_demo_list_names_all_seven_scenarios() -> None:
+    out = postmortem("demo", "--list")
+    assert out.returncode == 0, out.stderr
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    assert sorted(listed) == sorted(ALL_SCENARIOS)
+
+
+def test_demo_unknown_scenario_is_a_clear_error(tmp_path: Path) -> None:
+    out = postmortem("demo", "no-such-scenario", "-o", str(tmp_path / "dump"))
+    assert out.returncode != 0
+    assert "unknown scenario 'no-such-scenario'" in out.stderr
+    assert "ps-frozen-during-save" in out.stderr  # it lists the known ones
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "dump").exists()
