@@ -10,6 +10,7 @@ an incident is still worth analyzing. Analysis needs no TensorFlow.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,25 @@ def _frame(name: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
     if missing:  # pragma: no cover - rows are built here; a guard for future edits
         raise BadDumpError(f"internal: frame {name} lacks columns {missing}")
     return df
+
+
+def _columns_frame(name: str, columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """A frame from per-column lists: big frames (500,000 thread rows) skip per-row dicts."""
+    if not columns[COLUMNS[name][0]]:
+        return _frame(name, [])
+    return pd.DataFrame({c: columns[c] for c in COLUMNS[name]})
+
+
+COLUMNAR = ("threads", "files", "sockets")
+
+
+def _round_dirs(pdir: Path) -> list[Path]:
+    """processes/<pid>/round-* (what glob("round-*") finds, without its per-call cost)."""
+    try:
+        with os.scandir(pdir) as entries:
+            return sorted(pdir / e.name for e in entries if e.name.startswith("round-"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _read_json(path: Path, problems: list[dict[str, Any]], root: Path) -> Any:
@@ -290,6 +310,9 @@ def load_dump(path: Path | str) -> Dump:
     manifest = read_manifest(root)
     problems: list[dict[str, Any]] = []
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in COLUMNS}
+    columns: dict[str, dict[str, list[Any]]] = {
+        name: {c: [] for c in COLUMNS[name]} for name in COLUMNAR
+    }
     sources_by_pid: dict[int, dict[str, dict[str, str]]] = {}
 
     for target in manifest["targets"]:
@@ -318,7 +341,7 @@ def load_dump(path: Path | str) -> Dump:
                 "std_streams": target.get("std_streams") or {},
             }
         )
-        for round_dir in sorted(pdir.glob("round-*")):
+        for round_dir in _round_dirs(pdir):
             try:
                 round_index = int(round_dir.name.split("-")[1])
             except (IndexError, ValueError):
@@ -326,7 +349,7 @@ def load_dump(path: Path | str) -> Dump:
                     {"file": str(round_dir.relative_to(root)), "problem": "unexpected name"}
                 )
                 continue
-            _load_round(root, round_dir, pid, round_index, sources, rows, problems)
+            _load_round(root, round_dir, pid, round_index, sources, rows, problems, columns)
         for stream in ("stdout", "stderr"):
             log_path = pdir / "logs" / f"{stream}.txt"
             if log_path.exists():
@@ -404,6 +427,7 @@ def load_dump(path: Path | str) -> Dump:
     rows["rounds"] = [{key: r.get(key) for key in COLUMNS["rounds"]} for r in manifest["rounds"]]
     rows["problems"] = problems
     frames = {name: _frame(name, data) for name, data in rows.items()}
+    frames.update({name: _columns_frame(name, data) for name, data in columns.items()})
     return Dump(root, manifest, frames, sources_by_pid)
 
 
@@ -415,6 +439,7 @@ def _load_round(
     sources: dict[str, dict[str, str]],
     rows: dict[str, list[dict[str, Any]]],
     problems: list[dict[str, Any]],
+    columns: dict[str, dict[str, list[Any]]],
 ) -> None:
     procfs_path = round_dir / "procfs.json"
     if procfs_path.exists():
@@ -438,34 +463,23 @@ def _load_round(
                     "host_listening": data.get("host_listening"),
                 }
             )
-            rows["threads"].extend(
-                {
-                    "pid": pid,
-                    "round": round_index,
-                    "tid": t.get("tid"),
-                    "name": t.get("name"),
-                    "state": t.get("state"),
-                    "wchan": t.get("wchan", ""),
-                    "cpu_seconds": _cpu(int(t.get("utime", 0)) + int(t.get("stime", 0)), clk),
-                }
-                for t in data.get("threads") or []
+            threads = data.get("threads") or []
+            cols = columns["threads"]
+            cols["pid"].extend([pid] * len(threads))
+            cols["round"].extend([round_index] * len(threads))
+            for key in ("tid", "name", "state"):
+                cols[key].extend([t.get(key) for t in threads])
+            cols["wchan"].extend([t.get("wchan", "") for t in threads])
+            cols["cpu_seconds"].extend(
+                [_cpu(int(t.get("utime", 0)) + int(t.get("stime", 0)), clk) for t in threads]
             )
-            rows["files"].extend(
-                {
-                    "pid": pid,
-                    "round": round_index,
-                    **{key: f.get(key) for key in COLUMNS["files"][2:]},
-                }
-                for f in data.get("files") or []
-            )
-            rows["sockets"].extend(
-                {
-                    "pid": pid,
-                    "round": round_index,
-                    **{key: s.get(key) for key in COLUMNS["sockets"][2:]},
-                }
-                for s in data.get("sockets") or []
-            )
+            for name in ("files", "sockets"):
+                items = data.get(name) or []
+                cols = columns[name]
+                cols["pid"].extend([pid] * len(items))
+                cols["round"].extend([round_index] * len(items))
+                for key in COLUMNS[name][2:]:
+                    cols[key].extend([item.get(key) for item in items])
     pyspy_path = round_dir / "pyspy.json"
     if pyspy_path.exists():
         raw = pyspy_path.read_bytes()

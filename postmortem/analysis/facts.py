@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, cast
 
 import pandas as pd
 
@@ -96,7 +97,14 @@ class Facts:
         return self.labels.get(int(pid), f"pid:{pid}") if pid is not None else "?"
 
     def member(self, role: str) -> Member | None:
-        return next((m for m in self.members if m.role == role), None)
+        return self._member_by_role.get(role)
+
+    @cached_property
+    def _member_by_role(self) -> dict[str, Member]:
+        out: dict[str, Member] = {}
+        for m in self.members:
+            out.setdefault(m.role, m)
+        return out
 
     @cached_property
     def threads(self) -> list[ThreadView]:
@@ -118,7 +126,14 @@ class Facts:
         return sorted({b for _, b, _ in self.wait_for if b not in waiting})
 
     def threads_of(self, pid: int) -> list[ThreadView]:
-        return [t for t in self.threads if t.pid == pid]
+        return list(self._threads_by_pid.get(pid, ()))
+
+    @cached_property
+    def _threads_by_pid(self) -> dict[int, list[ThreadView]]:
+        out: dict[int, list[ThreadView]] = {}
+        for t in self.threads:
+            out.setdefault(t.pid, []).append(t)
+        return out
 
     @cached_property
     def process_states(self) -> dict[int, str]:
@@ -156,12 +171,13 @@ class Facts:
         pr = self.dump.process_rounds
         if "host_listening" not in pr.columns or pr.empty:
             return None
-        ports: set[int] = set()
+        addresses: set[str] = set()
         recorded = False
         for value in pr["host_listening"]:
             if isinstance(value, list):
                 recorded = True
-                ports |= {p for p in (port_of(str(a)) for a in value) if p is not None}
+                addresses.update(map(str, value))
+        ports = {p for p in map(port_of, addresses) if p is not None}
         return ports if recorded else None
 
     @cached_property
@@ -212,33 +228,56 @@ class Facts:
                 )
             if not sockets.empty and m.address:
                 port = port_of(m.address)
-                mine = sockets[sockets["pid"] == m.pid]
-                lis = mine[(mine["tcp_state"] == "LISTEN") & (mine["local"].map(port_of) == port)]
-                backlog = (
-                    lis.groupby("round")["rx_queue"].max()
-                    if not lis.empty
-                    else pd.Series(dtype=int)
-                )
-                if not backlog.empty and (backlog > 0).all():
+                backlog = self._listen_backlogs.get((m.pid, port), []) if port is not None else []
+                if backlog and all(v > 0 for v in backlog):
                     h.problems.append(
-                        f"{int(backlog.iloc[-1])} connection(s) waiting in its accept "
+                        f"{int(backlog[-1])} connection(s) waiting in its accept "
                         f"backlog on port {port}: it does not accept"
                     )
-                stale = mine[(mine["tcp_state"] == "CLOSE_WAIT") & (mine["rx_queue"] > 0)]
-                if not stale.empty and h.problems:
-                    h.problems.append(
-                        f"{stale['fd'].nunique()} CLOSE_WAIT connection(s) with unread bytes"
-                    )
+                stale = self._stale_close_wait.get(m.pid)
+                if stale is not None and h.problems:
+                    h.problems.append(f"{stale} CLOSE_WAIT connection(s) with unread bytes")
             health[m.role] = h
         return health
+
+    @cached_property
+    def _listen_backlogs(self) -> dict[tuple[int, int], list[float]]:
+        """(pid, listening port) -> the largest accept backlog of each round, by round."""
+        s = self.dump.sockets
+        if s.empty:
+            return {}
+        lis = s[s["tcp_state"] == "LISTEN"]
+        ports = _ports(lis["local"])
+        per_round = lis.assign(port=ports).groupby(["pid", "port", "round"])["rx_queue"].max()
+        out: dict[tuple[int, int], list[float]] = {}
+        for key, value in cast("dict[tuple[Any, Any, Any], Any]", per_round.to_dict()).items():
+            out.setdefault((as_int(key[0]), as_int(key[1])), []).append(value)
+        return out
+
+    @cached_property
+    def _stale_close_wait(self) -> dict[int, int]:
+        """pid -> how many fds hold CLOSE_WAIT connections with unread bytes."""
+        s = self.dump.sockets
+        if s.empty:
+            return {}
+        stale = s[(s["tcp_state"] == "CLOSE_WAIT") & (s["rx_queue"] > 0)]
+        return {as_int(pid): int(n) for pid, n in stale.groupby("pid")["fd"].nunique().items()}
+
+    @cached_property
+    def _established_remote_ports(self) -> dict[int, int]:
+        """port -> how many ESTABLISHED socket rows (all rounds) have it as remote port."""
+        s = self.dump.sockets
+        if s.empty:
+            return {}
+        established = s[s["tcp_state"] == "ESTABLISHED"]
+        counts = _ports(established["remote"]).value_counts()
+        return {as_int(port): int(n) for port, n in counts.items()}
 
     def _peer_connections(self, address: str | None) -> int:
         if not address or self.dump.sockets.empty:
             return 0
-        s = self.dump.sockets
         port = port_of(address)
-        remote_ports = s["remote"].map(port_of)
-        return int(((remote_ports == port) & (s["tcp_state"] == "ESTABLISHED")).sum())
+        return self._established_remote_ports.get(port, 0) if port is not None else 0
 
     def _any_waiting_on_cluster(self) -> bool:
         return any(
@@ -252,10 +291,11 @@ class Facts:
         lines_df = self.dump.log_lines
         if lines_df.empty:
             return out
-        for pid, grp in lines_df.groupby("pid", dropna=False):
+        ordered = lines_df.sort_values(["stream", "line_no"], kind="stable")
+        for pid, grp in ordered.groupby("pid", dropna=False):
             pid_int = None if pd.isna(pid) else as_int(pid)
             role = self.role(pid_int) if pid_int is not None else "log"
-            texts = [str(t) for t in grp.sort_values(["stream", "line_no"])["text"]]
+            texts = [str(t) for t in grp["text"].tolist()]
             facts = LogFacts(role, pid_int, texts, [], [], [], [], [])
             for number, text in enumerate(texts):
                 if SAVE_LINE.search(text):
@@ -333,33 +373,56 @@ class Facts:
         out: dict[int, float] = {}
         if pr.empty:
             return out
-        for pid, grp in pr.sort_values("round").groupby("pid"):
-            if len(grp) < 2:
+        ordered = pr.sort_values(["pid", "round"], kind="stable")
+        series: dict[int, list[tuple[float, float, float]]] = {}
+        columns = [ordered[c].tolist() for c in ("pid", "time", "wchar", "write_bytes")]
+        for pid, time, wchar, written in zip(*columns, strict=True):
+            series.setdefault(int(pid), []).append((time, wchar, written))
+        for pid, rows in series.items():
+            if len(rows) < 2:
                 continue
-            column = "wchar" if grp["wchar"].notna().all() else "write_bytes"
-            if grp[column].isna().any():
+            column = 1 if all(pd.notna(r[1]) for r in rows) else 2
+            if any(pd.isna(r[column]) for r in rows):
                 continue
-            span = float(grp["time"].iloc[-1] - grp["time"].iloc[0]) or 1.0
-            out[as_int(pid)] = float(grp[column].iloc[-1] - grp[column].iloc[0]) / span
+            span = float(rows[-1][0] - rows[0][0]) or 1.0
+            out[pid] = float(rows[-1][column] - rows[0][column]) / span
         return out
 
     def connected_members(self, pid: int) -> list[str]:
         """Roles of cluster members this process holds TCP connections to."""
+        remotes = self._remotes_by_pid.get(pid)
+        if not remotes:
+            return []
+        found: set[int] = set()
+        for host, port in remotes:
+            for index, m in self._members_by_port.get(port, ()):
+                if m.pid != pid and host in _host_aliases(host_of(str(m.address))):
+                    found.add(index)
+        return [self.members[i].role for i in sorted(found)]
+
+    @cached_property
+    def _remotes_by_pid(self) -> dict[int, set[tuple[str, int]]]:
+        """pid -> (host, port) of the remote end of each of its non-LISTEN sockets."""
         s = self.dump.sockets
         if s.empty:
-            return []
-        mine = s[(s["pid"] == pid) & (s["tcp_state"] != "LISTEN")]
-        roles = []
-        for m in self.members:
-            if not m.address or m.pid == pid:
-                continue
-            port = port_of(m.address)
-            if (
-                (mine["remote"].map(port_of) == port)
-                & mine["remote"].map(host_of).isin(_host_aliases(host_of(m.address)))
-            ).any():
-                roles.append(m.role)
-        return roles
+            return {}
+        pairs = s.loc[s["tcp_state"] != "LISTEN", ["pid", "remote"]].drop_duplicates()
+        parsed = {r: (host_of(r), port_of(r)) for r in map(str, pairs["remote"].unique())}
+        out: dict[int, set[tuple[str, int]]] = {}
+        for pid, remote in zip(pairs["pid"].tolist(), pairs["remote"].tolist(), strict=True):
+            host, port = parsed[str(remote)]
+            if port is not None:
+                out.setdefault(int(pid), set()).add((host, port))
+        return out
+
+    @cached_property
+    def _members_by_port(self) -> dict[int, list[tuple[int, Member]]]:
+        out: dict[int, list[tuple[int, Member]]] = {}
+        for index, m in enumerate(self.members):
+            port = port_of(m.address) if m.address else None
+            if port is not None:
+                out.setdefault(port, []).append((index, m))
+        return out
 
     @cached_property
     def wait_for(self) -> list[tuple[str, str, str]]:
@@ -370,6 +433,7 @@ class Facts:
         variables there) and on unresponsive members.
         """
         edges: list[tuple[str, str, str]] = []
+        unresponsive = [r for r, h in self.health.items() if h.unresponsive]
         for pid, role in self.labels.items():
             stuck = [
                 t
@@ -380,7 +444,7 @@ class Facts:
                 continue
             why = "session.run in " + stuck[0].label
             targets = set(self.connected_members(pid))
-            targets |= {r for r, h in self.health.items() if h.unresponsive and r != role}
+            targets |= {r for r in unresponsive if r != role}
             if not targets:
                 targets = {m.role for m in self.members if m.job == "ps"}
             edges.extend((role, target, why) for target in sorted(targets) if target != role)
@@ -407,6 +471,12 @@ class Facts:
         if isinstance(src, str):
             details["src_role"] = role_from_device(src)
         return details
+
+
+def _ports(addresses: pd.Series) -> pd.Series:
+    """port_of over a column, parsing each distinct address once."""
+    parsed = {a: port_of(str(a)) for a in addresses.unique()}
+    return addresses.map(parsed)
 
 
 def _host_aliases(host: str) -> set[str]:

@@ -8,6 +8,7 @@ culprit and is, by being dead, absent.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -64,13 +65,19 @@ def cluster_spec(args: list[str], env: dict[str, str]) -> dict[str, list[str]]:
         for name in flags:
             value = flag(args, name)
             if value:
-                spec[job] = [a.strip() for a in value.split(",") if a.strip()]
+                spec[job] = list(_hosts(value))
     cluster = _tf_config(env).get("cluster")
     if isinstance(cluster, dict):
         for job, addresses in cluster.items():
             if isinstance(addresses, list) and job not in spec:
                 spec[str(job)] = [str(a) for a in addresses]
     return spec
+
+
+@functools.lru_cache(maxsize=64)
+def _hosts(value: str) -> tuple[str, ...]:
+    """A --*_hosts list: every process of a big job repeats the same one."""
+    return tuple(a.strip() for a in value.split(",") if a.strip())
 
 
 def own_task(args: list[str], env: dict[str, str]) -> tuple[str | None, int | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.rules.common import culprit, thread_evidence
+from postmortem.analysis.threads import ThreadView
 
 SYNC_HINTS = (
     "sync_token_q",
@@ -38,14 +39,7 @@ def evaluate(facts: Facts) -> list[Finding]:
     if not stuck_train:
         return []
     evidence: list[Evidence] = []
-    sync_threads = [
-        t
-        for t in facts.threads
-        if any(
-            h in t.name or any(h in f.function or h in f.code for f in t.python_stack)
-            for h in SYNC_HINTS
-        )
-    ]
+    sync_threads = [t for t in facts.threads if _mentions_sync(t)]
     saves_continue = [f for f in facts.logs.values() if f.saves_after_last_step >= 2]
     savers_stuck = [t for t in facts.threads if t.in_save and t.status == "stuck"]
     score = 0.35
@@ -110,6 +104,13 @@ def evaluate(facts: Facts) -> list[Finding]:
             tuple(evidence),
         )
     ]
+
+
+def _mentions_sync(thread: ThreadView) -> bool:
+    """A sync-replica hint in the thread's name or in a function or source line of its stack."""
+    stack = thread.python_stack
+    text = "\0".join([thread.name, *(f.function for f in stack), *(f.code for f in stack)])
+    return any(h in text for h in SYNC_HINTS)
 
 
 def _lagging_worker(facts: Facts) -> tuple[str, str] | None:
