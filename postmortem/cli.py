@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         stderr_console().print(
             f"postmortem: internal error: {type(exc).__name__}: {exc}\n"
             "This is a bug in postmortem. Re-run with POSTMORTEM_DEBUG=1 for the traceback "
-            "and attach it (and the dump, if you can) to a bug report.", markup=False)
+            "and attach it (and the dump, if you can) to a bug report.",
+            markup=False,
+        )
         return int(ExitCode.INTERNAL)
     return result if isinstance(result, int) else 0
 

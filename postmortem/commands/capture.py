@@ -39,23 +39,32 @@ def default_output() -> Path:
     return Path(f"postmortem-{socket.gethostname()}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-PidOpt = Annotated[Optional[list[int]],
-                   typer.Option("--pid", "-p", help="Target pid (repeatable).")]
+PidOpt = Annotated[
+    Optional[list[int]], typer.Option("--pid", "-p", help="Target pid (repeatable).")
+]
 DiscoverOpt = Annotated[bool, typer.Option(help="Find the TF ps/worker processes on this host.")]
-OutputOpt = Annotated[Optional[Path],
-                      typer.Option("-o", "--output", help="Dump directory to create.")]
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("-o", "--output", help="Dump directory to create.")
+]
 SamplesOpt = Annotated[int, typer.Option(help="Rounds of capture.")]
 IntervalOpt = Annotated[float, typer.Option(help="Seconds between rounds.")]
 NativeOpt = Annotated[bool, typer.Option(help="py-spy native frames (~2.5 s per TF process).")]
-AllThreadsOpt = Annotated[bool, typer.Option(
-    "--all-threads", help="Every thread's native stack via pystack (gdb fallback).")]
+AllThreadsOpt = Annotated[
+    bool,
+    typer.Option("--all-threads", help="Every thread's native stack via pystack (gdb fallback)."),
+]
 NonblockingOpt = Annotated[bool, typer.Option(help="Never pause targets, even running ones.")]
-LogOpt = Annotated[Optional[list[Path]],
-                   typer.Option("--log", help="Extra log file to tail (repeatable).")]
-CheckpointDirOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--checkpoint-dir", help="Checkpoint directory to watch (repeatable).")]
-TfServerOpt = Annotated[Optional[list[str]], typer.Option(
-    "--tf-server", help="HOST:PORT of a tf.distribute.Server to trace (repeatable).")]
+LogOpt = Annotated[
+    Optional[list[Path]], typer.Option("--log", help="Extra log file to tail (repeatable).")
+]
+CheckpointDirOpt = Annotated[
+    Optional[list[Path]],
+    typer.Option("--checkpoint-dir", help="Checkpoint directory to watch (repeatable)."),
+]
+TfServerOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--tf-server", help="HOST:PORT of a tf.distribute.Server to trace (repeatable)."),
+]
 TfTraceMsOpt = Annotated[int, typer.Option(help="Length of the profiler trace, in ms.")]
 ForceOpt = Annotated[bool, typer.Option(help="Replace an existing dump at -o.")]
 
@@ -98,18 +107,31 @@ def capture(
     for address in tf_server or []:
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise UsageError(
-                f"--tf-server {address!r}: expected HOST:PORT, e.g. 127.0.0.1:2222.")
+            raise UsageError(f"--tf-server {address!r}: expected HOST:PORT, e.g. 127.0.0.1:2222.")
     out = output or default_output()
     options = CaptureOptions(
-        pids=tuple(pids), output=out, samples=samples, interval=interval, native=native,
-        all_threads=all_threads, nonblocking=nonblocking, logs=tuple(log or ()),
-        checkpoint_dirs=tuple(checkpoint_dir or ()), tf_servers=tuple(tf_server or ()),
-        tf_trace_ms=tf_trace_ms, force=force,
+        pids=tuple(pids),
+        output=out,
+        samples=samples,
+        interval=interval,
+        native=native,
+        all_threads=all_threads,
+        nonblocking=nonblocking,
+        logs=tuple(log or ()),
+        checkpoint_dirs=tuple(checkpoint_dir or ()),
+        tf_servers=tuple(tf_server or ()),
+        tf_trace_ms=tf_trace_ms,
+        force=force,
     )
     options = replace(options, command=command_line(options))
-    with Progress(TextColumn("capturing {task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as bar:
+    with Progress(
+        TextColumn("capturing {task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         task = bar.add_task("", total=samples + 1)
 
         def progress(what: str, done: int, total: int) -> None:
@@ -131,8 +153,12 @@ def command_line(options: CaptureOptions) -> tuple[str, ...]:
     for pid in options.pids:
         argv += ["--pid", str(pid)]
     argv += ["--samples", str(options.samples), "--interval", str(options.interval)]
-    for flag, on in (("--native", options.native), ("--all-threads", options.all_threads),
-                     ("--nonblocking", options.nonblocking), ("--force", options.force)):
+    for flag, on in (
+        ("--native", options.native),
+        ("--all-threads", options.all_threads),
+        ("--nonblocking", options.nonblocking),
+        ("--force", options.force),
+    ):
         if on:
             argv.append(flag)
     for path in options.logs:
@@ -169,8 +195,10 @@ def print_summary(result: CaptureResult, console: Console) -> None:
         table.add_row(target, collector, str(ok), str(failed), reason)
     console.print(table)
     rounds = len(manifest["rounds"])
-    console.print(f"{len(manifest['targets'])} process(es), {rounds} round(s) "
-                  f"in {manifest['ended_at'] - manifest['started_at']:.1f}s -> {result.output}")
+    console.print(
+        f"{len(manifest['targets'])} process(es), {rounds} round(s) "
+        f"in {manifest['ended_at'] - manifest['started_at']:.1f}s -> {result.output}"
+    )
     if result.exit_code == ExitCode.OK:
         console.print(f"next: postmortem analyze {result.output}")
 
@@ -179,7 +207,8 @@ def raise_for_result(result: CaptureResult) -> None:
     if result.interrupted:
         raise CaptureInterruptedError(
             f"Interrupted: {result.output} keeps the {len(result.manifest['rounds'])} round(s) "
-            "captured so far.")
+            "captured so far."
+        )
     code = result.exit_code
     if code == ExitCode.OK:
         return
@@ -191,5 +220,4 @@ def raise_for_result(result: CaptureResult) -> None:
         ExitCode.TF_SERVER_UNREACHABLE: TfServerUnreachableError,
         ExitCode.PARTIAL_CAPTURE: PartialCaptureError,
     }
-    raise kinds[code](
-        f"capture finished with problems (dump kept at {result.output}):\n  {lines}")
+    raise kinds[code](f"capture finished with problems (dump kept at {result.output}):\n  {lines}")

@@ -15,15 +15,28 @@ FORMATS = ("speedscope", "folded", "chrome-trace")
 
 def export(
     dump: Annotated[Path, typer.Argument(help="Dump directory written by `postmortem capture`.")],
-    fmt_name: Annotated[str, typer.Option(
-        "--format", "-f", help="speedscope: stacks, one profile per process (speedscope.app); "
-        "folded: flame-graph input (flamegraph.pl, inferno); chrome-trace: TF profiler and "
-        "log events (ui.perfetto.dev, chrome://tracing).")],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="File to write ('-' for stdout). Default: beside the dump, "
-        "named after it (DUMP.speedscope.json, DUMP.folded, DUMP.trace.json).")] = None,
-    stacks: Annotated[str, typer.Option(
-        help="Stack source: auto (py-spy, else native), pyspy, pystack or gdb.")] = "auto",
+    fmt_name: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="speedscope: stacks, one profile per process (speedscope.app); "
+            "folded: flame-graph input (flamegraph.pl, inferno); chrome-trace: TF profiler and "
+            "log events (ui.perfetto.dev, chrome://tracing).",
+        ),
+    ],
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write ('-' for stdout). Default: beside the dump, "
+            "named after it (DUMP.speedscope.json, DUMP.folded, DUMP.trace.json).",
+        ),
+    ] = None,
+    stacks: Annotated[
+        str, typer.Option(help="Stack source: auto (py-spy, else native), pyspy, pystack or gdb.")
+    ] = "auto",
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> int:
     """Export stacks to speedscope or folded format, events to a Chrome/Perfetto trace."""
@@ -39,8 +52,11 @@ def export(
     if output is not None and str(output) == "-":
         sys.stdout.write(text)
         return 0
-    target = output if output is not None else \
-        dump.parent / default_output_name(dump.resolve().name, fmt)
+    target = (
+        output
+        if output is not None
+        else dump.parent / default_output_name(dump.resolve().name, fmt)
+    )
     write_new_file(target, text, force=force)
     typer.echo(f"{fmt.value}: {target}")
     return 0

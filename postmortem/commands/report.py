@@ -10,8 +10,12 @@ import typer
 
 def report(
     dump: Annotated[Path, typer.Argument(help="Dump directory written by `postmortem capture`.")],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="HTML file to write. Default: DUMP.html beside the dump.")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", "-o", help="HTML file to write. Default: DUMP.html beside the dump."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> int:
     """Write one HTML file that opens offline: verdict, cluster map, thread states, merged

@@ -28,8 +28,11 @@ class ExportFormat(str, enum.Enum):
     CHROME_TRACE = "chrome-trace"
 
 
-SUFFIXES = {ExportFormat.SPEEDSCOPE: ".speedscope.json", ExportFormat.FOLDED: ".folded",
-            ExportFormat.CHROME_TRACE: ".trace.json"}
+SUFFIXES = {
+    ExportFormat.SPEEDSCOPE: ".speedscope.json",
+    ExportFormat.FOLDED: ".folded",
+    ExportFormat.CHROME_TRACE: ".trace.json",
+}
 
 
 def default_output_name(dump_name: str, fmt: ExportFormat) -> str:
@@ -45,15 +48,20 @@ def roles_of(dump: Dump) -> tuple[dict[int, str], dict[str, int]]:
     return roles, by_address
 
 
-def export_text(dump: Dump, fmt: ExportFormat, stacks: str = "auto",
-                roles: Mapping[int, str] | None = None,
-                pid_by_address: Mapping[str, int] | None = None) -> str:
+def export_text(
+    dump: Dump,
+    fmt: ExportFormat,
+    stacks: str = "auto",
+    roles: Mapping[int, str] | None = None,
+    pid_by_address: Mapping[str, int] | None = None,
+) -> str:
     if roles is None or pid_by_address is None:
         roles, pid_by_address = roles_of(dump)
     labels = process_labels(dump, roles)
     if fmt is ExportFormat.SPEEDSCOPE:
-        document = speedscope_document(stack_samples(dump.frames, stacks), labels,
-                                       f"postmortem {dump.path.name}")
+        document = speedscope_document(
+            stack_samples(dump.frames, stacks), labels, f"postmortem {dump.path.name}"
+        )
         return json.dumps(document, separators=(",", ":")) + "\n"
     if fmt is ExportFormat.FOLDED:
         return folded_text(stack_samples(dump.frames, stacks), labels)
@@ -66,8 +74,9 @@ def write_new_file(path: Path, text: str, force: bool = False) -> Path:
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists.")
     if path.is_dir():
-        raise OutputExistsError(f"{path} is a directory.",
-                                help_text="Give a file name for the output.")
+        raise OutputExistsError(
+            f"{path} is a directory.", help_text="Give a file name for the output."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -24,7 +24,8 @@ STACK_SOURCES = ("pyspy", "pystack", "gdb")
 
 ERROR_LINE = re.compile(
     r"\b(?:ERROR|CRITICAL|FATAL)\b|^[EF]\d{4} |Traceback \(most recent call last\)|"
-    r"\b\w*(?:Error|Exception):")
+    r"\b\w*(?:Error|Exception):"
+)
 # A step line names a step; "step" alone in prose ("stepping") must not count.
 STEP_LINE = re.compile(r"\b(?:global[_ ]step|step)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
 # 2024-05-01 12:00:00,123 (Python logging) / 2024-05-01 12:00:00.123456: (TF C++)
@@ -49,8 +50,11 @@ class FrameRef:
     def label(self) -> str:
         if not self.filename:
             return self.function
-        return f"{self.function} ({self.short_file}:{self.line})" if self.line else \
-            f"{self.function} ({self.short_file})"
+        return (
+            f"{self.function} ({self.short_file}:{self.line})"
+            if self.line
+            else f"{self.function} ({self.short_file})"
+        )
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,10 @@ def stack_samples(frames: pd.DataFrame, source: str = "auto") -> list[StackSampl
     for key, grp in rows.groupby(["pid", "round", "tid"], sort=True):
         pid, rnd, tid = key
         ordered = grp.sort_values("depth", ascending=False)  # depth 0 is the innermost
-        refs = tuple(FrameRef(str(r.function), str(r.filename or ""), int(r.line or 0),
-                              bool(r.native)) for r in records(ordered))
+        refs = tuple(
+            FrameRef(str(r.function), str(r.filename or ""), int(r.line or 0), bool(r.native))
+            for r in records(ordered)
+        )
         name = str(ordered["thread_name"].iloc[0] or "")
         samples.append(StackSample(int(pid), int(rnd), int(tid), name, chosen, refs))
     return samples
@@ -165,8 +171,9 @@ def log_events(dump: Dump) -> list[LogEvent]:
         if kind is None:
             continue
         pid = None if pd.isna(row.pid) else int(row.pid)
-        events.append(LogEvent(pid, str(row.stream), int(row.line_no), text, kind,
-                               parse_log_time(text, year)))
+        events.append(
+            LogEvent(pid, str(row.stream), int(row.line_no), text, kind, parse_log_time(text, year))
+        )
     return events
 
 

@@ -15,8 +15,9 @@ from postmortem.exports.common import FrameRef, StackSample
 SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 
 
-def speedscope_document(samples: list[StackSample], labels: Mapping[int, str],
-                        name: str) -> dict[str, Any]:
+def speedscope_document(
+    samples: list[StackSample], labels: Mapping[int, str], name: str
+) -> dict[str, Any]:
     frames: list[dict[str, Any]] = []
     index: dict[tuple[str, str, int], int] = {}
 
@@ -38,17 +39,22 @@ def speedscope_document(samples: list[StackSample], labels: Mapping[int, str],
     profiles = []
     for pid in sorted({s.pid for s in samples}):
         mine = [s for s in samples if s.pid == pid]
-        stacks = [[frame_id(f"thread {s.thread_name or '?'} (tid {s.tid})")] +
-                  [ref_id(f) for f in s.frames] for s in mine]
-        profiles.append({
-            "type": "sampled",
-            "name": labels.get(pid, f"pid {pid}"),
-            "unit": "none",
-            "startValue": 0,
-            "endValue": len(stacks),
-            "samples": stacks,
-            "weights": [1] * len(stacks),
-        })
+        stacks = [
+            [frame_id(f"thread {s.thread_name or '?'} (tid {s.tid})")]
+            + [ref_id(f) for f in s.frames]
+            for s in mine
+        ]
+        profiles.append(
+            {
+                "type": "sampled",
+                "name": labels.get(pid, f"pid {pid}"),
+                "unit": "none",
+                "startValue": 0,
+                "endValue": len(stacks),
+                "samples": stacks,
+                "weights": [1] * len(stacks),
+            }
+        )
     return {
         "$schema": SCHEMA_URL,
         "shared": {"frames": frames},

@@ -57,15 +57,25 @@ def build_figures(dump: Dump, verdict: Verdict) -> dict[str, FigureSpec]:
     culprit = verdict.finding.culprit
     source = pick_stack_source(dump.frames) or "none"
     return {
-        "cluster": cluster_map_figure(facts.get("members", []), facts.get("wait_for", []),
-                                      facts.get("threads", []),
-                                      culprit.role if culprit else None),
-        "threads": thread_states_figure(dump, facts.get("threads", []),
-                                        process_order(dump, verdict)),
+        "cluster": cluster_map_figure(
+            facts.get("members", []),
+            facts.get("wait_for", []),
+            facts.get("threads", []),
+            culprit.role if culprit else None,
+        ),
+        "threads": thread_states_figure(
+            dump, facts.get("threads", []), process_order(dump, verdict)
+        ),
         "stacks": stack_tree_figure(
-            stack_samples(dump.frames), labels, source, culprit.pid if culprit else None,
-            {(int(t["pid"]), int(t["tid"])): str(t.get("status")) for t in
-             facts.get("threads", [])}),
+            stack_samples(dump.frames),
+            labels,
+            source,
+            culprit.pid if culprit else None,
+            {
+                (int(t["pid"]), int(t["tid"])): str(t.get("status"))
+                for t in facts.get("threads", [])
+            },
+        ),
         "timeline": timeline_figure(dump, log_events(dump), labels),
         "checkpoint": checkpoint_figure(dump, facts.get("checkpoint", {})),
     }

@@ -59,8 +59,12 @@ class Spawned:
         return proc_state(self.pid) not in (None, "Z", "X")
 
 
-def spawn(role: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None,
-          ) -> Spawned:
+def spawn(
+    role: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+) -> Spawned:
     """Start argv in its own session, stdout/stderr to regular files in log_dir."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stem = role.replace(":", "-")
@@ -72,8 +76,13 @@ def spawn(role: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | N
         full_env.update(env)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         popen = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
-            start_new_session=True, close_fds=True,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=full_env,
+            start_new_session=True,
+            close_fds=True,
         )
     return Spawned(role, popen, out_path, err_path, list(argv))
 
@@ -90,8 +99,11 @@ def signal_group(proc: Spawned, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def terminate_all(procs: Sequence[Spawned], grace: float = 3.0, reap_timeout: float = 10.0,
-                  ) -> list[str]:
+def terminate_all(
+    procs: Sequence[Spawned],
+    grace: float = 3.0,
+    reap_timeout: float = 10.0,
+) -> list[str]:
     """SIGTERM (plus SIGCONT for stopped ones) each group, then SIGKILL; reap, bounded.
 
     Returns the roles that could not be reaped (should be empty).
@@ -124,7 +136,7 @@ def proc_state(pid: int, tid: int | None = None) -> str | None:
             data = f.read()
     except OSError:
         return None
-    return data[data.rindex(")") + 2:].split()[0]
+    return data[data.rindex(")") + 2 :].split()[0]
 
 
 @dataclass(frozen=True)

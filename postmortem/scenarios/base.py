@@ -249,8 +249,10 @@ class ScenarioRun:
         ps = [a for r, a in self.addresses.items() if r.startswith("ps:")]
         workers = [a for r, a in self.addresses.items() if r.startswith("worker:")]
         return [
-            f"--job_name={job}", f"--task_index={index}",
-            f"--ps_hosts={','.join(ps)}", f"--worker_hosts={','.join(workers)}",
+            f"--job_name={job}",
+            f"--task_index={index}",
+            f"--ps_hosts={','.join(ps)}",
+            f"--worker_hosts={','.join(workers)}",
         ]
 
     def spawn_member(self, role: str, program: str, *extra: str) -> Spawned:
@@ -277,8 +279,9 @@ class ScenarioRun:
         if self._stop.wait(secs):
             raise _Stopped
 
-    def wait_for(self, what: str, predicate: Callable[[], T], timeout: float,
-                 poll: float = 0.2) -> T:
+    def wait_for(
+        self, what: str, predicate: Callable[[], T], timeout: float, poll: float = 0.2
+    ) -> T:
         """Poll predicate until truthy; raise ScenarioError naming `what` on timeout."""
         deadline = time.monotonic() + timeout
         while True:
@@ -300,8 +303,11 @@ class ScenarioRun:
                 )
 
     def wait_log(self, role: str, text: str, timeout: float) -> str:
-        return self.wait_for(f"{text!r} in {role}'s log",
-                             lambda: text if text in self.log_text(role) else "", timeout)
+        return self.wait_for(
+            f"{text!r} in {role}'s log",
+            lambda: text if text in self.log_text(role) else "",
+            timeout,
+        )
 
     def wait_servers_ready(self, roles: list[str], timeout: float = 90) -> None:
         for role in roles:
@@ -310,8 +316,12 @@ class ScenarioRun:
     def stop_member(self, role: str) -> None:
         """The fault "stop": SIGSTOP the process (a frozen peer)."""
         _procs.signal_group(self.members[role], signal.SIGSTOP)
-        self.wait_for(f"{role} to show state T",
-                      lambda: _procs.proc_state(self.members[role].pid) in ("T", "t"), 10, 0.05)
+        self.wait_for(
+            f"{role} to show state T",
+            lambda: _procs.proc_state(self.members[role].pid) in ("T", "t"),
+            10,
+            0.05,
+        )
 
     def kill_member(self, role: str) -> None:
         """The fault "kill": SIGKILL the process and reap it, so it is absent from a dump."""
@@ -333,8 +343,11 @@ class ScenarioRun:
         fm.root.mkdir(exist_ok=True)
         self.fuse = fm
         argv = _procs.python_program(
-            "fuse_passthrough.py", f"--root={fm.root}", f"--mountpoint={fm.mountpoint}",
-            f"--block_flag={fm.block_flag}", *(f"--{k}={v}" for k, v in options.items()),
+            "fuse_passthrough.py",
+            f"--root={fm.root}",
+            f"--mountpoint={fm.mountpoint}",
+            f"--block_flag={fm.block_flag}",
+            *(f"--{k}={v}" for k, v in options.items()),
         )
         fm.daemon = _procs.spawn("fuse", argv, self.log_dir)
         self.aux["fuse"] = fm.daemon
@@ -352,10 +365,15 @@ class ScenarioRun:
     def diagnostics(self) -> str:
         parts = []
         for role, p in {**self.members, **self.aux}.items():
-            state = _procs.proc_state(p.pid) if p.popen.poll() is None else (
-                f"exited {p.popen.returncode}")
-            parts.append(f"--- {role} pid {p.pid} state {state}; {p.stderr_path}:\n"
-                         f"{_procs.tail(p.stderr_path, 12)}")
+            state = (
+                _procs.proc_state(p.pid)
+                if p.popen.poll() is None
+                else (f"exited {p.popen.returncode}")
+            )
+            parts.append(
+                f"--- {role} pid {p.pid} state {state}; {p.stderr_path}:\n"
+                f"{_procs.tail(p.stderr_path, 12)}"
+            )
         return "\n".join(parts)
 
     # -- teardown --------------------------------------------------------------------------
@@ -390,17 +408,26 @@ class ScenarioRun:
     def _start_reaper(self) -> None:
         self._registry = self.control_dir / "started.txt"
         self._registry.write_text("")
-        self._reaper = _procs.spawn("reaper", _procs.python_program(
-            "reaper.py", f"--parent={os.getpid()}", f"--registry={self._registry}",
-            f"--workdir={self.workdir}"), self.log_dir)
+        self._reaper = _procs.spawn(
+            "reaper",
+            _procs.python_program(
+                "reaper.py",
+                f"--parent={os.getpid()}",
+                f"--registry={self._registry}",
+                f"--workdir={self.workdir}",
+            ),
+            self.log_dir,
+        )
 
     def _register(self, line: str) -> None:
         with open(self._registry, "a") as f:
             f.write(line + "\n")
 
     def _unmount(self, mountpoint: Path) -> None:
-        for argv in (["fusermount3", "-u", "-z", str(mountpoint)],
-                     ["umount", "-l", str(mountpoint)]):
+        for argv in (
+            ["fusermount3", "-u", "-z", str(mountpoint)],
+            ["umount", "-l", str(mountpoint)],
+        ):
             if not _procs.mounted(mountpoint):
                 return
             try:

@@ -48,8 +48,9 @@ def tf_task(role: str) -> str:
     return f"/job:{job}/task:{index}"
 
 
-def launch_cluster(run: ScenarioRun, program: str, worker_flags: Sequence[str],
-                   skip: Sequence[str] = ()) -> None:
+def launch_cluster(
+    run: ScenarioRun, program: str, worker_flags: Sequence[str], skip: Sequence[str] = ()
+) -> None:
     """Plan ports, start every ps then every worker (except `skip`), all with the same flags."""
     p = run.params
     run.plan_cluster(p["num_ps"], p["num_workers"])
@@ -102,8 +103,10 @@ class _ClusterScenario(Scenario):
 # 1 ---------------------------------------------------------------------------------------
 class PsFrozenDuringSave(_ClusterScenario):
     name = "ps-frozen-during-save"
-    description = ("A ps is SIGSTOPped (or SIGKILLed) as the chief starts a non-sharded "
-                   "Saver.save: the save waits on it forever.")
+    description = (
+        "A ps is SIGSTOPped (or SIGKILLed) as the chief starts a non-sharded "
+        "Saver.save: the save waits on it forever."
+    )
     hang_class = "peer-unresponsive"
     defaults = {
         **_ClusterScenario.common,
@@ -126,14 +129,18 @@ class PsFrozenDuringSave(_ClusterScenario):
         p = run.params
         run.checkpoint_dir = run.workdir / "ckpt"
         retry = p["retry_secs"] if p["fault"] == "kill" else 0
-        launch_cluster(run, SUPERVISOR_SAVE, [
-            f"--checkpoint_dir={run.checkpoint_dir}",
-            f"--save_after_steps={p['save_after_steps']}",
-            f"--save_gate={run.control_dir / 'save_gate'}",
-            f"--retry_failed_save_secs={retry}",
-            f"--step_sleep={p['step_sleep']}",
-            *var_flags(p["vars"]),
-        ])
+        launch_cluster(
+            run,
+            SUPERVISOR_SAVE,
+            [
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--save_after_steps={p['save_after_steps']}",
+                f"--save_gate={run.control_dir / 'save_gate'}",
+                f"--retry_failed_save_secs={retry}",
+                f"--step_sleep={p['step_sleep']}",
+                *var_flags(p["vars"]),
+            ],
+        )
 
     def drive(self, run: ScenarioRun) -> None:
         p = run.params
@@ -153,16 +160,17 @@ class PsFrozenDuringSave(_ClusterScenario):
         culprit, task = p["culprit"], tf_task(p["culprit"])
         if p["fault"] == "stop":
             return Truth(
-                self.hang_class, culprit,
-                f"Saver.save (save/SaveV2 on /job:worker/task:0) waiting on RecvTensor "
-                f"from {task}",
+                self.hang_class,
+                culprit,
+                f"Saver.save (save/SaveV2 on /job:worker/task:0) waiting on RecvTensor from {task}",
                 f"{culprit} was SIGSTOPped right after the chief logged 'save began'; "
                 f"the chief's main thread blocks in Saver.save -> session.run with no gRPC "
                 f"deadline. Non-sharded Saver under replica_device_setter: SaveV2 runs on "
                 f"the worker and pulls every variable from the ps.",
             )
         return Truth(
-            self.hang_class, culprit,
+            self.hang_class,
+            culprit,
             f"Saver.save (save/SaveV2 on /job:worker/task:0) retried every "
             f"{p['retry_secs']:g}s, each failing UNAVAILABLE: {task} is dead",
             f"{culprit} was SIGKILLed right after the chief logged 'save began' (absent "
@@ -173,8 +181,10 @@ class PsFrozenDuringSave(_ClusterScenario):
 # 2 ---------------------------------------------------------------------------------------
 class OversizedVariableSave(_ClusterScenario):
     name = "oversized-variable-save"
-    description = ("A >= 2 GiB ps variable saved by a non-sharded Saver on the worker: the "
-                   "tensor cannot cross gRPC; the chief retries the save forever.")
+    description = (
+        "A >= 2 GiB ps variable saved by a non-sharded Saver on the worker: the "
+        "tensor cannot cross gRPC; the chief retries the save forever."
+    )
     hang_class = "oversized-tensor-transfer"
     defaults = {
         **_ClusterScenario.common,
@@ -186,13 +196,17 @@ class OversizedVariableSave(_ClusterScenario):
     def launch(self, run: ScenarioRun) -> None:
         p = run.params
         run.checkpoint_dir = run.workdir / "ckpt"
-        launch_cluster(run, SUPERVISOR_SAVE, [
-            f"--checkpoint_dir={run.checkpoint_dir}",
-            f"--save_after_steps={p['save_after_steps']}",
-            f"--retry_failed_save_secs={p['retry_secs']}",
-            f"--step_sleep={p['step_sleep']}",
-            *var_flags(p["vars"]),
-        ])
+        launch_cluster(
+            run,
+            SUPERVISOR_SAVE,
+            [
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--save_after_steps={p['save_after_steps']}",
+                f"--retry_failed_save_secs={p['retry_secs']}",
+                f"--step_sleep={p['step_sleep']}",
+                *var_flags(p["vars"]),
+            ],
+        )
 
     def drive(self, run: ScenarioRun) -> None:
         run.wait_log(CHIEF, OVERSIZE_ERROR, 240)
@@ -207,7 +221,8 @@ class OversizedVariableSave(_ClusterScenario):
         name = big[0] if big else "?"
         size = f"{big[1] / 1e9:.3f} GB = {big[1] / 2**30:.3f} GiB" if big else ">= 2 GiB"
         return Truth(
-            self.hang_class, culprit,
+            self.hang_class,
+            culprit,
             f"Saver.save (save/SaveV2 on /job:worker/task:0) pulling {name} ({size}) via "
             f"RecvTensor from {tf_task(culprit or 'ps:0')}: exceeds the 2 GiB protobuf limit",
             f"TF 2.21 fails with InternalError '{OVERSIZE_ERROR}' instead of hanging "
@@ -220,8 +235,10 @@ class OversizedVariableSave(_ClusterScenario):
 # 3 ---------------------------------------------------------------------------------------
 class SyncReplicasStall(_ClusterScenario):
     name = "sync-replicas-stall"
-    description = ("SyncReplicasOptimizer with one replica stopped: every step waits for "
-                   "it while the chief's Supervisor keeps saving checkpoints (#12090).")
+    description = (
+        "SyncReplicasOptimizer with one replica stopped: every step waits for "
+        "it while the chief's Supervisor keeps saving checkpoints (#12090)."
+    )
     hang_class = "training-stalled"
     defaults = {
         **_ClusterScenario.common,
@@ -250,12 +267,16 @@ class SyncReplicasStall(_ClusterScenario):
     def launch(self, run: ScenarioRun) -> None:
         p = run.params
         run.checkpoint_dir = run.workdir / "ckpt"
-        launch_cluster(run, SYNC_REPLICAS, [
-            f"--checkpoint_dir={run.checkpoint_dir}",
-            f"--save_model_secs={p['save_model_secs']}",
-            f"--step_sleep={p['step_sleep']}",
-            *var_flags(p["vars"]),
-        ])
+        launch_cluster(
+            run,
+            SYNC_REPLICAS,
+            [
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--save_model_secs={p['save_model_secs']}",
+                f"--step_sleep={p['step_sleep']}",
+                *var_flags(p["vars"]),
+            ],
+        )
 
     def drive(self, run: ScenarioRun) -> None:
         p = run.params
@@ -263,11 +284,15 @@ class SyncReplicasStall(_ClusterScenario):
 
         def trained() -> bool:
             chief = run.steps(CHIEF)
-            return bool(chief) and chief[-1][1] >= p["fault_after_global_step"] and all(
-                run.steps(r) for r in run.roles("worker"))
+            return (
+                bool(chief)
+                and chief[-1][1] >= p["fault_after_global_step"]
+                and all(run.steps(r) for r in run.roles("worker"))
+            )
 
-        run.wait_for(f"global_step {p['fault_after_global_step']} on every worker",
-                     trained, 180, 0.25)
+        run.wait_for(
+            f"global_step {p['fault_after_global_step']} on every worker", trained, 180, 0.25
+        )
         if p["fault"] == "stop":
             run.stop_member(culprit)
         else:
@@ -285,22 +310,24 @@ class SyncReplicasStall(_ClusterScenario):
                 return False
             frozen_for = run.elapsed() - stalled.since  # type: ignore[attr-defined]
             if frozen_for >= p["stall_secs"] and saves_after >= 2:
-                run.facts.update(frozen_global_step=int(last[-1].group(1)),
-                                 frozen_for_secs=round(frozen_for, 1),
-                                 saves_while_frozen=saves_after)
+                run.facts.update(
+                    frozen_global_step=int(last[-1].group(1)),
+                    frozen_for_secs=round(frozen_for, 1),
+                    saves_while_frozen=saves_after,
+                )
                 return True
             return False
 
         stalled.key, stalled.since = None, 0.0  # type: ignore[attr-defined]
-        run.wait_for("the chief's step counter to freeze while saves continue",
-                     stalled, 90, 0.5)
+        run.wait_for("the chief's step counter to freeze while saves continue", stalled, 90, 0.5)
 
     def truth(self, run: ScenarioRun) -> Truth:
         p = run.params
         culprit = p["culprit"]
         how = "SIGSTOPped" if p["fault"] == "stop" else "SIGKILLed"
         return Truth(
-            self.hang_class, culprit,
+            self.hang_class,
+            culprit,
             f"chief's session.run(train_op) waits on the sync_token_q: SyncReplicasOptimizer "
             f"needs {p['num_workers']} gradients per step and {culprit} sends none",
             f"{culprit} was {how} after global_step {p['fault_after_global_step']}. "
@@ -315,14 +342,19 @@ FUSE_WAIT_CHANNELS = ("request_wait_answer", "fuse")
 
 
 def fuse_blocked_threads(pid: int) -> list[_procs.ThreadState]:
-    return [t for t in _procs.threads(pid)
-            if t.state in ("S", "D") and any(w in t.wchan for w in FUSE_WAIT_CHANNELS)]
+    return [
+        t
+        for t in _procs.threads(pid)
+        if t.state in ("S", "D") and any(w in t.wchan for w in FUSE_WAIT_CHANNELS)
+    ]
 
 
 class StorageStall(_ClusterScenario):
     name = "storage-stall"
-    description = ("The checkpoint directory is a FUSE mount whose writes stop answering "
-                   "(a hung NFS): the saving thread waits in the kernel.")
+    description = (
+        "The checkpoint directory is a FUSE mount whose writes stop answering "
+        "(a hung NFS): the saving thread waits in the kernel."
+    )
     hang_class = "storage-stall"
     defaults = {
         **_ClusterScenario.common,
@@ -339,13 +371,17 @@ class StorageStall(_ClusterScenario):
         p = run.params
         fm = run.mount_fuse()
         run.checkpoint_dir = fm.mountpoint
-        launch_cluster(run, SUPERVISOR_SAVE, [
-            f"--checkpoint_dir={run.checkpoint_dir}",
-            f"--save_after_steps={p['save_after_steps']}",
-            f"--save_gate={run.control_dir / 'save_gate'}",
-            f"--step_sleep={p['step_sleep']}",
-            *var_flags(p["vars"]),
-        ])
+        launch_cluster(
+            run,
+            SUPERVISOR_SAVE,
+            [
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--save_after_steps={p['save_after_steps']}",
+                f"--save_gate={run.control_dir / 'save_gate'}",
+                f"--step_sleep={p['step_sleep']}",
+                *var_flags(p["vars"]),
+            ],
+        )
 
     def drive(self, run: ScenarioRun) -> None:
         p = run.params
@@ -354,21 +390,34 @@ class StorageStall(_ClusterScenario):
         touch(run.fuse.block_flag)
         touch(run.control_dir / "save_gate")
         pid = run.members[CHIEF].pid
-        blocked = run.wait_for("a thread of worker:0 waiting on the FUSE daemon",
-                               lambda: fuse_blocked_threads(pid), 60, 0.2)
+        blocked = run.wait_for(
+            "a thread of worker:0 waiting on the FUSE daemon",
+            lambda: fuse_blocked_threads(pid),
+            60,
+            0.2,
+        )
         t = blocked[0]
-        run.facts.update(blocked_tid=t.tid, blocked_comm=t.comm, blocked_wchan=t.wchan,
-                         blocked_state_before_interrupt=t.state)
+        run.facts.update(
+            blocked_tid=t.tid,
+            blocked_comm=t.comm,
+            blocked_wchan=t.wchan,
+            blocked_state_before_interrupt=t.state,
+        )
         if p["interrupt_writer"]:
             os.kill(t.tid, signal.SIGINT)  # a tid picks that thread when it can take it
-            run.wait_for(f"thread {t.tid} of worker:0 to enter state D",
-                         lambda: _procs.proc_state(pid, t.tid) == "D", 10, 0.1)
+            run.wait_for(
+                f"thread {t.tid} of worker:0 to enter state D",
+                lambda: _procs.proc_state(pid, t.tid) == "D",
+                10,
+                0.1,
+            )
         settle_without_save_done(run, CHIEF, p["settle_secs"])
         run.facts["blocked_state"] = _procs.proc_state(pid, t.tid)
 
     def truth(self, run: ScenarioRun) -> Truth:
         return Truth(
-            self.hang_class, CHIEF,
+            self.hang_class,
+            CHIEF,
             "Saver.save (save/SaveV2 on /job:worker/task:0): a TF executor thread is blocked "
             "in write() on the checkpoint filesystem (FUSE request never answered)",
             f"The checkpoint dir {run.checkpoint_dir} is a FUSE passthrough mount whose write "
@@ -387,8 +436,10 @@ GOT_B = "got lock B (checkpoint_lock), waiting A (train_stats_lock)"
 
 class SaverLockDeadlock(_ClusterScenario):
     name = "saver-lock-deadlock"
-    description = ("The training loop and a checkpoint-saver thread take two Python locks "
-                   "in opposite order: a real deadlock in the worker.")
+    description = (
+        "The training loop and a checkpoint-saver thread take two Python locks "
+        "in opposite order: a real deadlock in the worker."
+    )
     hang_class = "lock-deadlock"
     defaults = {
         **_ClusterScenario.common,
@@ -402,18 +453,25 @@ class SaverLockDeadlock(_ClusterScenario):
     def launch(self, run: ScenarioRun) -> None:
         p = run.params
         run.checkpoint_dir = run.workdir / "ckpt"
-        launch_cluster(run, LOCK_DEADLOCK, [
-            f"--checkpoint_dir={run.checkpoint_dir}",
-            f"--saver_thread_name={p['saver_thread_name']}",
-            f"--deadlock_after_steps={p['deadlock_after_steps']}",
-            f"--save_secs={p['save_secs']}",
-            f"--step_sleep={p['step_sleep']}",
-            *var_flags(p["vars"]),
-        ])
+        launch_cluster(
+            run,
+            LOCK_DEADLOCK,
+            [
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--saver_thread_name={p['saver_thread_name']}",
+                f"--deadlock_after_steps={p['deadlock_after_steps']}",
+                f"--save_secs={p['save_secs']}",
+                f"--step_sleep={p['step_sleep']}",
+                *var_flags(p["vars"]),
+            ],
+        )
 
     def drive(self, run: ScenarioRun) -> None:
-        run.wait_for("both lock markers in worker:0's log",
-                     lambda: GOT_A in (t := run.log_text(CHIEF)) and GOT_B in t, 150)
+        run.wait_for(
+            "both lock markers in worker:0's log",
+            lambda: GOT_A in (t := run.log_text(CHIEF)) and GOT_B in t,
+            150,
+        )
         steps = len(run.steps(CHIEF))
         run.sleep(run.params["settle_secs"])
         if len(run.steps(CHIEF)) != steps:
@@ -422,7 +480,8 @@ class SaverLockDeadlock(_ClusterScenario):
     def truth(self, run: ScenarioRun) -> Truth:
         name = run.params["saver_thread_name"]
         return Truth(
-            self.hang_class, CHIEF,
+            self.hang_class,
+            CHIEF,
             f"MainThread holds train_stats_lock and waits for checkpoint_lock; thread "
             f"'{name}' holds checkpoint_lock (after Saver.save) and waits for train_stats_lock",
             "Two threading.Lock objects taken in opposite order by the training loop and the "
@@ -433,8 +492,10 @@ class SaverLockDeadlock(_ClusterScenario):
 # 6 ---------------------------------------------------------------------------------------
 class PsUnreachableAtStartup(_ClusterScenario):
     name = "ps-unreachable-at-startup"
-    description = ("Nothing answers at a ps address: the worker waits in session creation, "
-                   "logging 'CreateSession still waiting'.")
+    description = (
+        "Nothing answers at a ps address: the worker waits in session creation, "
+        "logging 'CreateSession still waiting'."
+    )
     hang_class = "peer-unreachable"
     defaults = {
         **_ClusterScenario.common,
@@ -450,8 +511,10 @@ class PsUnreachableAtStartup(_ClusterScenario):
             raise ScenarioError("fault must be 'never-started' or 'kill'")
 
     def _flags(self, run: ScenarioRun) -> list[str]:
-        return [f"--checkpoint_dir={run.checkpoint_dir}",
-                f"--step_sleep={run.params['step_sleep']}"]
+        return [
+            f"--checkpoint_dir={run.checkpoint_dir}",
+            f"--step_sleep={run.params['step_sleep']}",
+        ]
 
     def launch(self, run: ScenarioRun) -> None:
         p = run.params
@@ -472,16 +535,25 @@ class PsUnreachableAtStartup(_ClusterScenario):
             for role in run.roles("worker"):
                 run.spawn_member(role, SUPERVISOR_SAVE, *self._flags(run))
         line = CREATE_SESSION_WAITING.format(
-            task=f"/job:ps/replica:0/task:{parse_role(p['culprit'])[1]}")
-        run.wait_for(f"{line!r} in a worker's log",
-                     lambda: any(line in run.log_text(r) for r in run.roles("worker")), 90, 0.5)
+            task=f"/job:ps/replica:0/task:{parse_role(p['culprit'])[1]}"
+        )
+        run.wait_for(
+            f"{line!r} in a worker's log",
+            lambda: any(line in run.log_text(r) for r in run.roles("worker")),
+            90,
+            0.5,
+        )
 
     def truth(self, run: ScenarioRun) -> Truth:
         p = run.params
-        how = ("was never started" if p["fault"] == "never-started"
-               else "was SIGKILLed before the workers started")
+        how = (
+            "was never started"
+            if p["fault"] == "never-started"
+            else "was SIGKILLed before the workers started"
+        )
         return Truth(
-            self.hang_class, p["culprit"],
+            self.hang_class,
+            p["culprit"],
             f"session creation (Supervisor.prepare_or_wait_for_session -> "
             f"BaseSession._extend_graph) waiting for {tf_task(p['culprit'])}",
             f"{p['culprit']} {how}: nothing listens at {run.addresses.get(p['culprit'])}. "
@@ -493,8 +565,10 @@ class PsUnreachableAtStartup(_ClusterScenario):
 # 7 ---------------------------------------------------------------------------------------
 class HealthySlowSave(_ClusterScenario):
     name = "healthy-slow-save"
-    description = ("A large checkpoint written to a slow but working filesystem: the save "
-                   "takes a minute and its temp file keeps growing. Not a hang.")
+    description = (
+        "A large checkpoint written to a slow but working filesystem: the save "
+        "takes a minute and its temp file keeps growing. Not a hang."
+    )
     hang_class = "save-progressing"
     defaults = {
         **_ClusterScenario.common,
@@ -509,12 +583,16 @@ class HealthySlowSave(_ClusterScenario):
         p = run.params
         fm = run.mount_fuse(write_bytes_per_sec=str(p["write_bytes_per_sec"]))
         run.checkpoint_dir = fm.mountpoint
-        launch_cluster(run, SUPERVISOR_SAVE, [
-            f"--checkpoint_dir={run.checkpoint_dir}",
-            f"--save_after_steps={p['save_after_steps']}",
-            f"--step_sleep={p['step_sleep']}",
-            *var_flags(p["vars"]),
-        ])
+        launch_cluster(
+            run,
+            SUPERVISOR_SAVE,
+            [
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--save_after_steps={p['save_after_steps']}",
+                f"--step_sleep={p['step_sleep']}",
+                *var_flags(p["vars"]),
+            ],
+        )
 
     def drive(self, run: ScenarioRun) -> None:
         p = run.params
@@ -527,26 +605,29 @@ class HealthySlowSave(_ClusterScenario):
             history.append(temp_data_files(root))
             if len(history) <= p["growth_samples"]:
                 return False
-            window = history[-(p["growth_samples"] + 1):]
+            window = history[-(p["growth_samples"] + 1) :]
             for path in window[-1]:
                 sizes = [h.get(path, -1) for h in window]
                 if sizes[0] >= 0 and all(a < b for a, b in zip(sizes, sizes[1:], strict=False)):
                     total = sum(b for _n, b, _d in ps_variables(run))
                     rate = (sizes[-1] - sizes[0]) / (p["sample_secs"] * (len(sizes) - 1))
-                    run.facts.update(temp_file=path, temp_file_sizes=sizes,
-                                     checkpoint_bytes=total,
-                                     estimated_save_secs=round(total / rate, 1))
+                    run.facts.update(
+                        temp_file=path,
+                        temp_file_sizes=sizes,
+                        checkpoint_bytes=total,
+                        estimated_save_secs=round(total / rate, 1),
+                    )
                     return True
             return False
 
-        run.wait_for("a temp checkpoint file that keeps growing", growing, 120,
-                     p["sample_secs"])
+        run.wait_for("a temp checkpoint file that keeps growing", growing, 120, p["sample_secs"])
 
     def truth(self, run: ScenarioRun) -> Truth:
         p = run.params
         rate = p["write_bytes_per_sec"] / 1e6
         return Truth(
-            self.hang_class, None,
+            self.hang_class,
+            None,
             f"Saver.save (save/SaveV2 on /job:worker/task:0) writing at ~{rate:g} MB/s "
             f"to a slow filesystem; progressing",
             f"The checkpoint dir {run.checkpoint_dir} is a FUSE mount that sleeps per write "
@@ -554,7 +635,6 @@ class HealthySlowSave(_ClusterScenario):
             f"(~{self._size(run) / 1e6:.0f} MB, ~{self._size(run) / p['write_bytes_per_sec']:.0f}s "
             f"in all).",
         )
-
 
     @staticmethod
     def _size(run: ScenarioRun) -> int:

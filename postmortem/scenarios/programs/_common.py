@@ -87,7 +87,7 @@ def session_config(tf: Any, args: argparse.Namespace) -> Any:
 
 
 def parse_var_spec(spec: str) -> tuple[str, list[int]]:
-    """"test_weight1:24500000x22" -> ("test_weight1", [24500000, 22])."""
+    """ "test_weight1:24500000x22" -> ("test_weight1", [24500000, 22])."""
     name, _, shape = spec.partition(":")
     if not name or not shape:
         raise argparse.ArgumentTypeError(f"bad --var {spec!r}: want NAME:D1xD2...")
@@ -120,8 +120,14 @@ def build_model(tf: Any, extra_vars: list[tuple[str, list[int]]], hidden: int = 
         nbytes = var.dtype.size
         for d in dims:
             nbytes *= d
-        log.info("%s %s shape %s bytes %d device %s", VARIABLE_LINE, var.op.name, dims, nbytes,
-                 var.device)
+        log.info(
+            "%s %s shape %s bytes %d device %s",
+            VARIABLE_LINE,
+            var.op.name,
+            dims,
+            nbytes,
+            var.device,
+        )
     return loss, global_step
 
 

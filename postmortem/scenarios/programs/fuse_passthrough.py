@@ -50,8 +50,17 @@ class Passthrough(Operations):  # type: ignore[misc]
 
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
         st = os.lstat(self._full(path))
-        keys = ("st_atime", "st_ctime", "st_gid", "st_mode", "st_mtime", "st_nlink",
-                "st_size", "st_uid", "st_blocks")
+        keys = (
+            "st_atime",
+            "st_ctime",
+            "st_gid",
+            "st_mode",
+            "st_mtime",
+            "st_nlink",
+            "st_size",
+            "st_uid",
+            "st_blocks",
+        )
         return {k: getattr(st, k) for k in keys}
 
     def readdir(self, path: str, fh: Any) -> list[str]:
@@ -71,8 +80,18 @@ class Passthrough(Operations):  # type: ignore[misc]
 
     def statfs(self, path: str) -> dict[str, Any]:
         st = os.statvfs(self._full(path))
-        keys = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree",
-                "f_files", "f_flag", "f_frsize", "f_namemax")
+        keys = (
+            "f_bavail",
+            "f_bfree",
+            "f_blocks",
+            "f_bsize",
+            "f_favail",
+            "f_ffree",
+            "f_files",
+            "f_flag",
+            "f_frsize",
+            "f_namemax",
+        )
         return {k: getattr(st, k) for k in keys}
 
     def unlink(self, path: str) -> None:
@@ -130,12 +149,22 @@ def main() -> None:
     parser.add_argument("--block_flag", default="")
     parser.add_argument("--write_bytes_per_sec", type=float, default=0.0)
     args = parser.parse_args()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(process)d %(threadName)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(process)d %(threadName)s %(levelname)s %(message)s",
+    )
     ops = Passthrough(args.root, args.block_flag, args.write_bytes_per_sec)
     log.info("%s root %s at %s", MOUNTED, args.root, args.mountpoint)  # mount follows
-    FUSE(ops, args.mountpoint, foreground=True, nothreads=False, big_writes=True,
-         max_write=131072, fsname="postmortem-scenario")
+    FUSE(
+        ops,
+        args.mountpoint,
+        foreground=True,
+        nothreads=False,
+        big_writes=True,
+        max_write=131072,
+        fsname="postmortem-scenario",
+    )
 
 
 if __name__ == "__main__":

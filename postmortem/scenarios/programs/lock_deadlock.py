@@ -49,8 +49,14 @@ def main() -> None:
         saver = v1.train.Saver()
         init_op = v1.global_variables_initializer()
     sv = v1.train.Supervisor(
-        is_chief=is_chief, logdir=args.checkpoint_dir, init_op=init_op, saver=saver,
-        global_step=global_step, save_model_secs=0, save_summaries_secs=0, summary_op=None,
+        is_chief=is_chief,
+        logdir=args.checkpoint_dir,
+        init_op=init_op,
+        saver=saver,
+        global_step=global_step,
+        save_model_secs=0,
+        save_summaries_secs=0,
+        summary_op=None,
         recovery_wait_secs=1,
     )
     sess = sv.prepare_or_wait_for_session(server.target, config=c.session_config(tf, args))
@@ -74,8 +80,9 @@ def main() -> None:
                 c.log.info("%s global_step %d path %s", c.SAVE_DONE, gstep, path)
                 if crossing.is_set():
                     saver_holds_b.set()
-                    c.log.info(GOT_FIRST.format(held="B (checkpoint_lock)",
-                                                wanted="A (train_stats_lock)"))
+                    c.log.info(
+                        GOT_FIRST.format(held="B (checkpoint_lock)", wanted="A (train_stats_lock)")
+                    )
                     main_holds_a.wait()
                 with train_stats_lock:
                     stats["last_saved_step"] = gstep
@@ -92,8 +99,9 @@ def main() -> None:
             if is_chief and stats["step"] >= args.deadlock_after_steps:
                 crossing.set()
                 main_holds_a.set()
-                c.log.info(GOT_FIRST.format(held="A (train_stats_lock)",
-                                            wanted="B (checkpoint_lock)"))
+                c.log.info(
+                    GOT_FIRST.format(held="A (train_stats_lock)", wanted="B (checkpoint_lock)")
+                )
                 saver_holds_b.wait()
                 with checkpoint_lock:  # export a snapshot marker next to the checkpoint
                     stats["exported_step"] = gstep

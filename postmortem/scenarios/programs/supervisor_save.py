@@ -103,8 +103,13 @@ def main() -> None:
                 v1.logging.info("Saving checkpoint to path %s", sv.save_path)
                 c.log.info("%s global_step %d path %s (retry)", c.SAVE_BEGIN, gstep, sv.save_path)
             else:
-                c.log.info("%s global_step %d path %s in %.1fs", c.SAVE_DONE, gstep, path,
-                           time.monotonic() - started)
+                c.log.info(
+                    "%s global_step %d path %s in %.1fs",
+                    c.SAVE_DONE,
+                    gstep,
+                    path,
+                    time.monotonic() - started,
+                )
                 break
         next_save = time.monotonic() + (args.save_every_secs or float("inf"))
 

@@ -22,8 +22,9 @@ def main() -> None:
     parser = c.base_parser(__doc__ or "")
     parser.add_argument("--checkpoint_dir", required=True)
     parser.add_argument("--var", action="append", default=[], type=c.parse_var_spec)
-    parser.add_argument("--replicas_to_aggregate", type=int, default=0,
-                        help="default: the number of workers")
+    parser.add_argument(
+        "--replicas_to_aggregate", type=int, default=0, help="default: the number of workers"
+    )
     parser.add_argument("--save_model_secs", type=float, default=3.0)
     parser.add_argument("--step_sleep", type=float, default=0.05)
     args = parser.parse_args()
