@@ -209,6 +209,8 @@ def parse_pyspy(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     threads, frames = [], []
     for thread in raw:
+        if not isinstance(thread, dict):
+            continue
         tid = thread.get("os_thread_id") or thread.get("thread_id")
         name = thread.get("thread_name") or ""
         threads.append(
@@ -314,11 +316,20 @@ def load_dump(path: Path | str) -> Dump:
         name: {c: [] for c in COLUMNS[name]} for name in COLUMNAR
     }
     sources_by_pid: dict[int, dict[str, dict[str, str]]] = {}
+    guard = _Guard(rows, columns, problems)
 
-    for target in manifest["targets"]:
+    def load_target(target: Any) -> None:
         pid = int(target["pid"])
         pdir = root / target.get("dir", f"processes/{pid}")
         info = _read_json(pdir / "process.json", problems, root) or {}
+        if not isinstance(info, dict):
+            problems.append(
+                {
+                    "file": f"{pdir.relative_to(root)}/process.json",
+                    "problem": "unexpected content: not an object",
+                }
+            )
+            info = {}
         sources = (
             _read_json(pdir / "sources.json", problems, root)
             if (pdir / "sources.json").exists()
@@ -326,6 +337,10 @@ def load_dump(path: Path | str) -> Dump:
         ) or {}
         sources_by_pid[pid] = sources
         cmdline = info.get("cmdline") or []
+        if isinstance(cmdline, str):
+            cmdline = cmdline.split()
+        cmdline = [str(arg) for arg in cmdline]
+        env = info.get("env") if isinstance(info.get("env"), dict) else {}
         rows["processes"].append(
             {
                 "pid": pid,
@@ -335,7 +350,7 @@ def load_dump(path: Path | str) -> Dump:
                 "cmdline": " ".join(cmdline),
                 "args": cmdline,
                 "uid": info.get("uid"),
-                "env": info.get("env") or {},
+                "env": env,
                 "python": info.get("python"),
                 "tensorflow": info.get("tensorflow"),
                 "std_streams": target.get("std_streams") or {},
@@ -349,18 +364,32 @@ def load_dump(path: Path | str) -> Dump:
                     {"file": str(round_dir.relative_to(root)), "problem": "unexpected name"}
                 )
                 continue
-            _load_round(root, round_dir, pid, round_index, sources, rows, problems, columns)
+            guard.run(
+                str(round_dir.relative_to(root)),
+                _load_round,
+                root,
+                round_dir,
+                pid,
+                round_index,
+                sources,
+                rows,
+                problems,
+                columns,
+            )
         for stream in ("stdout", "stderr"):
             log_path = pdir / "logs" / f"{stream}.txt"
             if log_path.exists():
                 _add_log_lines(rows, pid, stream, log_path.read_bytes())
+
+    for target in manifest["targets"]:
+        guard.run(f"manifest.json target {str(target)[:60]}", load_target, target)
 
     for entry in manifest.get("logs") or []:
         log_path = root / entry.get("file", "")
         if log_path.is_file():
             _add_log_lines(rows, None, entry.get("path", log_path.name), log_path.read_bytes())
 
-    for entry in manifest.get("checkpoint_dirs") or []:
+    def load_checkpoint_dir(entry: Any) -> None:
         for listing_path in sorted(
             (root / "checkpoint" / str(entry["index"])).glob("round-*.json")
         ):
@@ -393,8 +422,12 @@ def load_dump(path: Path | str) -> Dump:
                 for f in files
             )
 
+    for entry in manifest.get("checkpoint_dirs") or []:
+        guard.run(f"checkpoint_dirs entry {str(entry)[:60]}", load_checkpoint_dir, entry)
+
     outcomes = manifest["outcomes"]
-    for server in manifest.get("tf_servers") or []:
+
+    def load_tf_server(server: Any) -> None:
         address = server.get("address", "")
         outcome: dict[str, Any] = next(
             (
@@ -422,6 +455,9 @@ def load_dump(path: Path | str) -> Dump:
                     **{key: event.get(key) for key in COLUMNS["tf_events"] if key != "address"},
                 }
             )
+
+    for server in manifest.get("tf_servers") or []:
+        guard.run(f"tf_servers entry {str(server)[:60]}", load_tf_server, server)
 
     rows["outcomes"] = [{key: o.get(key) for key in COLUMNS["outcomes"]} for o in outcomes]
     rows["rounds"] = [{key: r.get(key) for key in COLUMNS["rounds"]} for r in manifest["rounds"]]
@@ -452,8 +488,10 @@ def _load_round(
                     "pid": pid,
                     "round": round_index,
                     "time": data.get("time"),
-                    "state": data.get("state"),
-                    "cpu_seconds": _cpu(int(data.get("utime", 0)) + int(data.get("stime", 0)), clk),
+                    "state": str(data.get("state") or "?"),
+                    "cpu_seconds": _cpu(
+                        int(data.get("utime") or 0) + int(data.get("stime") or 0), clk
+                    ),
                     "num_threads": data.get("num_threads"),
                     "rchar": io.get("rchar"),
                     "wchar": io.get("wchar"),
@@ -463,7 +501,13 @@ def _load_round(
                     "host_listening": data.get("host_listening"),
                 }
             )
-            threads = data.get("threads") or []
+            threads = [
+                t
+                for t in data.get("threads") or []
+                if isinstance(t, dict) and isinstance(t.get("tid"), int)
+            ]
+            for t in threads:
+                t["state"] = str(t.get("state") or "?")
             cols = columns["threads"]
             cols["pid"].extend([pid] * len(threads))
             cols["round"].extend([round_index] * len(threads))
@@ -471,7 +515,7 @@ def _load_round(
                 cols[key].extend([t.get(key) for t in threads])
             cols["wchan"].extend([t.get("wchan", "") for t in threads])
             cols["cpu_seconds"].extend(
-                [_cpu(int(t.get("utime", 0)) + int(t.get("stime", 0)), clk) for t in threads]
+                [_cpu(int(t.get("utime") or 0) + int(t.get("stime") or 0), clk) for t in threads]
             )
             for name in ("files", "sockets"):
                 items = data.get(name) or []
@@ -500,6 +544,37 @@ def _load_round(
             rows["frames"].extend(
                 parse_native_text(native_path.read_text(errors="replace"), pid, round_index, source)
             )
+
+
+# What malformed JSON of the right syntax raises when read as the format says.
+CONTENT_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError)
+
+
+class _Guard:
+    """Runs one file's worth of loading as a unit: on unexpected content, whatever it had
+    appended is taken back and the file becomes a row in `problems`."""
+
+    def __init__(
+        self,
+        rows: dict[str, list[dict[str, Any]]],
+        columns: dict[str, dict[str, list[Any]]],
+        problems: list[dict[str, Any]],
+    ) -> None:
+        self.rows, self.columns, self.problems = rows, columns, problems
+
+    def run(self, label: str, load: Any, *args: Any) -> bool:
+        row_marks = {name: len(v) for name, v in self.rows.items()}
+        col_marks = {(n, c): len(v) for n, cols in self.columns.items() for c, v in cols.items()}
+        try:
+            load(*args)
+            return True
+        except CONTENT_ERRORS as exc:
+            for name, values in self.rows.items():
+                del values[row_marks[name] :]
+            for (name, column), mark in col_marks.items():
+                del self.columns[name][column][mark:]
+            self.problems.append({"file": label, "problem": f"unexpected content: {exc!r}"})
+            return False
 
 
 def _add_log_lines(

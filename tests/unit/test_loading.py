@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,60 @@ def test_interrupted_capture_is_still_analyzed(
     out = capsys.readouterr().out
     assert code == 0
     assert "interrupted" in out
+
+
+def _edit_json(path: Path, change: Any) -> None:
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def _first_ps_round(dump: Path, name: str) -> Path:
+    for target in json.loads((dump / "manifest.json").read_text())["targets"]:
+        info = json.loads((dump / target["dir"] / "process.json").read_text())
+        if "--job_name=ps" in info["cmdline"]:
+            return dump / target["dir"] / "round-000" / name
+    raise AssertionError("no ps")
+
+
+def _set_thread_field(key: str, value: Any) -> Any:
+    def change(data: dict[str, Any]) -> dict[str, Any]:
+        data["threads"][0][key] = value
+        return data
+
+    return change
+
+
+# Malformed content of valid JSON, one file at a time (found by a review probing damaged dumps).
+DAMAGE: dict[str, Any] = {
+    "pyspy threads not objects": lambda d: _first_ps_round(d, "pyspy.json").write_text("[1, 2]"),
+    "null utime": lambda d: _edit_json(
+        _first_ps_round(d, "procfs.json"), lambda x: {**x, "utime": None}
+    ),
+    "thread without tid": lambda d: _edit_json(
+        _first_ps_round(d, "procfs.json"), _set_thread_field("tid", None)
+    ),
+    "thread with null state": lambda d: _edit_json(
+        _first_ps_round(d, "procfs.json"), _set_thread_field("state", None)
+    ),
+    "process.json a list": lambda d: (
+        _first_ps_round(d, "procfs.json").parent.parent.joinpath("process.json").write_text("[1]")
+    ),
+    "checkpoint entry without index": lambda d: _edit_json(
+        d / "manifest.json", lambda m: {**m, "checkpoint_dirs": [{"dir": "/x"}]}
+    ),
+    "target pid not a number": lambda d: _edit_json(
+        d / "manifest.json", lambda m: {**m, "targets": [*m["targets"], {"pid": "abc"}]}
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_content_never_crashes_and_the_verdict_stands(
+    dump: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    DAMAGE[damage](dump)
+    code = main(["analyze", str(dump), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    verdict = json.loads(captured.out)["verdict"]
+    assert verdict["hang_class"] == "peer-unresponsive"
+    assert verdict["culprit"]["role"] == "ps:0"
