@@ -24,7 +24,7 @@ PYSPY_TIMEOUT = 10.0
 PYSPY_NATIVE_TIMEOUT = 60.0
 PYSTACK_TIMEOUT = 60.0
 GDB_TIMEOUT = 90.0
-SOURCE_CONTEXT = 40  # lines kept above each frame's current line
+SOURCE_CONTEXT = 150  # lines kept above each frame: enclosing `with lock:` blocks can be far up
 SOURCE_FILE_LIMIT = 4 * 1024 * 1024
 
 

@@ -189,19 +189,26 @@ class Facts:
             if m.pid is None:
                 port = port_of(m.address) if m.address else None
                 listening = self.listening_everywhere
-                if (
+                # Whether anything listens at its address is known only for this host.
+                seen = (
                     listening is not None
                     and port is not None
-                    and port not in listening
-                    and m.address
-                    and is_local(m.address, self.host)
-                ):
+                    and bool(m.address)
+                    and is_local(m.address or "", self.host)
+                )
+                if seen and port not in (listening or set()):
                     h.problems.append(f"not running: nothing listens on {m.address}")
+                elif seen:
+                    pass  # alive but not captured: nothing says it is unresponsive
                 elif m.address and m.address in self.tf_unanswered:
                     h.problems.append(
                         f"its profiler did not answer ({self.tf_unanswered[m.address]})"
                     )
-                elif self._peer_connections(m.address) == 0 and self._any_waiting_on_cluster():
+                elif (
+                    not self.dump.sockets.empty
+                    and self._peer_connections(m.address) == 0
+                    and self._any_waiting_on_cluster()
+                ):
                     h.problems.append(
                         f"not in the dump and no captured process holds a "
                         f"connection to {m.address}: likely dead"

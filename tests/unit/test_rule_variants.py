@@ -116,3 +116,59 @@ def test_a_writer_in_the_filesystem_that_keeps_writing_is_not_a_stall(tmp_path: 
     verdict = analyze(postmortem.load(dump)).to_json()
     assert verdict["hang_class"] == "no-hang-found"
     assert verdict["culprit"] is None
+
+
+def _edit_procfs(dump: Path, change: Any) -> None:
+    for procfs_file in dump.glob("processes/*/round-*/procfs.json"):
+        data = json.loads(procfs_file.read_text())
+        change(procfs_file, data)
+        procfs_file.write_text(json.dumps(data))
+
+
+def test_an_uncaptured_ps_that_listens_is_not_suspected(tmp_path: Path) -> None:
+    # GIVEN a healthy slow save where only the worker was captured and no socket rows exist
+    dump = _copy("healthy-slow-save", tmp_path)
+    ps = _pid_of(dump, "ps", 0)
+    manifest = _manifest(dump)
+    manifest["targets"] = [t for t in manifest["targets"] if t["pid"] != ps]
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(dump / "processes" / str(ps))
+    _edit_procfs(dump, lambda _, data: data.update(sockets=[]))
+    # THEN the ps, still listening on its port, is not blamed
+    verdict = analyze(postmortem.load(dump)).to_json()
+    assert verdict["hang_class"] == "save-progressing"
+
+
+def test_session_creation_against_a_ps_not_running_needs_no_log(tmp_path: Path) -> None:
+    dump = _copy("ps-unreachable-at-startup", tmp_path)
+    for logs in dump.glob("processes/*/logs"):
+        shutil.rmtree(logs)
+    verdict = analyze(postmortem.load(dump)).to_json()
+    assert verdict["hang_class"] == "peer-unreachable"
+    assert verdict["culprit"]["role"] == "ps:0"
+
+
+def test_a_stopped_ps_is_the_lead_even_without_worker_stacks(tmp_path: Path) -> None:
+    dump = _copy("ps-frozen-during-save", tmp_path)
+    worker = _pid_of(dump, "worker", 0)
+    for pyspy in dump.glob(f"processes/{worker}/round-*/pyspy.json"):
+        pyspy.write_text("")
+    verdict = analyze(postmortem.load(dump)).to_json()
+    assert verdict["hang_class"] == "peer-unresponsive"
+    assert verdict["culprit"]["role"] == "ps:0"
+
+
+def test_a_stopped_ps_outranks_a_stopped_replica(tmp_path: Path) -> None:
+    # GIVEN the sync-replicas stall where the ps is frozen too
+    dump = _copy("sync-replicas-stall", tmp_path)
+    ps = _pid_of(dump, "ps", 0)
+
+    def freeze(path: Path, data: dict[str, Any]) -> None:
+        if path.parts[-3] == str(ps):
+            data["state"] = "T"
+            for thread in data["threads"]:
+                thread["state"] = "T"
+
+    _edit_procfs(dump, freeze)
+    verdict = analyze(postmortem.load(dump)).to_json()
+    assert verdict["culprit"]["role"] == "ps:0"

@@ -51,11 +51,14 @@ def evaluate(facts: Facts) -> list[Finding]:
     if role is not None:
         member = facts.member(role)
         health = facts.health.get(role)
-        if member is not None and member.pid is None:
+        if health and health.problems:
+            state = health.problems[0]
+            # A session that cannot be created and a member seen not to answer: the same
+            # story as TF's "still waiting" line, told by the process table.
+            score += 0.45 if creating else 0.05
+        elif member is not None and member.pid is None:
             state = f"not running at {member.address}" if member.address else "not running"
             score += 0.05
-        elif health and health.problems:
-            state = health.problems[0]
         evidence += [
             Evidence(f"{role}: {p}", "cluster map", role)
             for p in (health.problems if health else [])

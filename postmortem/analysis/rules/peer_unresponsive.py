@@ -32,7 +32,7 @@ def evaluate(facts: Facts) -> list[Finding]:
     waiters = [t for t in facts.threads if t.status == "stuck" and t.waits_on == "session-run"]
     bad = [h for h in facts.health.values() if h.unresponsive]
     if not waiters:
-        return _failing_calls(facts)
+        return _failing_calls(facts) or _frozen_ps_unobserved(facts)
     if not bad:
         return []
     waited = {target for _, target, _ in facts.wait_for}
@@ -143,6 +143,40 @@ def _failing_calls(facts: Facts) -> list[Finding]:
             _fix(role, role.split(":")[0]),
             culprit(facts, role, state),
             op,
+            tuple(evidence),
+        )
+    ]
+
+
+def _frozen_ps_unobserved(facts: Facts) -> list[Finding]:
+    """A ps that cannot answer stalls every worker, even when no worker's stack was read
+    (py-spy failed on it, or only the ps was captured): weaker, but still the lead."""
+    stopped = [
+        h
+        for h in facts.health.values()
+        if h.member.job == "ps" and h.member.pid is not None and h.unresponsive
+    ]
+    if not stopped or any(t.status == "busy" and t.in_save for t in facts.threads):
+        return []
+    suspect = stopped[0]
+    role = suspect.member.role
+    evidence = [
+        Evidence(f"{role}: {p}", suspect.evidence_source or "manifest.json", role)
+        for p in suspect.problems
+    ]
+    summary = (
+        f"{role} cannot answer ({suspect.problems[0]}): every worker that reads or "
+        "saves its variables waits on it. No worker stack shows the wait; capture the "
+        "workers too to confirm."
+    )
+    return [
+        Finding(
+            HangClass.PEER_UNRESPONSIVE,
+            0.5,
+            summary,
+            _fix(role, "ps"),
+            culprit(facts, role, suspect.problems[0]),
+            f"any session.run that touches {role}'s variables",
             tuple(evidence),
         )
     ]

@@ -80,9 +80,8 @@ def evaluate(facts: Facts) -> list[Finding]:
             role, state = lagging
             score += 0.1
             evidence.append(Evidence(f"{role}: {state}", f"log of {role}", role))
-        ps_bad = [h for h in facts.health.values() if h.member.job == "ps" and h.unresponsive]
-        if ps_bad:
-            score -= 0.3  # a dead ps is peer-unresponsive's case
+    if any(h.member.job == "ps" and h.unresponsive for h in facts.health.values()):
+        score -= 0.3  # a ps that cannot answer stalls every step: peer-unresponsive's case
     stalled_roles = sorted({facts.role(t.pid) for t in stuck_train})
     op = f"session.run(train_op) on {', '.join(stalled_roles)}"
     if sync_threads:
