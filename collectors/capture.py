@@ -23,7 +23,13 @@ from collectors import checkpoint, logs, procfs, tf_profiler
 from collectors.base import CollectorFailure, ProcessCollector, Target
 from collectors.dump import DumpWriter, Outcome, RoundInfo, prepare_output, process_dir
 from collectors.stacks import NativeAllThreadsCollector, PySpyCollector
-from collectors.tools import find_tool, reset_stop, stop_all
+from collectors.tools import (
+    BoundedCallTimeout,
+    call_bounded,
+    find_tool,
+    reset_stop,
+    stop_all,
+)
 from postmortem.errors import (
     ExitCode,
     NoSuchProcessError,
@@ -91,34 +97,6 @@ class CaptureResult:
         return ExitCode.PARTIAL_CAPTURE if kinds else ExitCode.OK
 
 
-class BoundedCallTimeout(Exception):
-    pass
-
-
-def call_bounded(fn: Callable[[], T], timeout: float) -> T:
-    """Run fn in a daemon thread: a read stuck on a hung filesystem must not stall us.
-
-    A thread stuck in the kernel cannot be cancelled; it is left behind and dies with
-    the process.
-    """
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True, name="postmortem-bounded-read")
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise BoundedCallTimeout(f"did not return within {timeout:.0f}s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
-
-
 def preflight(pids: tuple[int, ...]) -> None:
     """Refuse, before writing anything, what cannot work: wrong pid, no rights, not Python."""
     if not pids:
@@ -129,12 +107,14 @@ def preflight(pids: tuple[int, ...]) -> None:
     missing = [pid for pid in pids if not procfs.exists(pid)]
     if missing:
         raise NoSuchProcessError(
-            f"No process with pid {', '.join(map(str, missing))} on this host.")
+            f"No process with pid {', '.join(map(str, missing))} on this host."
+        )
     exited = [pid for pid in pids if procfs.read_state(pid) in (*EXITED_STATES, None)]
     if exited:
         raise NoSuchProcessError(
             f"Process {', '.join(map(str, exited))} has exited (a zombie its parent has not "
-            "reaped): there is nothing left to capture.")
+            "reaped): there is nothing left to capture."
+        )
     denied = [pid for pid in pids if not procfs.is_readable(pid)]
     if denied:
         raise PermissionDeniedError(
@@ -187,14 +167,29 @@ class Capture:
         assert self.writer is not None
         if target.gone:
             for collector in self.collectors:
-                self._record(Outcome(str(target.pid), collector.name, "skipped", round_index,
-                                     "the process had exited"))
+                self._record(
+                    Outcome(
+                        str(target.pid),
+                        collector.name,
+                        "skipped",
+                        round_index,
+                        "the process had exited",
+                    )
+                )
             return
         target.state = procfs.read_state(target.pid)
         if target.state is None or target.state in EXITED_STATES:
             target.gone = True
-            self._record(Outcome(str(target.pid), "procfs", "failed", round_index,
-                                 "the process exited during the capture"), "gone")
+            self._record(
+                Outcome(
+                    str(target.pid),
+                    "procfs",
+                    "failed",
+                    round_index,
+                    "the process exited during the capture",
+                ),
+                "gone",
+            )
             return
         for collector in self.collectors:
             if self.stopping.is_set():
@@ -205,31 +200,62 @@ class Capture:
                     try:
                         files = call_bounded(
                             partial(collector.collect, target, round_index, self.writer),
-                            PROCFS_TIMEOUT)
+                            PROCFS_TIMEOUT,
+                        )
                     except BoundedCallTimeout:
                         # stat() of an open file on a hung mount: read again without sizes.
                         data = procfs.read_round(target.pid, stat_files=False)
                         data["stat_timeout"] = True
-                        files = [self.writer.write_json(
-                            f"processes/{target.pid}/round-{round_index:03d}/procfs.json", data)]
+                        files = [
+                            self.writer.write_json(
+                                f"processes/{target.pid}/round-{round_index:03d}/procfs.json", data
+                            )
+                        ]
                 else:
                     files = collector.collect(target, round_index, self.writer)
-                self._record(Outcome(str(target.pid), collector.name, "ok", round_index,
-                                     seconds=time.monotonic() - started, files=files))
+                self._record(
+                    Outcome(
+                        str(target.pid),
+                        collector.name,
+                        "ok",
+                        round_index,
+                        seconds=time.monotonic() - started,
+                        files=files,
+                    )
+                )
             except CollectorFailure as failure:
                 kind = failure.kind
                 if kind == "interrupted":
-                    self._record(Outcome(str(target.pid), collector.name, "skipped",
-                                         round_index, failure.reason,
-                                         time.monotonic() - started, failure.files))
+                    self._record(
+                        Outcome(
+                            str(target.pid),
+                            collector.name,
+                            "skipped",
+                            round_index,
+                            failure.reason,
+                            time.monotonic() - started,
+                            failure.files,
+                        )
+                    )
                     return
                 if kind in ("gone", "error") and procfs.read_state(target.pid) in (
-                        *EXITED_STATES, None):
+                    *EXITED_STATES,
+                    None,
+                ):
                     kind = "gone"
                     target.gone = True
-                self._record(Outcome(str(target.pid), collector.name, "failed", round_index,
-                                     failure.reason, time.monotonic() - started, failure.files),
-                             kind)
+                self._record(
+                    Outcome(
+                        str(target.pid),
+                        collector.name,
+                        "failed",
+                        round_index,
+                        failure.reason,
+                        time.monotonic() - started,
+                        failure.files,
+                    ),
+                    kind,
+                )
             finally:
                 if not target.gone:
                     _restore_stopped(target)
@@ -250,25 +276,60 @@ class Capture:
             started = time.monotonic()
             relative = f"checkpoint/{index}/round-{round_index:03d}.json"
             try:
-                data = call_bounded(partial(checkpoint.read_checkpoint_dir, directory),
-                                    CHECKPOINT_LIST_TIMEOUT)
+                data = call_bounded(
+                    partial(checkpoint.read_checkpoint_dir, directory), CHECKPOINT_LIST_TIMEOUT
+                )
                 self.writer.write_json(relative, data)
-                self._record(Outcome(str(directory), "checkpoint", "ok", round_index,
-                                     seconds=time.monotonic() - started, files=[relative]))
+                self._record(
+                    Outcome(
+                        str(directory),
+                        "checkpoint",
+                        "ok",
+                        round_index,
+                        seconds=time.monotonic() - started,
+                        files=[relative],
+                    )
+                )
             except BoundedCallTimeout as exc:
                 # Evidence in itself: the filesystem under the checkpoint does not answer.
-                self.writer.write_json(relative, {"dir": str(directory), "time": time.time(),
-                                                  "exists": None, "files": [],
-                                                  "listing_timed_out": True})
-                self._record(Outcome(str(directory), "checkpoint", "failed", round_index,
-                                     f"listing the directory {exc} (filesystem not answering)",
-                                     time.monotonic() - started, [relative]), "error")
+                self.writer.write_json(
+                    relative,
+                    {
+                        "dir": str(directory),
+                        "time": time.time(),
+                        "exists": None,
+                        "files": [],
+                        "listing_timed_out": True,
+                    },
+                )
+                self._record(
+                    Outcome(
+                        str(directory),
+                        "checkpoint",
+                        "failed",
+                        round_index,
+                        f"listing the directory {exc} (filesystem not answering)",
+                        time.monotonic() - started,
+                        [relative],
+                    ),
+                    "error",
+                )
             except OSError as exc:
-                self._record(Outcome(str(directory), "checkpoint", "failed", round_index,
-                                     str(exc), time.monotonic() - started), "error")
+                self._record(
+                    Outcome(
+                        str(directory),
+                        "checkpoint",
+                        "failed",
+                        round_index,
+                        str(exc),
+                        time.monotonic() - started,
+                    ),
+                    "error",
+                )
         with self.lock:
             self.writer.manifest["checkpoint_dirs"] = [
-                {"index": i, "dir": str(d)} for i, d in enumerate(self.checkpoint_dirs)]
+                {"index": i, "dir": str(d)} for i, d in enumerate(self.checkpoint_dirs)
+            ]
 
     def _tf_trace(self, address: str, index: int) -> None:
         assert self.writer is not None
@@ -278,11 +339,17 @@ class Capture:
             self._record(Outcome(address, "tf_profiler", "failed", None, reason), "tf-server")
             return
         ok, reason, seconds = tf_profiler.run_trace(
-            address, self.writer.path(relative), self.options.tf_trace_ms)
-        files = [str(p.relative_to(self.writer.root))
-                 for p in sorted(self.writer.path(relative).glob("*")) if p.is_file()]
-        self._record(Outcome(address, "tf_profiler", "ok" if ok else "failed", None, reason,
-                             seconds, files), None if ok else "tf-server")
+            address, self.writer.path(relative), self.options.tf_trace_ms
+        )
+        files = [
+            str(p.relative_to(self.writer.root))
+            for p in sorted(self.writer.path(relative).glob("*"))
+            if p.is_file()
+        ]
+        self._record(
+            Outcome(address, "tf_profiler", "ok" if ok else "failed", None, reason, seconds, files),
+            None if ok else "tf-server",
+        )
 
     def _logs(self) -> None:
         assert self.writer is not None
@@ -290,33 +357,50 @@ class Capture:
             if target.gone:
                 continue
             seen: set[str] = set()
-            for stream, path in logs.std_stream_files(target.pid).items():
+            try:
+                # is_file() stats the log: on a hung mount that never returns.
+                streams = call_bounded(partial(logs.std_stream_files, target.pid), LOG_TIMEOUT)
+            except (OSError, BoundedCallTimeout) as exc:
+                self._record(
+                    Outcome(
+                        str(target.pid),
+                        "log:stdout",
+                        "failed",
+                        None,
+                        f"checking its log files: {exc}",
+                    ),
+                    "error",
+                )
+                continue
+            for stream, path in streams.items():
                 if path in seen:
                     continue
                 seen.add(path)
                 relative = f"{process_dir(target.pid)}/logs/{stream}.txt"
                 try:
                     fd = 1 if stream == "stdout" else 2
-                    data = call_bounded(partial(logs.tail, f"/proc/{target.pid}/fd/{fd}"),
-                                        LOG_TIMEOUT)
+                    data = call_bounded(
+                        partial(logs.tail, f"/proc/{target.pid}/fd/{fd}"), LOG_TIMEOUT
+                    )
                     self.writer.write_bytes(relative, data)
-                    self._record(Outcome(str(target.pid), f"log:{stream}", "ok", None,
-                                         files=[relative]))
+                    self._record(
+                        Outcome(str(target.pid), f"log:{stream}", "ok", None, files=[relative])
+                    )
                 except (OSError, BoundedCallTimeout) as exc:
-                    self._record(Outcome(str(target.pid), f"log:{stream}", "failed", None,
-                                         str(exc)), "error")
+                    self._record(
+                        Outcome(str(target.pid), f"log:{stream}", "failed", None, str(exc)), "error"
+                    )
             with self.lock:
                 for entry in self.writer.manifest["targets"]:
                     if entry["pid"] == target.pid:
-                        entry["std_streams"] = logs.std_stream_files(target.pid)
+                        entry["std_streams"] = streams
         for index, log_path in enumerate(self.options.logs):
             relative = f"logs/{index}-{log_path.name}"
             try:
                 data = call_bounded(partial(logs.tail, log_path), LOG_TIMEOUT)
                 self.writer.write_bytes(relative, data)
                 with self.lock:
-                    self.writer.manifest["logs"].append({"path": str(log_path),
-                                                         "file": relative})
+                    self.writer.manifest["logs"].append({"path": str(log_path), "file": relative})
                 self._record(Outcome(str(log_path), "log", "ok", None, files=[relative]))
             except (OSError, BoundedCallTimeout) as exc:
                 self._record(Outcome(str(log_path), "log", "failed", None, str(exc)), "error")
@@ -369,10 +453,12 @@ class Capture:
                 continue
             target.cwd = info["cwd"]
             relative = writer.write_json(f"{process_dir(target.pid)}/process.json", info)
-            writer.add_target({"pid": target.pid, "dir": process_dir(target.pid),
-                               "process_file": relative})
-        writer.manifest["tf_servers"] = [{"index": i, "address": a}
-                                         for i, a in enumerate(options.tf_servers)]
+            writer.add_target(
+                {"pid": target.pid, "dir": process_dir(target.pid), "process_file": relative}
+            )
+        writer.manifest["tf_servers"] = [
+            {"index": i, "address": a} for i, a in enumerate(options.tf_servers)
+        ]
         writer.manifest["interrupted"] = False
         writer.manifest["pauses"] = {}
         self._flush()
@@ -391,12 +477,16 @@ class Capture:
         reset_stop()
         # A Ctrl-C from here on still leaves a valid (incomplete) dump behind.
         interrupted = False
-        pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, max(2, len(self.targets))),
-                                  thread_name_prefix="postmortem-capture")
+        pool = ThreadPoolExecutor(
+            max_workers=min(MAX_WORKERS, max(2, len(self.targets))),
+            thread_name_prefix="postmortem-capture",
+        )
         try:
             self._start()
-            tracers = [threading.Thread(target=self._tf_trace, args=(address, i), daemon=True)
-                       for i, address in enumerate(options.tf_servers)]
+            tracers = [
+                threading.Thread(target=self._tf_trace, args=(address, i), daemon=True)
+                for i, address in enumerate(options.tf_servers)
+            ]
             for thread in tracers:
                 thread.start()
             self._rounds(pool)

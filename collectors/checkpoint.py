@@ -15,10 +15,20 @@ from typing import Any
 from collectors.procfs import read_cmdline
 
 # Flags that name where a job writes checkpoints, across common launchers.
-CHECKPOINT_FLAGS = ("checkpoint_dir", "ckpt_dir", "logdir", "log_dir", "train_dir", "model_dir",
-                    "checkpoint_path", "save_dir", "output_dir")
+CHECKPOINT_FLAGS = (
+    "checkpoint_dir",
+    "ckpt_dir",
+    "logdir",
+    "log_dir",
+    "train_dir",
+    "model_dir",
+    "checkpoint_path",
+    "save_dir",
+    "output_dir",
+)
 CHECKPOINT_FILE = re.compile(
-    r"(\.index|\.data-\d+-of-\d+|\.meta|_temp[/_]|checkpoint$|\.tempstate)")
+    r"(\.index|\.data-\d+-of-\d+|\.meta|_temp[/_]|checkpoint$|\.tempstate)"
+)
 STATE_FILE_LIMIT = 64 * 1024
 MAX_FILES = 2000
 
@@ -85,11 +95,13 @@ def read_checkpoint_dir(directory: Path) -> dict[str, Any]:
                 st = full.stat()
             except OSError:
                 continue
-            entries.append({
-                "name": str(full.relative_to(directory)),
-                "size": st.st_size,
-                "mtime": st.st_mtime,
-            })
+            entries.append(
+                {
+                    "name": str(full.relative_to(directory)),
+                    "size": st.st_size,
+                    "mtime": st.st_mtime,
+                }
+            )
             if len(entries) >= MAX_FILES:
                 break
     state_path = directory / "checkpoint"
@@ -97,5 +109,10 @@ def read_checkpoint_dir(directory: Path) -> dict[str, Any]:
         with open(state_path, "rb") as handle:
             state_text = handle.read(STATE_FILE_LIMIT).decode(errors="replace")
     entries.sort(key=lambda e: str(e["name"]))
-    return {"dir": str(directory), "time": taken_at, "exists": directory.is_dir(),
-            "files": entries, "state_file": state_text}
+    return {
+        "dir": str(directory),
+        "time": taken_at,
+        "exists": directory.is_dir(),
+        "files": entries,
+        "state_file": state_text,
+    }

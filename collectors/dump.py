@@ -71,6 +71,15 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=1, sort_keys=False).encode())
 
 
+def _is_dump(path: Path) -> bool:
+    """Only a directory whose manifest is ours may be cleared by --force."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
+
+
 def prepare_output(path: Path, force: bool) -> None:
     """Refuse a non-empty output unless --force; never touch anything but a dump there."""
     if path.exists() and not path.is_dir():
@@ -78,7 +87,7 @@ def prepare_output(path: Path, force: bool) -> None:
     if path.is_dir() and any(path.iterdir()):
         if not force:
             raise OutputExistsError(f"Output directory {path} is not empty.")
-        if not (path / MANIFEST).exists():
+        if not _is_dump(path):
             raise UsageError(
                 f"Refusing to clear {path}: it is not empty and is not a postmortem dump.",
                 help_text="Pick an empty or new directory for -o.",

@@ -147,16 +147,22 @@ def read_threads(pid: int) -> list[dict[str, Any]]:
             wchan = _read_text(entry / "wchan").strip()
         except OSError:
             wchan = ""
-        threads.append(
-            {
-                "tid": int(entry.name),
-                "name": stat["comm"],
-                "state": stat["state"],
-                "wchan": wchan if wchan != "0" else "",
-                "utime": stat["utime"],
-                "stime": stat["stime"],
-            }
-        )
+        record: dict[str, Any] = {
+            "tid": int(entry.name),
+            "name": stat["comm"],
+            "state": stat["state"],
+            "wchan": wchan if wchan != "0" else "",
+            "utime": stat["utime"],
+            "stime": stat["stime"],
+        }
+        if stat["state"] == "D":
+            # Where in the kernel it waits (e.g. fuse_perform_write, nfs_file_write): the
+            # only stack of a thread no tool can stop. Readable as root only.
+            try:
+                record["kernel_stack"] = _read_text(entry / "stack").splitlines()[:32]
+            except OSError:
+                pass
+        threads.append(record)
     return threads
 
 
@@ -241,7 +247,11 @@ def read_fds(
         if not target.startswith("/"):
             continue  # pipes, anon inodes
         record: dict[str, Any] = {
-            "fd": fd, "path": target, "size": None, "pos": None, "flags": None,
+            "fd": fd,
+            "path": target,
+            "size": None,
+            "pos": None,
+            "flags": None,
         }
         try:
             for line in _read_text(PROC / str(pid) / "fdinfo" / entry.name).splitlines():
@@ -281,7 +291,8 @@ def read_process_info(pid: int) -> dict[str, Any]:
         cwd = ""
     status = _read_text(base / "status")
     uid = next(
-        (int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), -1)
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:")), -1
+    )
     return {
         "pid": pid,
         "ppid": stat["ppid"],
@@ -321,8 +332,13 @@ def read_round(pid: int, stat_files: bool = True) -> dict[str, Any]:
         "clk_tck": CLK_TCK,
         # Every listening address in the target's network namespace, not only its own:
         # a cluster member with nothing listening at its address is not running.
-        "host_listening": sorted({entry["local"] for entry in read_net_table(pid).values()
-                                  if entry["tcp_state"] == "LISTEN"}),
+        "host_listening": sorted(
+            {
+                entry["local"]
+                for entry in read_net_table(pid).values()
+                if entry["tcp_state"] == "LISTEN"
+            }
+        ),
         "rss_bytes": read_rss(pid),
         "threads": threads,
         "io": read_io(pid),
@@ -342,7 +358,8 @@ def read_rss(pid: int) -> int | None:
 
 def listening_ports(sockets: list[dict[str, Any]]) -> list[int]:
     return sorted(
-        {int(s["local"].rsplit(":", 1)[1]) for s in sockets if s["tcp_state"] == "LISTEN"})
+        {int(s["local"].rsplit(":", 1)[1]) for s in sockets if s["tcp_state"] == "LISTEN"}
+    )
 
 
 class ProcfsCollector:

@@ -14,7 +14,9 @@ from collectors.base import CollectorFailure, Target
 from collectors.dump import DumpWriter, process_dir, round_dir
 from collectors.tools import (
     SUSPEND_FAILED_MARKER,
+    BoundedCallTimeout,
     ToolRun,
+    call_bounded,
     classify_failure,
     find_tool,
     run_bounded,
@@ -25,6 +27,7 @@ PYSPY_NATIVE_TIMEOUT = 60.0
 PYSTACK_TIMEOUT = 60.0
 GDB_TIMEOUT = 90.0
 SOURCE_CONTEXT = 150  # lines kept above each frame: enclosing `with lock:` blocks can be far up
+SOURCE_READ_TIMEOUT = 2.0
 SOURCE_FILE_LIMIT = 4 * 1024 * 1024
 
 
@@ -40,10 +43,15 @@ def _read_source(pid: int, filename: str) -> list[str]:
 
 
 def _read_prefix(path: str) -> bytes | None:
-    try:
+    """Read-only and bounded in time: source on a hung NFS home must not stall a round."""
+
+    def read() -> bytes:
         with open(path, "rb") as handle:
             return handle.read(SOURCE_FILE_LIMIT)
-    except OSError:
+
+    try:
+        return call_bounded(read, SOURCE_READ_TIMEOUT)
+    except (OSError, BoundedCallTimeout):
         return None
 
 
@@ -76,11 +84,13 @@ class PySpyCollector:
     def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
         if self.binary is None:
             raise CollectorFailure("py-spy is not installed", kind="tool-missing")
-        nonblocking = (self.nonblocking or _stopped(target.state)
-                       or _has_uninterruptible_thread(target.pid))
+        nonblocking = (
+            self.nonblocking or _stopped(target.state) or _has_uninterruptible_thread(target.pid)
+        )
         run = self._dump(target.pid, nonblocking)
-        if not nonblocking and (run.timed_out or SUSPEND_FAILED_MARKER in
-                                run.stderr.decode(errors="replace").lower()):
+        if not nonblocking and (
+            run.timed_out or SUSPEND_FAILED_MARKER in run.stderr.decode(errors="replace").lower()
+        ):
             # Stopped, or a thread entered D, between our state read and the attach:
             # read it without suspending.
             nonblocking = True
@@ -152,11 +162,18 @@ class NativeAllThreadsCollector:
     def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
         base = round_dir(target.pid, round_index)
         failures = []
+        if _has_uninterruptible_thread(target.pid):
+            # Native stacks need every thread stopped, and a thread in D never stops (pystack
+            # refuses native frames with --no-block). The kernel stacks of D threads are in
+            # procfs.json instead.
+            raise CollectorFailure(
+                "skipped: a thread is in uninterruptible I/O (state D), so native stacks "
+                "cannot be read; its kernel stack is in procfs.json",
+                kind="error",
+            )
         if self.pystack is not None:
+            # Blocking mode, also for a stopped target: measured to leave it stopped.
             argv = [self.pystack, "remote", str(target.pid), "--native-all", "--no-color"]
-            uninterruptible = _has_uninterruptible_thread(target.pid)
-            if uninterruptible:
-                argv.append("--no-block")  # a thread in D cannot be stopped to be read
             run = run_bounded(argv, PYSTACK_TIMEOUT)
             if not run.timed_out and run.returncode == 0 and run.stdout.strip():
                 return [out.write_bytes(f"{base}/native.pystack.txt", run.stdout)]
@@ -164,7 +181,9 @@ class NativeAllThreadsCollector:
                 raise CollectorFailure("interrupted (Ctrl-C)", kind="interrupted")
             text = (run.stderr or run.stdout).decode(errors="replace").strip()
             failures.append(f"pystack: {'timed out' if run.timed_out else text[:300]}")
-        if self.gdb is not None and not _has_uninterruptible_thread(target.pid):
+        # gdb stops every thread to read it and resumes them on detach: never for a target
+        # that is stopped (it would run until re-stopped) or has a thread in D (it hangs).
+        if self.gdb is not None and not _stopped(target.state):
             # gdb resumes a stopped process on detach unless told otherwise: the capture
             # loop re-stops a target that was stopped (see capture.restore_stopped).
             run = run_bounded(

@@ -41,10 +41,14 @@ def run_trace(address: str, out_dir: Path, duration_ms: int) -> tuple[bool, str,
     run = run_bounded(argv, duration_ms / 1000 + TRACE_TIMEOUT_SLACK)
     (out_dir / "trace.log").write_bytes(run.stdout + run.stderr)
     if run.timed_out:
-        return False, (
-            f"the profiler service at {address} did not answer within {run.seconds:.0f}s "
-            "(a stopped or overloaded server does not answer)"
-        ), run.seconds
+        return (
+            False,
+            (
+                f"the profiler service at {address} did not answer within {run.seconds:.0f}s "
+                "(a stopped or overloaded server does not answer)"
+            ),
+            run.seconds,
+        )
     if run.returncode != 0:
         lines = [ln for ln in run.stderr.decode(errors="replace").splitlines() if ln.strip()]
         detail = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "")
@@ -60,15 +64,17 @@ def xspace_events(xspace: Any) -> list[dict[str, Any]]:
             for event in line.events:
                 name = metadata.get(event.metadata_id, "")
                 node, _, op = name.partition(":")
-                events.append({
-                    "plane": plane.name,
-                    "line": line.name,
-                    "name": name,
-                    "node": node if op else "",
-                    "op": op,
-                    "start_ns": line.timestamp_ns + event.offset_ps // 1000,
-                    "duration_ns": event.duration_ps // 1000,
-                })
+                events.append(
+                    {
+                        "plane": plane.name,
+                        "line": line.name,
+                        "name": name,
+                        "node": node if op else "",
+                        "op": op,
+                        "start_ns": line.timestamp_ns + event.offset_ps // 1000,
+                        "duration_ns": event.duration_ps // 1000,
+                    }
+                )
     return events
 
 
@@ -103,12 +109,26 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def _write_events(out_dir: Path, address: str, started: float, duration_ms: int,
-                  events: list[dict[str, Any]], idle: bool) -> None:
-    (out_dir / "events.json").write_text(json.dumps({
-        "address": address, "traced_at": started, "duration_ms": duration_ms,
-        "answered": True, "idle": idle, "events": events,
-    }))
+def _write_events(
+    out_dir: Path,
+    address: str,
+    started: float,
+    duration_ms: int,
+    events: list[dict[str, Any]],
+    idle: bool,
+) -> None:
+    (out_dir / "events.json").write_text(
+        json.dumps(
+            {
+                "address": address,
+                "traced_at": started,
+                "duration_ms": duration_ms,
+                "answered": True,
+                "idle": idle,
+                "events": events,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,3 +151,31 @@ def classify_failure(text: str) -> str:
     if any(m in lowered for m in GONE_MARKERS):
         return "gone"
     return "error"
+
+
+class BoundedCallTimeout(Exception):
+    pass
+
+
+def call_bounded(fn: Callable[[], T], timeout: float) -> T:
+    """Run fn in a daemon thread: a read stuck on a hung filesystem must not stall us.
+
+    A thread stuck in the kernel cannot be cancelled; it is left behind and dies with
+    the process.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True, name="postmortem-bounded-read")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise BoundedCallTimeout(f"did not return within {timeout:.0f}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]

@@ -51,7 +51,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "rss_bytes",
         "host_listening",
     ),
-    "threads": ("pid", "round", "tid", "name", "state", "wchan", "cpu_seconds"),
+    "threads": ("pid", "round", "tid", "name", "state", "wchan", "cpu_seconds", "kernel_stack"),
     "py_threads": ("pid", "round", "tid", "thread_name", "active", "owns_gil", "source"),
     "frames": (
         "pid",
@@ -514,6 +514,7 @@ def _load_round(
             for key in ("tid", "name", "state"):
                 cols[key].extend([t.get(key) for t in threads])
             cols["wchan"].extend([t.get("wchan", "") for t in threads])
+            cols["kernel_stack"].extend([" <- ".join(t.get("kernel_stack") or []) for t in threads])
             cols["cpu_seconds"].extend(
                 [_cpu(int(t.get("utime") or 0) + int(t.get("stime") or 0), clk) for t in threads]
             )

@@ -83,6 +83,15 @@ def evaluate(facts: Facts) -> list[Finding]:
             fs = any(w in t.wchan for w in FS_WCHAN)
             score += 0.1 if fs else 0.0
             evidence.append(thread_evidence(facts, t, "in uninterruptible I/O every round"))
+            kernel = _kernel_stack(facts, t.pid, t.tid)
+            if kernel:
+                evidence.append(
+                    Evidence(
+                        f"{t.label} kernel stack: {kernel}",
+                        f"processes/{t.pid}/round-*/procfs.json",
+                        facts.role(t.pid),
+                    )
+                )
     if fs_waiters:
         score += 0.45 if not d_threads else 0.1
         pid = pid or fs_waiters[0].pid
@@ -191,3 +200,15 @@ def _open_checkpoint_files(facts: Facts, pid: int | None) -> list[str]:
     ]
     # Checkpoint parts being written first, then anything else open in the directory.
     return sorted(hits, key=lambda p: (not CHECKPOINT_PART.search(p), p))
+
+
+def _kernel_stack(facts: Facts, pid: int, tid: int) -> str:
+    """The last kernel stack captured for a thread in D (root-only in /proc), shortened."""
+    threads = facts.dump.threads
+    mine = threads[(threads["pid"] == pid) & (threads["tid"] == tid)]
+    stacks = [str(s) for s in mine.sort_values("round")["kernel_stack"] if s and str(s) != "nan"]
+    if not stacks:
+        return ""
+    # "[<0>] fuse_perform_write+0x1a/0x60" -> "fuse_perform_write"
+    frames = [f.split("] ", 1)[-1].split("+", 1)[0] for f in stacks[-1].split(" <- ")]
+    return " <- ".join(frames[:8])
