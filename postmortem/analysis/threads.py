@@ -169,9 +169,7 @@ def classify(view: ThreadView) -> None:
     lock = lock_expression(code) if code else ""
     # The standard library's own waits (Condition.wait's `waiter.acquire()`, Thread.join's
     # `lock.acquire()`) are waits for work or for a thread, not for a user's lock.
-    in_stdlib_wait = (
-        bool(inner) and inner is not None and (inner.filename.endswith(STDLIB_SYNC_FILES))
-    )
+    in_stdlib_wait = inner is not None and inner.filename.endswith(STDLIB_SYNC_FILES)
     if inner is not None and inner.function.endswith(SERVING_FUNCTIONS):
         view.waits_on = "serve"  # a ps main thread serving forever is healthy
     elif view.in_session_creation:
