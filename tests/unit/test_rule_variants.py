@@ -39,6 +39,13 @@ def _pid_of(dump: Path, job: str, task: int) -> int:
     raise AssertionError(f"no {job}:{task} in {dump}")
 
 
+def _edit_procfs(dump: Path, change: Any) -> None:
+    for procfs_file in dump.glob("processes/*/round-*/procfs.json"):
+        data = json.loads(procfs_file.read_text())
+        change(procfs_file, data)
+        procfs_file.write_text(json.dumps(data))
+
+
 def _drop_process(dump: Path, pid: int, address_port: int) -> None:
     """As if the process had died before the capture: absent, nothing listening."""
     manifest = _manifest(dump)
@@ -46,15 +53,16 @@ def _drop_process(dump: Path, pid: int, address_port: int) -> None:
     manifest["outcomes"] = [o for o in manifest["outcomes"] if o["target"] != str(pid)]
     (dump / "manifest.json").write_text(json.dumps(manifest))
     shutil.rmtree(dump / "processes" / str(pid))
-    for procfs_file in dump.glob("processes/*/round-*/procfs.json"):
-        data = json.loads(procfs_file.read_text())
+
+    def forget(_: Path, data: dict[str, Any]) -> None:
         data["host_listening"] = [
             a for a in data.get("host_listening", []) if not a.endswith(f":{address_port}")
         ]
         data["sockets"] = [
             s for s in data["sockets"] if not str(s["remote"]).endswith(f":{address_port}")
         ]
-        procfs_file.write_text(json.dumps(data))
+
+    _edit_procfs(dump, forget)
 
 
 def _port_of(dump: Path, job: str, task: int) -> int:
@@ -92,12 +100,13 @@ def test_dead_replica_stalls_sync_training(tmp_path: Path) -> None:
 def test_storage_stall_whether_the_writer_sleeps_or_is_in_d(tmp_path: Path, state: str) -> None:
     # GIVEN the FUSE stall; a writer that got no signal sleeps (S) in request_wait_answer
     dump = _copy("storage-stall", tmp_path)
-    for procfs_file in dump.glob("processes/*/round-*/procfs.json"):
-        data = json.loads(procfs_file.read_text())
+
+    def wake(_: Path, data: dict[str, Any]) -> None:
         for thread in data["threads"]:
             if thread["state"] == "D":
                 thread["state"] = state
-        procfs_file.write_text(json.dumps(data))
+
+    _edit_procfs(dump, wake)
     verdict = analyze(postmortem.load(dump)).to_json()
     assert verdict["hang_class"] == "storage-stall"
     assert verdict["culprit"]["role"] == "worker:0"
@@ -116,13 +125,6 @@ def test_a_writer_in_the_filesystem_that_keeps_writing_is_not_a_stall(tmp_path: 
     verdict = analyze(postmortem.load(dump)).to_json()
     assert verdict["hang_class"] == "no-hang-found"
     assert verdict["culprit"] is None
-
-
-def _edit_procfs(dump: Path, change: Any) -> None:
-    for procfs_file in dump.glob("processes/*/round-*/procfs.json"):
-        data = json.loads(procfs_file.read_text())
-        change(procfs_file, data)
-        procfs_file.write_text(json.dumps(data))
 
 
 def test_an_uncaptured_ps_that_listens_is_not_suspected(tmp_path: Path) -> None:
