@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pandas as pd
 
+from postmortem.analysis.model import Evidence
 from postmortem.analysis.roles import (
     Member,
     build_cluster,
@@ -59,6 +60,14 @@ class MemberHealth:
     @property
     def unresponsive(self) -> bool:
         return bool(self.problems)
+
+    def evidence(self) -> list[Evidence]:
+        """Each problem as evidence; absent members are known from the cluster map only."""
+        role = self.member.role
+        return [
+            Evidence(f"{role}: {p}", self.evidence_source or "cluster map", role)
+            for p in self.problems
+        ]
 
 
 @dataclass

@@ -59,10 +59,7 @@ def evaluate(facts: Facts) -> list[Finding]:
         elif member is not None and member.pid is None:
             state = f"not running at {member.address}" if member.address else "not running"
             score += 0.05
-        evidence += [
-            Evidence(f"{role}: {p}", "cluster map", role)
-            for p in (health.problems if health else [])
-        ]
+        evidence += health.evidence() if health else []
         if member is not None and member.address:
             evidence.append(
                 Evidence(

@@ -45,10 +45,7 @@ def evaluate(facts: Facts) -> list[Finding]:
         confidence = 0.45
     lead = (savers or waiters)[0]
     waiter_role = facts.role(lead.pid)
-    evidence = [
-        Evidence(f"{role}: {problem}", suspect.evidence_source or "manifest.json", role)
-        for problem in suspect.problems
-    ]
+    evidence = suspect.evidence()
     evidence += [
         thread_evidence(facts, t, "waiting on the cluster") for t in (savers or waiters)[:3]
     ]
@@ -123,10 +120,7 @@ def _failing_calls(facts: Facts) -> list[Finding]:
             )
         )
     if health:
-        evidence += [
-            Evidence(f"{role}: {p}", health.evidence_source or "cluster map", role)
-            for p in health.problems
-        ]
+        evidence += health.evidence()
     if member is not None and member.pid is None:
         evidence.append(Evidence(f"{role} is not in the dump", "manifest.json", role))
     summary = (
@@ -160,10 +154,7 @@ def _frozen_ps_unobserved(facts: Facts) -> list[Finding]:
         return []
     suspect = stopped[0]
     role = suspect.member.role
-    evidence = [
-        Evidence(f"{role}: {p}", suspect.evidence_source or "manifest.json", role)
-        for p in suspect.problems
-    ]
+    evidence = suspect.evidence()
     summary = (
         f"{role} cannot answer ({suspect.problems[0]}): every worker that reads or "
         "saves its variables waits on it. No worker stack shows the wait; capture the "

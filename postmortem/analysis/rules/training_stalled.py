@@ -70,10 +70,7 @@ def evaluate(facts: Facts) -> list[Finding]:
     if workers:
         role, state = workers[0].member.role, workers[0].problems[0]
         score += 0.2
-        evidence += [
-            Evidence(f"{role}: {p}", workers[0].evidence_source or "manifest.json", role)
-            for p in workers[0].problems
-        ]
+        evidence += workers[0].evidence()
     else:
         lagging = _lagging_worker(facts)
         if lagging:
