@@ -65,7 +65,7 @@ def one_capture(pids: list[int], native: bool, workdir: Path) -> tuple[float, fl
         raise SystemExit(f"capture failed ({result.returncode}):\n{result.stderr}")
     manifest = json.loads((dump / "manifest.json").read_text())
     [round_info] = manifest["rounds"]
-    pause = max(max(p) for p in manifest["pauses"].values())
+    pause = max(read["seconds"] for reads in manifest["pauses"].values() for read in reads)
     return round_info["ended_at"] - round_info["started_at"], command, pause
 
 

@@ -464,7 +464,7 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
     tpl = Templates()
     job = Job(processes, rounds, seed, tpl)
     targets, outcomes = [], []
-    pauses: dict[str, list[float]] = {}
+    pauses: dict[str, list[dict[str, Any]]] = {}
     sources_cache: dict[str, str] = {}
     for role in job.roles:
         proc = ProcessWriter(job, role)
@@ -497,8 +497,12 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
                          "round": None, "reason": "", "seconds": 0.0,
                          "files": [f"processes/{pid}/logs/{stream}.txt"]}
                         for stream in ("stdout", "stderr"))
-        pauses[str(pid)] = [0.0 if job.stopped(role) else round(0.03 + proc.rng.random() * 0.1, 6)
-                            for _ in range(rounds)]
+        pauses[str(pid)] = [
+            {"round": r, "seconds": 0.0, "nonblocking_reason": "the process is stopped (state T)"}
+            if job.stopped(role)
+            else {"round": r, "seconds": round(0.03 + proc.rng.random() * 0.1, 6),
+                  "nonblocking_reason": ""}
+            for r in range(rounds)]
         targets.append({"pid": pid, "dir": f"processes/{pid}",
                         "process_file": f"processes/{pid}/process.json",
                         "std_streams": {"stdout": f"{JOB}/logs/{label}.stdout.log",

@@ -15,7 +15,8 @@ class Target:
     pid: int
     state: str | None = None
     gone: bool = False
-    pauses: list[float] = field(default_factory=list)
+    # One entry per py-spy read: {"round", "seconds" (paused), "nonblocking_reason"}.
+    pauses: list[dict[str, Any]] = field(default_factory=list)
     cwd: str = ""
     # Open regular files seen by the last procfs round: checkpoint-dir discovery reuses
     # them instead of walking /proc/PID/fd a second time.

@@ -424,6 +424,7 @@ class Capture:
             self._checkpoint_round(round_index)
             with self.lock:
                 self.writer.add_round(RoundInfo(round_index, started, time.time()))
+                self.writer.manifest["pauses"] = {str(t.pid): list(t.pauses) for t in self.targets}
             self._flush()
             if round_index + 1 < options.samples:
                 time.sleep(max(0.0, started + options.interval - time.time()))

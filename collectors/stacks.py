@@ -81,25 +81,44 @@ class PySpyCollector:
             argv.append("--native")
         return run_bounded(argv, PYSPY_NATIVE_TIMEOUT if self.native else PYSPY_TIMEOUT)
 
+    def _nonblocking_reason(self, target: Target) -> str:
+        """Why this read must not pause the target ('' when a blocking dump is fine)."""
+        if self.nonblocking:
+            return "--nonblocking was given"
+        if _stopped(target.state):
+            return "the process is stopped (state T): it must stay stopped"
+        if _has_uninterruptible_thread(target.pid):
+            return "a thread is in uninterruptible I/O (state D): it cannot be suspended"
+        return ""
+
     def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
         if self.binary is None:
             raise CollectorFailure("py-spy is not installed", kind="tool-missing")
-        nonblocking = (
-            self.nonblocking or _stopped(target.state) or _has_uninterruptible_thread(target.pid)
-        )
-        run = self._dump(target.pid, nonblocking)
-        if not nonblocking and (
+        reason = self._nonblocking_reason(target)
+        run = self._dump(target.pid, bool(reason))
+        if not reason and (
             run.timed_out or SUSPEND_FAILED_MARKER in run.stderr.decode(errors="replace").lower()
         ):
             # Stopped, or a thread entered D, between our state read and the attach:
             # read it without suspending.
-            nonblocking = True
-            run = self._dump(target.pid, nonblocking)
+            reason = (
+                f"a blocking dump timed out after {run.seconds:.1f}s: read again without pausing"
+                if run.timed_out
+                else "py-spy could not suspend it (stopped, or a thread in D, as it attached): "
+                "read again without pausing"
+            )
+            run = self._dump(target.pid, True)
         base = round_dir(target.pid, round_index)
         files = [out.write_bytes(f"{base}/pyspy.json", run.stdout)]
         if run.stderr.strip():
             files.append(out.write_bytes(f"{base}/pyspy.stderr.txt", run.stderr))
-        target.pauses.append(0.0 if nonblocking else run.seconds)
+        target.pauses.append(
+            {
+                "round": round_index,
+                "seconds": 0.0 if reason else round(run.seconds, 6),
+                "nonblocking_reason": reason,
+            }
+        )
         if run.interrupted:
             raise CollectorFailure("interrupted (Ctrl-C)", kind="interrupted", files=files)
         if run.timed_out:

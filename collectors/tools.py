@@ -82,11 +82,14 @@ def reset_stop() -> None:
     _stopping.clear()
 
 
-def run_bounded(argv: list[str], timeout: float) -> ToolRun:
+def run_bounded(
+    argv: list[str], timeout: float, deadline: Callable[[], float | None] | None = None
+) -> ToolRun:
     """Run a tool in its own process group; on timeout kill the group, wait bounded.
 
     Its own session also keeps a terminal's Ctrl-C from reaching it: the capture decides
-    what to stop, and in which order.
+    what to stop, and in which order. `deadline`, when given, is asked while the tool runs
+    for a tighter monotonic deadline (a phase of the tool's work has begun), or None.
     """
     started = time.monotonic()
     if _stopping.is_set():
@@ -102,7 +105,7 @@ def run_bounded(argv: list[str], timeout: float) -> ToolRun:
         _running.add(proc)
     try:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = _communicate(proc, started + timeout, deadline)
             code: int | None = proc.returncode
         except subprocess.TimeoutExpired:
             _kill_group(proc)
@@ -118,6 +121,22 @@ def run_bounded(argv: list[str], timeout: float) -> ToolRun:
     if interrupted:
         code = None
     return ToolRun(argv, code, out, err, time.monotonic() - started, interrupted)
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], limit: float, deadline: Callable[[], float | None] | None
+) -> tuple[bytes, bytes]:
+    if deadline is None:
+        return proc.communicate(timeout=max(0.0, limit - time.monotonic()))
+    while True:
+        tighter = deadline()
+        end = min(limit, tighter) if tighter is not None else limit
+        try:
+            # Output is kept across retries of communicate() (subprocess's contract).
+            return proc.communicate(timeout=max(0.0, min(0.2, end - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= end:
+                raise
 
 
 # Phrases py-spy and pystack print for the failures we tell apart.

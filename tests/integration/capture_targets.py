@@ -45,9 +45,11 @@ def counting_target(counter_file: str) -> None:
         time.sleep(0.01)
 
 
-def exiting_target(after: float) -> None:
+def exiting_target(exit_file: str) -> None:
+    """Exits as soon as `exit_file` exists: the test decides when, not a timer."""
     ready()
-    time.sleep(after)
+    while not os.path.exists(exit_file):
+        time.sleep(0.01)
     sys.exit(0)
 
 
@@ -85,10 +87,24 @@ def deadlock_target() -> None:
         thread.start()
     for event in crossed:
         event.wait()
-    time.sleep(0.2)  # from `set()` to the blocking acquire is a few bytecodes
+    # Ready only once both threads stand at their second `with` (blocked in acquire):
+    # a condition, not a delay that a loaded machine may outlast.
+    waits_at = {thread.ident: _marker_line(name) for thread, name in
+                zip(threads, ("trainer waits", "saver waits"), strict=True)}
+    while any(getattr(sys._current_frames().get(ident), "f_lineno", None) != line
+              for ident, line in waits_at.items()):
+        time.sleep(0.01)
     ready()
     for thread in threads:
         thread.join()
+
+
+def _marker_line(text: str) -> int:
+    with open(__file__) as handle:
+        for number, line in enumerate(handle, start=1):
+            if f"# AT: {text}" in line and "_marker_line" not in line:
+                return number
+    raise LookupError(text)
 
 
 def _cluster(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -160,7 +176,7 @@ def main(argv: list[str]) -> None:
     elif args.kind == "count":
         counting_target(args.value)
     elif args.kind == "exit":
-        exiting_target(float(args.value))
+        exiting_target(args.value)
     elif args.kind == "threads":
         threaded_sleeping_target(int(args.value))
     elif args.kind == "deadlock":
