@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,9 +203,7 @@ def test_hostile_strings_from_a_live_capture_stay_text(browser: Any, tmp_path: P
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("sample", sample_dumps(), ids=lambda p: p.name)
 def test_sample_reports_render(browser: Any, tmp_path: Path, sample: Path) -> None:
-    started = time.monotonic()
     report = render(sample, tmp_path / f"{sample.name}.html")
     assert report.stat().st_size < SIX_MB, f"{report.stat().st_size} bytes"
     state = open_report(browser, report, screenshot_dir(tmp_path) / f"{sample.name}.png")
     assert_clean(state)
-    assert time.monotonic() - started < 300
