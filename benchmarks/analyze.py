@@ -35,6 +35,7 @@ from synthetic import make_dump  # noqa: E402
 
 from postmortem.analysis import analyze  # noqa: E402
 from postmortem.loading import load_dump  # noqa: E402
+from postmortem.serialize import verdict_summary  # noqa: E402
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -62,7 +63,7 @@ def bench(dump: Path, runs: int, with_cli: bool) -> dict[str, Any]:
         rows = {name: len(frame) for name, frame in loaded.frames_by_name.items()}
         seconds, result = timed(lambda: analyze(loaded))  # noqa: B023
         analyses.append(seconds)
-        verdict = result.to_json()
+        verdict = verdict_summary(result.verdict.finding)
     if with_cli:
         for _ in range(runs):
             seconds, document = timed(lambda: cli(dump))

@@ -38,9 +38,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from collectors import layout
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "samples" / "ps-frozen-during-save"  # a ps and a worker, real capture
-THREADS_TEMPLATE = REPO / "samples" / "sync-replicas-stall" / "processes" / "25038"
+THREADS_SAMPLE = REPO / "samples" / "sync-replicas-stall"  # its chief: the helper threads
 PY = "/root/.pyenv/versions/3.11.7/lib/python3.11"
 SP = f"{PY}/site-packages"
 EXE = "/root/.pyenv/versions/3.11.7/bin/python3.11"
@@ -120,31 +122,40 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def _pids(dump: Path) -> list[int]:
+    return [int(t["pid"]) for t in _read(dump / layout.MANIFEST)["targets"]]
+
+
 class Templates:
     """What the real captures hold, read once from the committed samples."""
 
     def __init__(self) -> None:
-        procs = {}
-        for pdir in sorted((TEMPLATE / "processes").iterdir()):
-            info = _read(pdir / "process.json")
-            role = "ps" if "--job_name=ps" in info["cmdline"] else "worker"
-            procs[role] = pdir
-        self.procfs = {r: _read(p / "round-000" / "procfs.json") for r, p in procs.items()}
-        self.process = {r: _read(p / "process.json") for r, p in procs.items()}
-        self.stderr = {r: (p / "logs" / "stderr.txt").read_text() for r, p in procs.items()}
+        procs: dict[str, int] = {}
+        for pid in _pids(TEMPLATE):
+            info = _read(TEMPLATE / layout.process_file(pid))
+            procs["ps" if "--job_name=ps" in info["cmdline"] else "worker"] = pid
+        chief = next(
+            pid for pid in _pids(THREADS_SAMPLE)
+            if "--task_index=0" in _read(THREADS_SAMPLE / layout.process_file(pid))["cmdline"]
+            and "--job_name=worker" in _read(THREADS_SAMPLE / layout.process_file(pid))["cmdline"])
+        self.procfs = {r: _read(TEMPLATE / layout.procfs_file(p, 0)) for r, p in procs.items()}
+        self.process = {r: _read(TEMPLATE / layout.process_file(p)) for r, p in procs.items()}
+        self.stderr = {r: (TEMPLATE / layout.std_stream_file(p, "stderr")).read_text()
+                       for r, p in procs.items()}
         self.sources: dict[str, dict[str, str]] = {}
-        for pdir in [*procs.values(), THREADS_TEMPLATE]:
-            for filename, lines in _read(pdir / "sources.json").items():
+        for root, pid in [*((TEMPLATE, p) for p in procs.values()), (THREADS_SAMPLE, chief)]:
+            for filename, lines in _read(root / layout.sources_file(pid)).items():
                 self.sources.setdefault(filename, {}).update(lines)
-        worker_spy = _read(procs["worker"] / "round-000" / "pyspy.json")
+        worker_spy = _read(TEMPLATE / layout.pyspy_file(procs["worker"], 0))
         main = next(t for t in worker_spy if t["thread_name"] == "MainThread")
         # session.run chain (6 frames) and Saver.save, as py-spy printed them.
         chain = [_frame_of(f, self.sources) for f in main["frames"]]
         self.session_run = chain[:6]
         self.saver_save = chain[6]
-        ps_spy = _read(procs["ps"] / "round-000" / "pyspy.json")
+        ps_spy = _read(TEMPLATE / layout.pyspy_file(procs["ps"], 0))
         self.server_join = _frame_of(ps_spy[0]["frames"][0], self.sources)
-        helpers = {t["thread_name"]: t for t in _read(THREADS_TEMPLATE / "round-000/pyspy.json")}
+        helpers = {t["thread_name"]: t
+                   for t in _read(THREADS_SAMPLE / layout.pyspy_file(chief, 0))}
         self.event_logger = [_frame_of(f, self.sources) for f in
                              next(t for t in worker_spy if t["thread_name"] == "EventLoggerThread")
                              ["frames"]]
@@ -469,33 +480,28 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
     for role in job.roles:
         proc = ProcessWriter(job, role)
         pid = proc.pid
-        pdir = root / "processes" / str(pid)
-        (pdir / "logs").mkdir(parents=True, exist_ok=True)
-        _dump_json(pdir / "process.json", proc.process_json())
+        (root / layout.std_stream_file(pid, "stderr")).parent.mkdir(parents=True, exist_ok=True)
+        _dump_json(root / layout.process_file(pid), proc.process_json())
         # Processes of one kind run the same code: same source windows, written once each.
         key = f"{proc.kind}-{proc.chief}"
         if key not in sources_cache:
             sources_cache[key] = json.dumps(proc.sources_json(), indent=1)
-        (pdir / "sources.json").write_text(sources_cache[key])
+        (root / layout.sources_file(pid)).write_text(sources_cache[key])
         for index, procfs, spy in proc.rounds():
-            rdir = pdir / f"round-{index:03d}"
-            rdir.mkdir(exist_ok=True)
-            _dump_json(rdir / "procfs.json", procfs)
-            _dump_json(rdir / "pyspy.json", spy, indent=2)
-            for collector, name in (("procfs", "procfs.json"), ("pyspy", "pyspy.json")):
-                files = [f"processes/{pid}/round-{index:03d}/{name}"]
+            (root / layout.round_dir(pid, index)).mkdir(exist_ok=True)
+            _dump_json(root / layout.procfs_file(pid, index), procfs)
+            _dump_json(root / layout.pyspy_file(pid, index), spy, indent=2)
+            for collector, name in (("procfs", layout.procfs_file), ("pyspy", layout.pyspy_file)):
+                files = [name(pid, index)]
                 if collector == "pyspy":
-                    files.append(f"processes/{pid}/sources.json")
-                outcomes.append({"target": str(pid), "collector": collector, "status": "ok",
-                                 "round": index, "reason": "",
-                                 "seconds": round(0.04 + proc.rng.random() * 0.05, 6),
-                                 "files": files})
-        (pdir / "logs" / "stderr.txt").write_text(proc.stderr())
-        (pdir / "logs" / "stdout.txt").write_text("")
+                    files.append(layout.sources_file(pid))
+                outcomes.append(_outcome(str(pid), collector, index, files,
+                                         round(0.04 + proc.rng.random() * 0.05, 6)))
+        (root / layout.std_stream_file(pid, "stderr")).write_text(proc.stderr())
+        (root / layout.std_stream_file(pid, "stdout")).write_text("")
         label = job.label(role).replace(":", "-")
-        outcomes.extend({"target": str(pid), "collector": f"log:{stream}", "status": "ok",
-                         "round": None, "reason": "", "seconds": 0.0,
-                         "files": [f"processes/{pid}/logs/{stream}.txt"]}
+        outcomes.extend(_outcome(str(pid), f"log:{stream}", None,
+                                 [layout.std_stream_file(pid, stream)])
                         for stream in ("stdout", "stderr"))
         pauses[str(pid)] = [
             {"round": r, "seconds": 0.0, "nonblocking_reason": "the process is stopped (state T)"}
@@ -503,14 +509,14 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
             else {"round": r, "seconds": round(0.03 + proc.rng.random() * 0.1, 6),
                   "nonblocking_reason": ""}
             for r in range(rounds)]
-        targets.append({"pid": pid, "dir": f"processes/{pid}",
-                        "process_file": f"processes/{pid}/process.json",
+        targets.append({"pid": pid, "dir": layout.process_dir(pid),
+                        "process_file": layout.process_file(pid),
                         "std_streams": {"stdout": f"{JOB}/logs/{label}.stdout.log",
                                         "stderr": f"{JOB}/logs/{label}.stderr.log"}})
     _write_checkpoint(root, job, outcomes)
     manifest = {
-        "format": "postmortem-dump",
-        "schema_version": 1,
+        "format": layout.FORMAT_NAME,
+        "schema_version": layout.SCHEMA_VERSION,
         "tool_version": "0.1.0",
         "host": "vm",
         "started_at": STARTED_AT - 0.01,
@@ -532,7 +538,7 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
         "interrupted": False,
         "pauses": pauses,
     }
-    _dump_json(root / "manifest.json", manifest)
+    _dump_json(root / layout.MANIFEST, manifest)
     culprit = ("ps", job.culprit)
     truth = {
         "hang_class": "peer-unresponsive",
@@ -551,8 +557,7 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
 
 
 def _write_checkpoint(root: Path, job: Job, outcomes: list[dict[str, Any]]) -> None:
-    cdir = root / "checkpoint" / "0"
-    cdir.mkdir(parents=True, exist_ok=True)
+    (root / layout.checkpoint_dir(0)).mkdir(parents=True, exist_ok=True)
     last = GLOBAL_STEP - 2400
     files = [
         {"name": "checkpoint", "size": 271, "mtime": STARTED_AT - 700},
@@ -568,12 +573,18 @@ def _write_checkpoint(root: Path, job: Job, outcomes: list[dict[str, Any]]) -> N
     state = (f'model_checkpoint_path: "{CKPT_DIR}/model.ckpt-{last}"\n'
              f'all_model_checkpoint_paths: "{CKPT_DIR}/model.ckpt-{last}"\n')
     for index in range(job.rounds):
-        _dump_json(cdir / f"round-{index:03d}.json",
+        _dump_json(root / layout.checkpoint_file(0, index),
                    {"dir": CKPT_DIR, "time": STARTED_AT + index * INTERVAL + 0.1,
                     "exists": True, "files": files, "state_file": state})
-        outcomes.append({"target": CKPT_DIR, "collector": "checkpoint", "status": "ok",
-                         "round": index, "reason": "", "seconds": 0.0005,
-                         "files": [f"checkpoint/0/round-{index:03d}.json"]})
+        outcomes.append(_outcome(CKPT_DIR, "checkpoint", index,
+                                 [layout.checkpoint_file(0, index)], 0.0005))
+
+
+def _outcome(target: str, collector: str, round_index: int | None, files: list[str],
+             seconds: float = 0.0) -> dict[str, Any]:
+    return {"target": target, "collector": collector, "status": layout.CollectorStatus.OK.value,
+            "round": round_index, "reason": "", "seconds": seconds, "files": files,
+            "kind": layout.FailureKind.NONE.value}
 
 
 def main() -> None:

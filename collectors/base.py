@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from collectors.dump import DumpWriter
+from collectors.layout import FailureKind
 
 
 @dataclass
@@ -26,10 +27,11 @@ class Target:
 class CollectorFailure(Exception):
     """A collector could not do its work; `kind` lets the CLI pick the exit code."""
 
-    def __init__(self, reason: str, kind: str = "error", files: list[str] | None = None) -> None:
+    def __init__(
+        self, reason: str, kind: FailureKind = FailureKind.ERROR, files: list[str] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
-        # error | permission | not-python | gone | tool-missing | timeout | interrupted
         self.kind = kind
         self.files = files or []
 

@@ -19,9 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collectors import checkpoint, logs, procfs, tf_profiler
+from collectors import checkpoint, layout, logs, procfs, tf_profiler
 from collectors.base import CollectorFailure, ProcessCollector, Target
-from collectors.dump import DumpWriter, Outcome, RoundInfo, prepare_output, process_dir
+from collectors.dump import DumpWriter, Outcome, RoundInfo, prepare_output
+from collectors.layout import CollectorStatus, FailureKind
 from collectors.stacks import NativeAllThreadsCollector, PySpyCollector
 from collectors.tools import (
     BoundedCallTimeout,
@@ -72,8 +73,18 @@ class CaptureOptions:
 
 @dataclass
 class Problem:
-    kind: str  # gone | permission | not-python | tf-server | tool-missing | error
+    kind: FailureKind
     message: str
+
+
+# The most specific problem decides the exit code; anything else is a partial capture.
+EXIT_CODES = (
+    (FailureKind.PERMISSION, ExitCode.PERMISSION),
+    (FailureKind.NOT_PYTHON, ExitCode.NOT_PYTHON),
+    (FailureKind.EXITED, ExitCode.TARGET_EXITED),
+    (FailureKind.NO_ANSWER, ExitCode.TF_SERVER_UNREACHABLE),
+    (FailureKind.CLIENT, ExitCode.TF_SERVER_UNREACHABLE),
+)
 
 
 @dataclass
@@ -86,12 +97,7 @@ class CaptureResult:
     @property
     def exit_code(self) -> ExitCode:
         kinds = {p.kind for p in self.problems}
-        for kind, code in (
-            ("permission", ExitCode.PERMISSION),
-            ("not-python", ExitCode.NOT_PYTHON),
-            ("gone", ExitCode.TARGET_EXITED),
-            ("tf-server", ExitCode.TF_SERVER_UNREACHABLE),
-        ):
+        for kind, code in EXIT_CODES:
             if kind in kinds:
                 return code
         return ExitCode.PARTIAL_CAPTURE if kinds else ExitCode.OK
@@ -153,42 +159,57 @@ class Capture:
         self.stopping = threading.Event()  # set on Ctrl-C: start no new collector
 
     # -- helpers -------------------------------------------------------------------
-    def _record(self, outcome: Outcome, problem_kind: str | None = None) -> None:
+    def _record(
+        self,
+        target: str,
+        collector: str,
+        status: CollectorStatus,
+        round_index: int | None,
+        reason: str = "",
+        started: float | None = None,
+        files: list[str] | None = None,
+        kind: FailureKind = FailureKind.NONE,
+    ) -> None:
+        """Add one outcome to the manifest; a failure is also a problem for the exit code."""
         assert self.writer is not None
+        seconds = time.monotonic() - started if started is not None else 0.0
+        if status is CollectorStatus.FAILED and kind is FailureKind.NONE:
+            kind = FailureKind.ERROR
+        outcome = Outcome(
+            target, collector, status, round_index, reason, seconds, files or [], kind
+        )
         with self.lock:
             self.writer.add_outcome(outcome)
-            if problem_kind is not None:
-                label = f"{outcome.collector} {outcome.target}"
-                if outcome.round is not None:
-                    label += f" round {outcome.round}"
-                self.problems.append(Problem(problem_kind, f"{label}: {outcome.reason}"))
+            if status is CollectorStatus.FAILED:
+                label = f"{collector} {target}"
+                if round_index is not None:
+                    label += f" round {round_index}"
+                self.problems.append(Problem(kind, f"{label}: {reason}"))
 
     def _process_round(self, target: Target, round_index: int) -> None:
         assert self.writer is not None
+        pid = str(target.pid)
         if target.gone:
             for collector in self.collectors:
                 self._record(
-                    Outcome(
-                        str(target.pid),
-                        collector.name,
-                        "skipped",
-                        round_index,
-                        "the process had exited",
-                    )
+                    pid,
+                    collector.name,
+                    CollectorStatus.SKIPPED,
+                    round_index,
+                    "the process had exited",
+                    kind=FailureKind.EXITED,
                 )
             return
         target.state = procfs.read_state(target.pid)
         if target.state is None or target.state in EXITED_STATES:
             target.gone = True
             self._record(
-                Outcome(
-                    str(target.pid),
-                    "procfs",
-                    "failed",
-                    round_index,
-                    "the process exited during the capture",
-                ),
-                "gone",
+                pid,
+                "procfs",
+                CollectorStatus.FAILED,
+                round_index,
+                "the process exited during the capture",
+                kind=FailureKind.EXITED,
             )
             return
         for collector in self.collectors:
@@ -196,71 +217,51 @@ class Capture:
                 return
             started = time.monotonic()
             try:
-                if collector.name == "procfs":
-                    try:
-                        files = call_bounded(
-                            partial(collector.collect, target, round_index, self.writer),
-                            PROCFS_TIMEOUT,
-                        )
-                    except BoundedCallTimeout:
-                        # stat() of an open file on a hung mount: read again without sizes.
-                        data = procfs.read_round(target.pid, stat_files=False)
-                        data["stat_timeout"] = True
-                        files = [
-                            self.writer.write_json(
-                                f"processes/{target.pid}/round-{round_index:03d}/procfs.json", data
-                            )
-                        ]
-                else:
-                    files = collector.collect(target, round_index, self.writer)
+                files = self._collect(collector, target, round_index)
                 self._record(
-                    Outcome(
-                        str(target.pid),
-                        collector.name,
-                        "ok",
-                        round_index,
-                        seconds=time.monotonic() - started,
-                        files=files,
-                    )
+                    pid, collector.name, CollectorStatus.OK, round_index, "", started, files
                 )
             except CollectorFailure as failure:
                 kind = failure.kind
-                if kind == "interrupted":
-                    self._record(
-                        Outcome(
-                            str(target.pid),
-                            collector.name,
-                            "skipped",
-                            round_index,
-                            failure.reason,
-                            time.monotonic() - started,
-                            failure.files,
-                        )
-                    )
-                    return
-                if kind in ("gone", "error") and procfs.read_state(target.pid) in (
-                    *EXITED_STATES,
-                    None,
-                ):
-                    kind = "gone"
+                status = CollectorStatus.FAILED
+                if kind is FailureKind.INTERRUPTED:
+                    status = CollectorStatus.SKIPPED
+                elif kind in (FailureKind.EXITED, FailureKind.ERROR) and procfs.read_state(
+                    target.pid
+                ) in (*EXITED_STATES, None):
+                    kind = FailureKind.EXITED
                     target.gone = True
                 self._record(
-                    Outcome(
-                        str(target.pid),
-                        collector.name,
-                        "failed",
-                        round_index,
-                        failure.reason,
-                        time.monotonic() - started,
-                        failure.files,
-                    ),
+                    pid,
+                    collector.name,
+                    status,
+                    round_index,
+                    failure.reason,
+                    started,
+                    failure.files,
                     kind,
                 )
+                if kind is FailureKind.INTERRUPTED:
+                    return
             finally:
                 if not target.gone:
                     _restore_stopped(target)
             if target.gone:
                 break
+
+    def _collect(self, collector: ProcessCollector, target: Target, round_index: int) -> list[str]:
+        assert self.writer is not None
+        if collector.name != "procfs":
+            return collector.collect(target, round_index, self.writer)
+        try:
+            return call_bounded(
+                partial(collector.collect, target, round_index, self.writer), PROCFS_TIMEOUT
+            )
+        except BoundedCallTimeout:
+            # stat() of an open file on a hung mount: read again without sizes.
+            data = procfs.read_round(target.pid, stat_files=False)
+            data["stat_timeout"] = True
+            return [self.writer.write_json(layout.procfs_file(target.pid, round_index), data)]
 
     def _checkpoint_round(self, round_index: int) -> None:
         assert self.writer is not None
@@ -274,58 +275,53 @@ class Capture:
                     self.checkpoint_dirs.append(found)
         for index, directory in enumerate(self.checkpoint_dirs):
             started = time.monotonic()
-            relative = f"checkpoint/{index}/round-{round_index:03d}.json"
+            relative = layout.checkpoint_file(index, round_index)
             try:
                 data = call_bounded(
                     partial(checkpoint.read_checkpoint_dir, directory), CHECKPOINT_LIST_TIMEOUT
                 )
-                self.writer.write_json(relative, data)
-                self._record(
-                    Outcome(
-                        str(directory),
-                        "checkpoint",
-                        "ok",
-                        round_index,
-                        seconds=time.monotonic() - started,
-                        files=[relative],
-                    )
-                )
             except BoundedCallTimeout as exc:
                 # Evidence in itself: the filesystem under the checkpoint does not answer.
-                self.writer.write_json(
-                    relative,
-                    {
-                        "dir": str(directory),
-                        "time": time.time(),
-                        "exists": None,
-                        "files": [],
-                        "listing_timed_out": True,
-                    },
-                )
+                data = {
+                    "dir": str(directory),
+                    "time": time.time(),
+                    "exists": None,
+                    "files": [],
+                    "listing_timed_out": True,
+                }
+                self.writer.write_json(relative, data)
+                reason = f"listing the directory {exc} (filesystem not answering)"
                 self._record(
-                    Outcome(
-                        str(directory),
-                        "checkpoint",
-                        "failed",
-                        round_index,
-                        f"listing the directory {exc} (filesystem not answering)",
-                        time.monotonic() - started,
-                        [relative],
-                    ),
-                    "error",
+                    str(directory),
+                    "checkpoint",
+                    CollectorStatus.FAILED,
+                    round_index,
+                    reason,
+                    started,
+                    [relative],
+                    FailureKind.TIMEOUT,
                 )
+                continue
             except OSError as exc:
                 self._record(
-                    Outcome(
-                        str(directory),
-                        "checkpoint",
-                        "failed",
-                        round_index,
-                        str(exc),
-                        time.monotonic() - started,
-                    ),
-                    "error",
+                    str(directory),
+                    "checkpoint",
+                    CollectorStatus.FAILED,
+                    round_index,
+                    str(exc),
+                    started,
                 )
+                continue
+            self.writer.write_json(relative, data)
+            self._record(
+                str(directory),
+                "checkpoint",
+                CollectorStatus.OK,
+                round_index,
+                "",
+                started,
+                [relative],
+            )
         with self.lock:
             self.writer.manifest["checkpoint_dirs"] = [
                 {"index": i, "dir": str(d)} for i, d in enumerate(self.checkpoint_dirs)
@@ -333,12 +329,21 @@ class Capture:
 
     def _tf_trace(self, address: str, index: int) -> None:
         assert self.writer is not None
-        relative = f"tf/{index}"
+        relative = layout.tf_dir(index)
+        started = time.monotonic()
         reason = tf_profiler.probe(address)
         if reason:
-            self._record(Outcome(address, "tf_profiler", "failed", None, reason), "tf-server")
+            self._record(
+                address,
+                "tf_profiler",
+                CollectorStatus.FAILED,
+                None,
+                reason,
+                started,
+                kind=FailureKind.NO_ANSWER,
+            )
             return
-        ok, reason, seconds = tf_profiler.run_trace(
+        result = tf_profiler.run_trace(
             address, self.writer.path(relative), self.options.tf_trace_ms
         )
         files = [
@@ -347,8 +352,14 @@ class Capture:
             if p.is_file()
         ]
         self._record(
-            Outcome(address, "tf_profiler", "ok" if ok else "failed", None, reason, seconds, files),
-            None if ok else "tf-server",
+            address,
+            "tf_profiler",
+            CollectorStatus.OK if result.ok else CollectorStatus.FAILED,
+            None,
+            result.reason,
+            started,
+            files,
+            result.kind,
         )
 
     def _logs(self) -> None:
@@ -356,54 +367,48 @@ class Capture:
         for target in self.targets:
             if target.gone:
                 continue
-            seen: set[str] = set()
+            pid = str(target.pid)
             try:
                 # is_file() stats the log: on a hung mount that never returns.
                 streams = call_bounded(partial(logs.std_stream_files, target.pid), LOG_TIMEOUT)
             except (OSError, BoundedCallTimeout) as exc:
-                self._record(
-                    Outcome(
-                        str(target.pid),
-                        "log:stdout",
-                        "failed",
-                        None,
-                        f"checking its log files: {exc}",
-                    ),
-                    "error",
-                )
+                reason = f"checking its log files: {exc}"
+                self._record(pid, "log:stdout", CollectorStatus.FAILED, None, reason)
                 continue
+            seen: set[str] = set()
             for stream, path in streams.items():
                 if path in seen:
                     continue
                 seen.add(path)
-                relative = f"{process_dir(target.pid)}/logs/{stream}.txt"
-                try:
-                    fd = 1 if stream == "stdout" else 2
-                    data = call_bounded(
-                        partial(logs.tail, f"/proc/{target.pid}/fd/{fd}"), LOG_TIMEOUT
-                    )
-                    self.writer.write_bytes(relative, data)
-                    self._record(
-                        Outcome(str(target.pid), f"log:{stream}", "ok", None, files=[relative])
-                    )
-                except (OSError, BoundedCallTimeout) as exc:
-                    self._record(
-                        Outcome(str(target.pid), f"log:{stream}", "failed", None, str(exc)), "error"
-                    )
+                fd = 1 if stream == "stdout" else 2
+                self._tail(
+                    pid,
+                    f"log:{stream}",
+                    f"/proc/{target.pid}/fd/{fd}",
+                    layout.std_stream_file(target.pid, stream),
+                )
             with self.lock:
                 for entry in self.writer.manifest["targets"]:
                     if entry["pid"] == target.pid:
                         entry["std_streams"] = streams
         for index, log_path in enumerate(self.options.logs):
-            relative = f"logs/{index}-{log_path.name}"
-            try:
-                data = call_bounded(partial(logs.tail, log_path), LOG_TIMEOUT)
-                self.writer.write_bytes(relative, data)
+            relative = layout.extra_log_file(index, log_path.name)
+            if self._tail(str(log_path), "log", str(log_path), relative):
                 with self.lock:
                     self.writer.manifest["logs"].append({"path": str(log_path), "file": relative})
-                self._record(Outcome(str(log_path), "log", "ok", None, files=[relative]))
-            except (OSError, BoundedCallTimeout) as exc:
-                self._record(Outcome(str(log_path), "log", "failed", None, str(exc)), "error")
+
+    def _tail(self, target: str, collector: str, source: str, relative: str) -> bool:
+        """Copy the tail of a log into the dump, bounded in time (a log on a hung mount)."""
+        assert self.writer is not None
+        started = time.monotonic()
+        try:
+            data = call_bounded(partial(logs.tail, source), LOG_TIMEOUT)
+            self.writer.write_bytes(relative, data)
+        except (OSError, BoundedCallTimeout) as exc:
+            self._record(target, collector, CollectorStatus.FAILED, None, str(exc), started)
+            return False
+        self._record(target, collector, CollectorStatus.OK, None, "", started, [relative])
+        return True
 
     # -- the run ---------------------------------------------------------------------
     def _flush(self, complete: bool = False) -> None:
@@ -450,12 +455,14 @@ class Capture:
                 info = procfs.read_process_info(target.pid)
             except OSError:
                 target.gone = True
-                self.problems.append(Problem("gone", f"process {target.pid} exited before capture"))
+                self.problems.append(
+                    Problem(FailureKind.EXITED, f"process {target.pid} exited before capture")
+                )
                 continue
             target.cwd = info["cwd"]
-            relative = writer.write_json(f"{process_dir(target.pid)}/process.json", info)
+            relative = writer.write_json(layout.process_file(target.pid), info)
             writer.add_target(
-                {"pid": target.pid, "dir": process_dir(target.pid), "process_file": relative}
+                {"pid": target.pid, "dir": layout.process_dir(target.pid), "process_file": relative}
             )
         writer.manifest["tf_servers"] = [
             {"index": i, "address": a} for i, a in enumerate(options.tf_servers)

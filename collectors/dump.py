@@ -17,35 +17,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collectors.layout import FORMAT_NAME, MANIFEST, SCHEMA_VERSION, CollectorStatus, FailureKind
 from postmortem import __version__
 from postmortem.errors import OutputExistsError, UsageError
 
-FORMAT_NAME = "postmortem-dump"
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-
 Seconds = float
-
-
-def process_dir(pid: int) -> str:
-    return f"processes/{pid}"
-
-
-def round_dir(pid: int, round_index: int) -> str:
-    return f"processes/{pid}/round-{round_index:03d}"
 
 
 @dataclass
 class Outcome:
     """What one collector did for one target in one round."""
 
-    target: str  # a pid, "host:port" of a TF server, "checkpoint", "log"
+    target: str  # a pid, "host:port" of a TF server, a checkpoint dir, a log path
     collector: str
-    status: str  # ok | failed | skipped
+    status: CollectorStatus
     round: int | None = None
     reason: str = ""
     seconds: Seconds = 0.0
     files: list[str] = field(default_factory=list)
+    kind: FailureKind = FailureKind.NONE
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["kind"] = self.kind.value
+        return data
 
 
 @dataclass
@@ -137,7 +133,7 @@ class DumpWriter:
         self.manifest["rounds"].append(asdict(info))
 
     def add_outcome(self, outcome: Outcome) -> None:
-        self.manifest["outcomes"].append(asdict(outcome))
+        self.manifest["outcomes"].append(outcome.to_json())
 
     def flush(self, complete: bool = False) -> None:
         self.manifest["ended_at"] = time.time()

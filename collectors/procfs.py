@@ -369,13 +369,15 @@ class ProcfsCollector:
 
     def collect(self, target: Any, round_index: int, out: Any) -> list[str]:
         from collectors.base import CollectorFailure
-        from collectors.dump import round_dir
+        from collectors.layout import FailureKind, procfs_file
 
         try:
             data = read_round(target.pid)
         except (FileNotFoundError, ProcessLookupError) as exc:
-            raise CollectorFailure("the process exited", kind="gone") from exc
+            raise CollectorFailure("the process exited", kind=FailureKind.EXITED) from exc
         except PermissionError as exc:
-            raise CollectorFailure(f"permission denied: {exc}", kind="permission") from exc
+            raise CollectorFailure(
+                f"permission denied: {exc}", kind=FailureKind.PERMISSION
+            ) from exc
         target.open_files = data["files"]
-        return [out.write_json(f"{round_dir(target.pid, round_index)}/procfs.json", data)]
+        return [out.write_json(procfs_file(target.pid, round_index), data)]

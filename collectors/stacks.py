@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 
-from collectors import procfs
+from collectors import layout, procfs
 from collectors.base import CollectorFailure, Target
-from collectors.dump import DumpWriter, process_dir, round_dir
+from collectors.dump import DumpWriter
+from collectors.layout import FailureKind, StackSource
 from collectors.tools import (
     SUSPEND_FAILED_MARKER,
     BoundedCallTimeout,
@@ -93,7 +94,7 @@ class PySpyCollector:
 
     def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
         if self.binary is None:
-            raise CollectorFailure("py-spy is not installed", kind="tool-missing")
+            raise CollectorFailure("py-spy is not installed", kind=FailureKind.TOOL_MISSING)
         reason = self._nonblocking_reason(target)
         run = self._dump(target.pid, bool(reason))
         if not reason and (
@@ -108,10 +109,11 @@ class PySpyCollector:
                 "read again without pausing"
             )
             run = self._dump(target.pid, True)
-        base = round_dir(target.pid, round_index)
-        files = [out.write_bytes(f"{base}/pyspy.json", run.stdout)]
+        files = [out.write_bytes(layout.pyspy_file(target.pid, round_index), run.stdout)]
         if run.stderr.strip():
-            files.append(out.write_bytes(f"{base}/pyspy.stderr.txt", run.stderr))
+            files.append(
+                out.write_bytes(layout.pyspy_stderr_file(target.pid, round_index), run.stderr)
+            )
         target.pauses.append(
             {
                 "round": round_index,
@@ -120,7 +122,9 @@ class PySpyCollector:
             }
         )
         if run.interrupted:
-            raise CollectorFailure("interrupted (Ctrl-C)", kind="interrupted", files=files)
+            raise CollectorFailure(
+                "interrupted (Ctrl-C)", kind=FailureKind.INTERRUPTED, files=files
+            )
         if run.timed_out:
             raise CollectorFailure(f"py-spy timed out after {run.seconds:.0f}s", files=files)
         try:
@@ -143,7 +147,7 @@ class PySpyCollector:
         The analyzer needs them on another machine: which `with lock:` a thread waits
         at, and which enclosing `with` blocks it holds.
         """
-        relative = f"{process_dir(target.pid)}/sources.json"
+        relative = layout.sources_file(target.pid)
         path = out.path(relative)
         sources: dict[str, dict[str, str]] = {}
         if path.exists():
@@ -179,7 +183,6 @@ class NativeAllThreadsCollector:
         self.gdb = find_tool("gdb")
 
     def collect(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
-        base = round_dir(target.pid, round_index)
         failures = []
         if _has_uninterruptible_thread(target.pid):
             # Native stacks need every thread stopped, and a thread in D never stops (pystack
@@ -188,16 +191,21 @@ class NativeAllThreadsCollector:
             raise CollectorFailure(
                 "skipped: a thread is in uninterruptible I/O (state D), so native stacks "
                 "cannot be read; its kernel stack is in procfs.json",
-                kind="error",
+                kind=FailureKind.ERROR,
             )
         if self.pystack is not None:
             # Blocking mode, also for a stopped target: measured to leave it stopped.
             argv = [self.pystack, "remote", str(target.pid), "--native-all", "--no-color"]
             run = run_bounded(argv, PYSTACK_TIMEOUT)
             if not run.timed_out and run.returncode == 0 and run.stdout.strip():
-                return [out.write_bytes(f"{base}/native.pystack.txt", run.stdout)]
+                return [
+                    out.write_bytes(
+                        layout.native_file(target.pid, round_index, StackSource.PYSTACK),
+                        run.stdout,
+                    )
+                ]
             if run.interrupted:
-                raise CollectorFailure("interrupted (Ctrl-C)", kind="interrupted")
+                raise CollectorFailure("interrupted (Ctrl-C)", kind=FailureKind.INTERRUPTED)
             text = (run.stderr or run.stdout).decode(errors="replace").strip()
             failures.append(f"pystack: {'timed out' if run.timed_out else text[:300]}")
         # gdb stops every thread to read it and resumes them on detach: never for a target
@@ -210,8 +218,14 @@ class NativeAllThreadsCollector:
                 GDB_TIMEOUT,
             )
             if not run.timed_out and b"Thread " in run.stdout:
-                return [out.write_bytes(f"{base}/native.gdb.txt", run.stdout)]
+                return [
+                    out.write_bytes(
+                        layout.native_file(target.pid, round_index, StackSource.GDB), run.stdout
+                    )
+                ]
             failures.append(f"gdb: {'timed out' if run.timed_out else 'no threads printed'}")
         if not failures:
-            raise CollectorFailure("neither pystack nor gdb is installed", kind="tool-missing")
+            raise CollectorFailure(
+                "neither pystack nor gdb is installed", kind=FailureKind.TOOL_MISSING
+            )
         raise CollectorFailure("; ".join(failures), kind=classify_failure(" ".join(failures)))

@@ -13,9 +13,11 @@ import shutil
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collectors.layout import FailureKind
 from collectors.tools import run_bounded
 
 # A live server answers within the trace plus this much.
@@ -38,8 +40,15 @@ def probe(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
         return f"cannot connect to {address}: {exc}"
 
 
-def run_trace(address: str, out_dir: Path, duration_ms: int) -> tuple[bool, str, float]:
-    """Trace in a bounded child process; returns (ok, reason, seconds)."""
+@dataclass(frozen=True)
+class TraceResult:
+    ok: bool
+    reason: str = ""
+    kind: FailureKind = FailureKind.NONE  # NO_ANSWER: the server was asked and did not answer
+
+
+def run_trace(address: str, out_dir: Path, duration_ms: int) -> TraceResult:
+    """Trace in a bounded child process."""
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "collectors.tf_profiler", address, str(out_dir), str(duration_ms)]
     marker = out_dir / IMPORTED_MARKER
@@ -54,24 +63,32 @@ def run_trace(address: str, out_dir: Path, duration_ms: int) -> tuple[bool, str,
     run = run_bounded(argv, IMPORT_ALLOWANCE + answer_within, server_deadline)
     (out_dir / "trace.log").write_bytes(run.stdout + run.stderr)
     marker.unlink(missing_ok=True)
+    if run.interrupted:
+        return TraceResult(False, "interrupted (Ctrl-C)", FailureKind.INTERRUPTED)
     if run.timed_out:
         if not asked:
-            reason = (
+            return TraceResult(
+                False,
                 f"the trace client could not import TensorFlow within {run.seconds:.0f}s "
-                f"(this host is overloaded); {address} was not asked"
+                f"(this host is overloaded); {address} was not asked",
+                FailureKind.CLIENT,
             )
-        else:
-            reason = (
-                f"the profiler service at {address} did not answer within "
-                f"{time.monotonic() - asked[0]:.0f}s (a stopped or overloaded server does "
-                "not answer)"
-            )
-        return False, reason, run.seconds
+        return TraceResult(
+            False,
+            f"the profiler service at {address} did not answer within "
+            f"{time.monotonic() - asked[0]:.0f}s (a stopped or overloaded server does not "
+            "answer)",
+            FailureKind.NO_ANSWER,
+        )
     if run.returncode != 0:
-        lines = [ln for ln in run.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        text = run.stderr.decode(errors="replace")
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         detail = next((ln for ln in reversed(lines) if "Error" in ln), lines[-1] if lines else "")
-        return False, f"trace of {address} failed: {detail[:300]}", run.seconds
-    return True, "", run.seconds
+        # Our child failing before it asked (no TensorFlow, a broken install) says nothing
+        # about the server.
+        kind = FailureKind.NO_ANSWER if asked else FailureKind.CLIENT
+        return TraceResult(False, f"trace of {address} failed: {detail[:300]}", kind)
+    return TraceResult(True)
 
 
 def xspace_events(xspace: Any) -> list[dict[str, Any]]:

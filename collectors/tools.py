@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from collectors.layout import FailureKind
+
 T = TypeVar("T")
 
 
@@ -160,16 +162,16 @@ GONE_MARKERS = (
 SUSPEND_FAILED_MARKER = "failed to suspend process"
 
 
-def classify_failure(text: str) -> str:
-    """One of: permission, not-python, gone, error."""
+def classify_failure(text: str) -> FailureKind:
+    """What a tool's error text says went wrong: permission, not Python, exited, or other."""
     lowered = text.lower()
     if any(m in lowered for m in PERMISSION_MARKERS):
-        return "permission"
+        return FailureKind.PERMISSION
     if any(m in lowered for m in NOT_PYTHON_MARKERS):
-        return "not-python"
+        return FailureKind.NOT_PYTHON
     if any(m in lowered for m in GONE_MARKERS):
-        return "gone"
-    return "error"
+        return FailureKind.EXITED
+    return FailureKind.ERROR
 
 
 class BoundedCallTimeout(Exception):

@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     BAD_DUMP = 10
     UNSUPPORTED_DUMP_VERSION = 11
     PARTIAL_CAPTURE = 12
+    OUTPUT_UNWRITABLE = 13
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -114,6 +115,13 @@ class PartialCaptureError(PostmortemError):
 
     exit_code = ExitCode.PARTIAL_CAPTURE
     help_text = "The dump holds everything else; see its manifest.json `outcomes` for each failure."
+
+
+class OutputUnwritableError(PostmortemError):
+    """An output path that cannot be written: the message carries the OS's reason."""
+
+    exit_code = ExitCode.OUTPUT_UNWRITABLE
+    help_text = "Choose an output path on a writable filesystem, in a directory you can write."
 
 
 class UsageError(PostmortemError):

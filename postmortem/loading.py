@@ -12,16 +12,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from collectors import layout
+from collectors.layout import (
+    FORMAT_NAME,
+    MANIFEST,
+    SUPPORTED_SCHEMA_VERSIONS,
+    FailureKind,
+    StackSource,
+)
+from postmortem.bulk import collector_paused
+from postmortem.dumpfiles import JSON_LIMIT, MANIFEST_LIMIT, DumpReader, NotReadable
 from postmortem.errors import BadDumpError, UnsupportedDumpVersionError
-
-FORMAT_NAME = "postmortem-dump"
-SUPPORTED_SCHEMA_VERSIONS = (1,)
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "processes": (
@@ -91,8 +99,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "log_lines": ("pid", "stream", "line_no", "text"),
     "tf_events": ("address", "plane", "line", "name", "node", "op", "start_ns", "duration_ns"),
-    "tf_servers": ("address", "status", "reason", "answered", "idle"),
-    "outcomes": ("target", "collector", "status", "round", "reason", "seconds"),
+    "tf_servers": ("address", "status", "reason", "kind", "answered", "idle"),
+    "outcomes": ("target", "collector", "status", "round", "reason", "seconds", "kind"),
     "rounds": ("index", "started_at", "ended_at"),
     "problems": ("file", "problem"),
 }
@@ -106,6 +114,7 @@ class Dump:
     manifest: dict[str, Any]
     frames_by_name: dict[str, pd.DataFrame]
     sources: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
+    read_files: frozenset[str] = frozenset()  # paths inside the dump that were read
 
     def __getattr__(self, name: str) -> pd.DataFrame:
         frames = self.__dict__.get("frames_by_name", {})
@@ -151,53 +160,50 @@ def _columns_frame(name: str, columns: dict[str, list[Any]]) -> pd.DataFrame:
 COLUMNAR = ("threads", "files", "sockets")
 
 
-def _round_dirs(pdir: Path) -> list[Path]:
-    """processes/<pid>/round-* (what glob("round-*") finds, without its per-call cost)."""
+def read_manifest(path: Path, reader: DumpReader | None = None) -> dict[str, Any]:
+    """The manifest, checked: a clear BadDumpError / UnsupportedDumpVersionError for a path
+    that is not a dump, a manifest that cannot be read, or a version we do not know."""
     try:
-        with os.scandir(pdir) as entries:
-            return sorted(pdir / e.name for e in entries if e.name.startswith("round-"))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _read_json(path: Path, problems: list[dict[str, Any]], root: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
+        info = os.stat(path)
     except FileNotFoundError:
-        problems.append({"file": str(path.relative_to(root)), "problem": "missing"})
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        problems.append({"file": str(path.relative_to(root)), "problem": f"corrupt: {exc}"})
+        raise BadDumpError(f"{path} does not exist.") from None
     except OSError as exc:
-        problems.append({"file": str(path.relative_to(root)), "problem": str(exc)})
-    return None
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise BadDumpError(f"{path} does not exist.")
-    if not path.is_dir():
+        reason = exc.strerror or str(exc)
+        raise BadDumpError(f"{path} cannot be read: {reason}.") from None
+    if not stat.S_ISDIR(info.st_mode):
         raise BadDumpError(f"{path} is not a directory.")
-    manifest_path = path / "manifest.json"
-    if not manifest_path.exists():
-        raise BadDumpError(f"{path} has no manifest.json: it is not a postmortem dump.")
+    reader = reader or DumpReader(path)
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        manifest = reader.read_json(MANIFEST, MANIFEST_LIMIT)
+    except NotReadable as exc:
+        if str(exc) == "missing":
+            raise BadDumpError(f"{path} has no {MANIFEST}: it is not a postmortem dump.") from None
         raise BadDumpError(
-            f"{manifest_path} is corrupt: {exc}.",
+            f"{path / MANIFEST} cannot be used: {exc}.",
             help_text="Capture again; a dump's other files may still be read by hand.",
-        ) from exc
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise BadDumpError(f"{manifest_path} is not a postmortem dump manifest.")
+        raise BadDumpError(f"{path / MANIFEST} is not a postmortem dump manifest.")
     version = manifest.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BadDumpError(
+            f"{path / MANIFEST} has no valid schema_version ({version!r}): the manifest is "
+            "damaged or was not written by postmortem.",
+            help_text="Capture again, or read the dump's other files by hand.",
+        )
     if version not in SUPPORTED_SCHEMA_VERSIONS:
+        newest = max(SUPPORTED_SCHEMA_VERSIONS)
         raise UnsupportedDumpVersionError(
-            f"{path} has dump schema_version {version!r}; this postmortem reads "
+            f"{path} has dump schema_version {version}; this postmortem reads "
             f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}."
+            + (" It was written by a newer postmortem." if version > newest else ""),
+            help_text="Upgrade postmortem (pip install -U postmortem) to read this dump."
+            if version > newest
+            else "This dump is too old for this postmortem; analyze it with an older release.",
         )
     for key in ("targets", "rounds", "outcomes"):
         if not isinstance(manifest.get(key), list):
-            raise BadDumpError(f"{manifest_path} lacks its '{key}' list: the dump is corrupt.")
+            raise BadDumpError(f"{path / MANIFEST} lacks its '{key}' list: the dump is corrupt.")
     return manifest
 
 
@@ -307,115 +313,157 @@ def _cpu(ticks: int, clk_tck: int) -> float:
 # -- the loader --------------------------------------------------------------------------
 
 
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def legacy_kind(outcome: dict[str, Any]) -> str:
+    """The failure kind of an outcome from a dump written before outcomes carried one."""
+    if outcome.get("status") != "failed":
+        return ""
+    reason = str(outcome.get("reason") or "").lower()
+    if outcome.get("collector") == "tf_profiler":
+        return FailureKind.NO_ANSWER.value
+    if "exited" in reason:
+        return FailureKind.EXITED.value
+    return FailureKind.ERROR.value
+
+
 def load_dump(path: Path | str) -> Dump:
+    with collector_paused():
+        return _load_dump(path)
+
+
+def _load_dump(path: Path | str) -> Dump:
     root = Path(path)
-    manifest = read_manifest(root)
-    problems: list[dict[str, Any]] = []
+    reader = DumpReader(root)
+    manifest = read_manifest(root, reader)
+    problems = reader.problems
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in COLUMNS}
     columns: dict[str, dict[str, list[Any]]] = {
         name: {c: [] for c in COLUMNS[name]} for name in COLUMNAR
     }
     sources_by_pid: dict[int, dict[str, dict[str, str]]] = {}
     guard = _Guard(rows, columns, problems)
+    seen_pids: set[int] = set()
 
     def load_target(target: Any) -> None:
-        pid = int(target["pid"])
-        pdir = root / target.get("dir", f"processes/{pid}")
-        info = _read_json(pdir / "process.json", problems, root) or {}
+        pid = _int(target.get("pid")) if isinstance(target, dict) else None
+        if pid is None:
+            reader.problem(MANIFEST, f"a target that is not a process: {str(target)[:80]}")
+            return
+        if pid in seen_pids:
+            reader.problem(MANIFEST, f"process {pid} is listed twice; read once")
+            return
+        seen_pids.add(pid)
+        info = reader.try_json(layout.process_file(pid))
         if not isinstance(info, dict):
-            problems.append(
-                {
-                    "file": f"{pdir.relative_to(root)}/process.json",
-                    "problem": "unexpected content: not an object",
-                }
-            )
+            # Identity lost (no flags, no role); its rounds may still be intact.
+            if info is not None:
+                reader.problem(layout.process_file(pid), "unexpected content: not an object")
             info = {}
-        sources = (
-            _read_json(pdir / "sources.json", problems, root)
-            if (pdir / "sources.json").exists()
-            else None
-        ) or {}
+            if not reader.is_dir(layout.process_dir(pid)):
+                return
+        sources = reader.try_json(layout.sources_file(pid), required=False)
+        sources = sources if isinstance(sources, dict) else {}
         sources_by_pid[pid] = sources
         cmdline = info.get("cmdline") or []
         if isinstance(cmdline, str):
             cmdline = cmdline.split()
-        cmdline = [str(arg) for arg in cmdline]
+        cmdline = [str(arg) for arg in cmdline] if isinstance(cmdline, list) else []
         env = info.get("env") if isinstance(info.get("env"), dict) else {}
+        streams = target.get("std_streams")
         rows["processes"].append(
             {
                 "pid": pid,
-                "comm": info.get("comm", ""),
-                "exe": info.get("exe", ""),
-                "cwd": info.get("cwd", ""),
+                "comm": str(info.get("comm", "")),
+                "exe": str(info.get("exe", "")),
+                "cwd": str(info.get("cwd", "")),
                 "cmdline": " ".join(cmdline),
                 "args": cmdline,
                 "uid": info.get("uid"),
-                "env": env,
+                "env": {str(k): str(v) for k, v in (env or {}).items()},
                 "python": info.get("python"),
                 "tensorflow": info.get("tensorflow"),
-                "std_streams": target.get("std_streams") or {},
+                "std_streams": streams if isinstance(streams, dict) else {},
             }
         )
-        for round_dir in _round_dirs(pdir):
-            try:
-                round_index = int(round_dir.name.split("-")[1])
-            except (IndexError, ValueError):
-                problems.append(
-                    {"file": str(round_dir.relative_to(root)), "problem": "unexpected name"}
-                )
+        for name in reader.list_dir(layout.process_dir(pid)):
+            round_index = layout.round_index(name)
+            if round_index is None or not name.startswith("round-"):
                 continue
             guard.run(
-                str(round_dir.relative_to(root)),
+                layout.round_dir(pid, round_index),
                 _load_round,
-                root,
-                round_dir,
+                reader,
                 pid,
                 round_index,
                 sources,
                 rows,
-                problems,
                 columns,
+                guard,
             )
         for stream in ("stdout", "stderr"):
-            log_path = pdir / "logs" / f"{stream}.txt"
-            if log_path.exists():
-                _add_log_lines(rows, pid, stream, log_path.read_bytes())
+            data = reader.try_bytes(layout.std_stream_file(pid, stream), required=False)
+            if data is not None:
+                _add_log_lines(rows, pid, stream, data)
 
     for target in manifest["targets"]:
-        guard.run(f"manifest.json target {str(target)[:60]}", load_target, target)
+        guard.run(f"{MANIFEST} target {str(target)[:60]}", load_target, target)
+    if not rows["processes"]:
+        listed = len(manifest["targets"])
+        why = "; ".join(f"{p['file']}: {p['problem']}" for p in problems[:5])
+        raise BadDumpError(
+            f"{root}: no process could be loaded ({listed} listed in {MANIFEST})"
+            + (f": {why}" if why else "")
+            + ".",
+            help_text="Capture again; the files named above are damaged or missing.",
+        )
 
     for entry in manifest.get("logs") or []:
-        log_path = root / entry.get("file", "")
-        if log_path.is_file():
-            _add_log_lines(rows, None, entry.get("path", log_path.name), log_path.read_bytes())
+        if not isinstance(entry, dict):
+            continue
+        data = reader.try_bytes(str(entry.get("file", "")))
+        if data is not None:
+            _add_log_lines(rows, None, str(entry.get("path", entry.get("file"))), data)
 
     def load_checkpoint_dir(entry: Any) -> None:
-        for listing_path in sorted(
-            (root / "checkpoint" / str(entry["index"])).glob("round-*.json")
-        ):
-            listing = _read_json(listing_path, problems, root)
+        index = _int(entry.get("index"))
+        if index is None:
+            reader.problem(MANIFEST, f"a checkpoint_dirs entry without an index: {entry!r:.80}")
+            return
+        for name in reader.list_dir(layout.checkpoint_dir(index)):
+            round_index = layout.round_index(name)
+            if round_index is None or not name.endswith(".json"):
+                continue
+            listing = reader.try_json(layout.checkpoint_file(index, round_index))
             if not isinstance(listing, dict):
                 continue
-            round_index = int(listing_path.stem.split("-")[1])
-            files = listing.get("files") or []
+            files = [f for f in listing.get("files") or [] if isinstance(f, dict)]
             rows["checkpoint_rounds"].append(
                 {
-                    "dir": entry["dir"],
+                    "dir": str(entry.get("dir")),
                     "round": round_index,
                     "time": listing.get("time"),
                     "exists": listing.get("exists"),
                     "listing_timed_out": bool(listing.get("listing_timed_out")),
                     "state_file": listing.get("state_file"),
-                    "total_bytes": sum(int(f.get("size") or 0) for f in files),
+                    "total_bytes": sum(_int(f.get("size")) or 0 for f in files),
                     "file_count": len(files),
                 }
             )
             rows["checkpoint_files"].extend(
                 {
-                    "dir": entry["dir"],
+                    "dir": str(entry.get("dir")),
                     "round": round_index,
                     "time": listing.get("time"),
-                    "name": f.get("name"),
+                    "name": str(f.get("name")),
                     "size": f.get("size"),
                     "mtime": f.get("mtime"),
                 }
@@ -425,10 +473,13 @@ def load_dump(path: Path | str) -> Dump:
     for entry in manifest.get("checkpoint_dirs") or []:
         guard.run(f"checkpoint_dirs entry {str(entry)[:60]}", load_checkpoint_dir, entry)
 
-    outcomes = manifest["outcomes"]
+    outcomes = [dict(o) for o in manifest["outcomes"] if isinstance(o, dict)]
+    for outcome in outcomes:
+        if "kind" not in outcome:
+            outcome["kind"] = legacy_kind(outcome)
 
     def load_tf_server(server: Any) -> None:
-        address = server.get("address", "")
+        address = str(server.get("address", ""))
         outcome: dict[str, Any] = next(
             (
                 o
@@ -437,13 +488,19 @@ def load_dump(path: Path | str) -> Dump:
             ),
             {},
         )
-        events_path = root / "tf" / str(server.get("index")) / "events.json"
-        data = _read_json(events_path, problems, root) if events_path.exists() else None
+        index = _int(server.get("index"))
+        data = (
+            reader.try_json(layout.tf_events_file(index), required=False)
+            if index is not None
+            else None
+        )
+        data = data if isinstance(data, dict) else None
         rows["tf_servers"].append(
             {
                 "address": address,
                 "status": outcome.get("status", "unknown"),
                 "reason": outcome.get("reason", ""),
+                "kind": outcome.get("kind", ""),
                 "answered": bool(data and data.get("answered", True)),
                 "idle": bool(data and data.get("idle")),
             }
@@ -460,95 +517,147 @@ def load_dump(path: Path | str) -> Dump:
         guard.run(f"tf_servers entry {str(server)[:60]}", load_tf_server, server)
 
     rows["outcomes"] = [{key: o.get(key) for key in COLUMNS["outcomes"]} for o in outcomes]
-    rows["rounds"] = [{key: r.get(key) for key in COLUMNS["rounds"]} for r in manifest["rounds"]]
+    rows["rounds"] = [
+        {key: r.get(key) for key in COLUMNS["rounds"]}
+        for r in manifest["rounds"]
+        if isinstance(r, dict)
+    ]
     rows["problems"] = problems
     frames = {name: _frame(name, data) for name, data in rows.items()}
     frames.update({name: _columns_frame(name, data) for name, data in columns.items()})
-    return Dump(root, manifest, frames, sources_by_pid)
+    return Dump(root, manifest, frames, sources_by_pid, frozenset(reader.read))
 
 
 def _load_round(
-    root: Path,
-    round_dir: Path,
+    reader: DumpReader,
     pid: int,
     round_index: int,
     sources: dict[str, dict[str, str]],
     rows: dict[str, list[dict[str, Any]]],
-    problems: list[dict[str, Any]],
+    columns: dict[str, dict[str, list[Any]]],
+    guard: _Guard,
+) -> None:
+    """Each file of a round is its own unit: garbage in one keeps the others."""
+    procfs = layout.procfs_file(pid, round_index)
+    guard.run(procfs, _load_procfs, reader, procfs, pid, round_index, rows, columns)
+    pyspy = layout.pyspy_file(pid, round_index)
+    guard.run(pyspy, _load_pyspy, reader, pyspy, pid, round_index, sources, rows)
+    for source in (StackSource.PYSTACK, StackSource.GDB):
+        native = layout.native_file(pid, round_index, source)
+        guard.run(native, _load_native, reader, native, pid, round_index, source, rows)
+
+
+def _load_procfs(
+    reader: DumpReader,
+    relative: str,
+    pid: int,
+    round_index: int,
+    rows: dict[str, list[dict[str, Any]]],
     columns: dict[str, dict[str, list[Any]]],
 ) -> None:
-    procfs_path = round_dir / "procfs.json"
-    if procfs_path.exists():
-        data = _read_json(procfs_path, problems, root)
-        if isinstance(data, dict):
-            clk = int(data.get("clk_tck") or 100)
-            io = data.get("io") or {}
-            rows["process_rounds"].append(
-                {
-                    "pid": pid,
-                    "round": round_index,
-                    "time": data.get("time"),
-                    "state": str(data.get("state") or "?"),
-                    "cpu_seconds": _cpu(
-                        int(data.get("utime") or 0) + int(data.get("stime") or 0), clk
-                    ),
-                    "num_threads": data.get("num_threads"),
-                    "rchar": io.get("rchar"),
-                    "wchar": io.get("wchar"),
-                    "write_bytes": io.get("write_bytes"),
-                    "stat_timeout": bool(data.get("stat_timeout")),
-                    "rss_bytes": data.get("rss_bytes"),
-                    "host_listening": data.get("host_listening"),
-                }
-            )
-            threads = [
-                t
-                for t in data.get("threads") or []
-                if isinstance(t, dict) and isinstance(t.get("tid"), int)
-            ]
-            for t in threads:
-                t["state"] = str(t.get("state") or "?")
-            cols = columns["threads"]
-            cols["pid"].extend([pid] * len(threads))
-            cols["round"].extend([round_index] * len(threads))
-            for key in ("tid", "name", "state"):
-                cols[key].extend([t.get(key) for t in threads])
-            cols["wchan"].extend([t.get("wchan", "") for t in threads])
-            cols["kernel_stack"].extend([" <- ".join(t.get("kernel_stack") or []) for t in threads])
-            cols["cpu_seconds"].extend(
-                [_cpu(int(t.get("utime") or 0) + int(t.get("stime") or 0), clk) for t in threads]
-            )
-            for name in ("files", "sockets"):
-                items = data.get(name) or []
-                cols = columns[name]
-                cols["pid"].extend([pid] * len(items))
-                cols["round"].extend([round_index] * len(items))
-                for key in COLUMNS[name][2:]:
-                    cols[key].extend([item.get(key) for item in items])
-    pyspy_path = round_dir / "pyspy.json"
-    if pyspy_path.exists():
-        raw = pyspy_path.read_bytes()
-        try:
-            traces = json.loads(raw) if raw.strip() else None
-        except json.JSONDecodeError as exc:
-            problems.append(
-                {"file": str(pyspy_path.relative_to(root)), "problem": f"corrupt: {exc}"}
-            )
-            traces = None
-        if isinstance(traces, list):
-            threads, frames = parse_pyspy(traces, pid, round_index, sources)
-            rows["py_threads"].extend(threads)
-            rows["frames"].extend(frames)
-    for name, source in (("native.pystack.txt", "pystack"), ("native.gdb.txt", "gdb")):
-        native_path = round_dir / name
-        if native_path.exists():
-            rows["frames"].extend(
-                parse_native_text(native_path.read_text(errors="replace"), pid, round_index, source)
-            )
+    data = reader.try_json(relative, required=False)
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        reader.problem(relative, "unexpected content: not an object")
+        return
+    clk = int(data.get("clk_tck") or 100)
+    io = data.get("io") or {}
+    rows["process_rounds"].append(
+        {
+            "pid": pid,
+            "round": round_index,
+            "time": data.get("time"),
+            "state": str(data.get("state") or "?"),
+            "cpu_seconds": _cpu(int(data.get("utime") or 0) + int(data.get("stime") or 0), clk),
+            "num_threads": data.get("num_threads"),
+            "rchar": io.get("rchar"),
+            "wchar": io.get("wchar"),
+            "write_bytes": io.get("write_bytes"),
+            "stat_timeout": bool(data.get("stat_timeout")),
+            "rss_bytes": data.get("rss_bytes"),
+            "host_listening": data.get("host_listening"),
+        }
+    )
+    threads = [
+        t
+        for t in data.get("threads") or []
+        if isinstance(t, dict) and isinstance(t.get("tid"), int)
+    ]
+    cols = columns["threads"]
+    cols["pid"].extend([pid] * len(threads))
+    cols["round"].extend([round_index] * len(threads))
+    cols["tid"].extend([t["tid"] for t in threads])
+    cols["name"].extend([str(t.get("name") or "") for t in threads])
+    cols["state"].extend([str(t.get("state") or "?") for t in threads])
+    cols["wchan"].extend([str(t.get("wchan") or "") for t in threads])
+    cols["kernel_stack"].extend(
+        [" <- ".join(map(str, t.get("kernel_stack") or [])) for t in threads]
+    )
+    cols["cpu_seconds"].extend(
+        [_cpu(int(t.get("utime") or 0) + int(t.get("stime") or 0), clk) for t in threads]
+    )
+    for name in ("files", "sockets"):
+        items = [item for item in data.get(name) or [] if isinstance(item, dict)]
+        cols = columns[name]
+        cols["pid"].extend([pid] * len(items))
+        cols["round"].extend([round_index] * len(items))
+        for key in COLUMNS[name][2:]:
+            cols[key].extend([item.get(key) for item in items])
+
+
+def _load_pyspy(
+    reader: DumpReader,
+    relative: str,
+    pid: int,
+    round_index: int,
+    sources: dict[str, dict[str, str]],
+    rows: dict[str, list[dict[str, Any]]],
+) -> None:
+    raw = reader.try_bytes(relative, JSON_LIMIT, required=False)
+    if raw is None or not raw.strip():
+        return  # py-spy printed nothing: its failure is in the manifest's outcomes
+    try:
+        traces = json.loads(raw)
+    except RecursionError:
+        reader.problem(relative, "corrupt: JSON nested too deeply")
+        return
+    except (ValueError, UnicodeDecodeError) as exc:
+        reader.problem(relative, f"corrupt: {exc}")
+        return
+    if not isinstance(traces, list):
+        reader.problem(relative, "unexpected content: not a list of threads")
+        return
+    threads, frames = parse_pyspy(traces, pid, round_index, sources)
+    rows["py_threads"].extend(threads)
+    rows["frames"].extend(frames)
+
+
+def _load_native(
+    reader: DumpReader,
+    relative: str,
+    pid: int,
+    round_index: int,
+    source: StackSource,
+    rows: dict[str, list[dict[str, Any]]],
+) -> None:
+    data = reader.try_bytes(relative, required=False)
+    if data is not None:
+        rows["frames"].extend(
+            parse_native_text(data.decode(errors="replace"), pid, round_index, source.value)
+        )
 
 
 # What malformed JSON of the right syntax raises when read as the format says.
-CONTENT_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError)
+CONTENT_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+)
 
 
 class _Guard:

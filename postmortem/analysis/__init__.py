@@ -1,16 +1,26 @@
-"""Dump -> verdict. Rules read the building blocks in `facts`; nothing here renders."""
+"""Dump -> Incident. Rules read the building blocks in `facts`; nothing here renders.
+
+`analyze(dump)` runs every rule, ranks the findings (the one place that decides which
+finding explains which), and builds the `Incident` every renderer draws.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
+from postmortem.analysis.build import build_incident
 from postmortem.analysis.facts import Facts
-from postmortem.analysis.model import Culprit, Evidence, Finding, HangClass, Verdict
 from postmortem.analysis.rules import RULES
+from postmortem.analysis.rules.common import thread_evidence
+from postmortem.analysis.threads import frames_text
+from postmortem.bulk import collector_paused
 from postmortem.loading import Dump
+from postmortem.model import Finding, HangClass, Incident, Status, Verdict
 
-__all__ = ["Culprit", "Evidence", "Finding", "HangClass", "Verdict", "analyze", "facts_summary"]
+__all__ = ["PRECEDENCE", "Facts", "Precedence", "analyze", "rank"]
 
+NO_HANG_CONFIDENCE = 0.3  # below this, the top finding is not trusted
 NO_HANG_FIX = (
     "No hang signature was found. Capture again while the job is stuck, with more "
     "rounds (--samples 5 --interval 2), --all-threads for native stacks, the ps and "
@@ -18,90 +28,101 @@ NO_HANG_FIX = (
 )
 
 
-def analyze(dump: Dump) -> Verdict:
-    facts = Facts(dump)
-    findings: list[Finding] = []
-    for rule in RULES:
-        findings.extend(rule(facts))
-    findings.sort(key=lambda f: f.confidence, reverse=True)
-    if not findings or findings[0].confidence < 0.3:
-        stuck = [t for t in facts.threads if t.status == "stuck"]
-        summary = "No known hang pattern matched."
-        if stuck:
-            summary += f" {len(stuck)} thread(s) look stuck; see the evidence."
-        findings.append(
-            Finding(
-                HangClass.NO_HANG_FOUND,
-                0.3,
-                summary,
-                NO_HANG_FIX,
-                None,
-                "",
-                tuple(
-                    Evidence(
-                        f"{t.label} of {facts.role(t.pid)} stuck in {t.frames_text(4)}", "stacks"
-                    )
-                    for t in stuck[:5]
-                ),
-            )
+def _job(finding: Finding) -> str:
+    role = finding.culprit.role if finding.culprit and finding.culprit.role else ""
+    return role.split(":", 1)[0]
+
+
+def _save_stuck(facts: Facts) -> bool:
+    return any(t.in_save and t.status is Status.STUCK for t in facts.threads)
+
+
+@dataclass(frozen=True)
+class Precedence:
+    """When both fire and `when` holds, `winner` explains `loser`: the loser is a symptom."""
+
+    winner: HangClass
+    loser: HangClass
+    when: Callable[[Finding, Finding, Facts], bool]
+    why: str
+
+
+# The one place where findings are weighed against each other.
+PRECEDENCE: tuple[Precedence, ...] = (
+    Precedence(
+        HangClass.PEER_UNRESPONSIVE,
+        HangClass.TRAINING_STALLED,
+        lambda winner, _loser, facts: _job(winner) == "ps" or _save_stuck(facts),
+        "a ps that cannot answer (or a save that never returns) stalls every step",
+    ),
+    Precedence(
+        HangClass.TRAINING_STALLED,
+        HangClass.PEER_UNRESPONSIVE,
+        lambda _winner, loser, facts: _job(loser) in ("worker", "chief") and not _save_stuck(facts),
+        "a stopped replica with the others waiting in training is a stalled training loop",
+    ),
+    *(
+        Precedence(
+            cause,
+            HangClass.TRAINING_STALLED,
+            lambda _winner, _loser, facts: _save_stuck(facts),
+            "the save itself does not return: training waiting behind it is a symptom",
         )
-        findings.sort(key=lambda f: f.confidence, reverse=True)
-    return Verdict(findings[0], tuple(findings), facts_summary(facts))
+        for cause in (
+            HangClass.STORAGE_STALL,
+            HangClass.OVERSIZED_TENSOR_TRANSFER,
+            HangClass.LOCK_DEADLOCK,
+        )
+    ),
+)
 
 
-def facts_summary(facts: Facts) -> dict[str, Any]:
-    """The building blocks in plain data, for renderers (they never recompute)."""
-    return {
-        "host": facts.host,
-        "rounds": facts.rounds,
-        "members": [
-            {
-                "role": m.role,
-                "job": m.job,
-                "task": m.task,
-                "address": m.address,
-                "pid": m.pid,
-                "captured": m.captured,
-                "problems": facts.health[m.role].problems if m.role in facts.health else [],
-            }
-            for m in facts.members
-        ],
-        "wait_for": [{"from": a, "to": b, "why": why} for a, b, why in facts.wait_for],
-        "wait_for_sinks": facts.wait_for_sinks,
-        "stack_classes": [
-            {
-                "stack": list(c.signature[-8:]),
-                "threads": len(c.threads),
-                "processes": [facts.role(pid) for pid in c.processes],
-            }
-            for c in facts.stack_classes[:30]
-        ],
-        "outliers": [{"role": role, "why": why} for role, why in facts.outliers],
-        "threads": [
-            {
-                "pid": t.pid,
-                "role": facts.role(t.pid),
-                "tid": t.tid,
-                "name": t.name,
-                "status": t.status,
-                "waits_on": t.waits_on,
-                "states": t.states,
-                "cpu_seconds": round(t.cpu_seconds, 3),
-                "in_save": t.in_save,
-                "stack": t.frames_text(8),
-                "wchan": t.wchan,
-            }
-            for t in facts.threads
-        ],
-        "checkpoint": facts.checkpoint_progress,
-        "logs": {
-            role: {
-                "last_step": f.last_step,
-                "save_lines": len(f.save_lines),
-                "saves_after_last_step": f.saves_after_last_step,
-                "errors": (f.oversized + f.grpc_errors)[:5],
-                "create_session_waits": f.create_session_waits[:3],
-            }
-            for role, f in facts.logs.items()
-        },
-    }
+def rank(findings: list[Finding], facts: Facts) -> list[Finding]:
+    """Highest confidence first, then every precedence that applies: a loser moves below
+    its winner, its confidence capped under the winner's, and says what explains it."""
+    ranked = sorted(findings, key=lambda f: f.confidence, reverse=True)
+    for rule in PRECEDENCE:
+        winners = [f for f in ranked if f.hang_class is rule.winner]
+        if not winners:
+            continue
+        winner = winners[0]
+        for index, loser in enumerate(ranked):
+            if loser.hang_class is not rule.loser or not rule.when(winner, loser, facts):
+                continue
+            ranked[index] = replace(
+                loser,
+                confidence=min(loser.confidence, round(winner.confidence - 0.01, 3)),
+                explained_by=rule.winner,
+            )
+        ranked.sort(key=lambda f: f.confidence, reverse=True)
+    return ranked
+
+
+def _no_hang(facts: Facts) -> Finding:
+    stuck = [t for t in facts.threads if t.status is Status.STUCK]
+    summary = "No known hang pattern matched."
+    if stuck:
+        summary += f" {len(stuck)} thread(s) look stuck; see the evidence."
+    return Finding(
+        HangClass.NO_HANG_FOUND,
+        NO_HANG_CONFIDENCE,
+        summary,
+        NO_HANG_FIX,
+        None,
+        "",
+        tuple(thread_evidence(facts, t, f"in {frames_text(t.stack, 4)}") for t in stuck[:5]),
+    )
+
+
+def analyze(dump: Dump) -> Incident:
+    with collector_paused():
+        return _analyze(dump)
+
+
+def _analyze(dump: Dump) -> Incident:
+    facts = Facts(dump)
+    findings = [finding for rule in RULES for finding in rule.evaluate(facts)]
+    ranked = rank(findings, facts)
+    if not ranked or ranked[0].confidence < NO_HANG_CONFIDENCE:
+        ranked = rank([*ranked, _no_hang(facts)], facts)
+    return build_incident(facts, Verdict(ranked[0], tuple(ranked)))

@@ -1,106 +1,107 @@
-"""The building blocks every rule reads, computed once per dump.
+"""The thin front every rule reads: one object, each building block computed once.
 
-Roles and the cluster map, thread views, the health of each cluster member, log
-signatures, step and save cadence, checkpoint progress, and the wait-for graph.
+The blocks live by domain: `roles` (who is who), `threads` and `stacktree` (what each
+thread does), `cluster` (health, connections, wait-for), `logs` (TensorFlow's signatures,
+saves, steps), `checkpoint` (is the save writing). Rules read `Facts` only, never the
+loaded DataFrames; `sources` names the dump file each fact can be checked in.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import replace
 from functools import cached_property
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 
-from postmortem.analysis.model import Evidence
-from postmortem.analysis.roles import (
-    Member,
-    build_cluster,
-    host_of,
-    is_local,
-    port_of,
-    role_from_device,
-)
-from postmortem.analysis.stacktree import StackClass, outliers, stack_classes
-from postmortem.analysis.threads import ThreadView, thread_views
+from collectors import layout
+from collectors.layout import FailureKind, StackSource
+from postmortem.analysis import checkpoint as checkpoint_facts
+from postmortem.analysis import logs as log_facts
+from postmortem.analysis.cluster import Cluster, Health
+from postmortem.analysis.logs import LogFacts
+from postmortem.analysis.roles import build_cluster
+from postmortem.analysis.stacktree import main_threads, outliers, stack_classes
+from postmortem.analysis.threads import ThreadViews, thread_views
 from postmortem.loading import Dump, as_int, records
-
-OVERSIZED = re.compile(
-    r"(Cannot encode a Tensor that exceeds the 2GB protobuf limit|exceeds the 2GB protobuf|"
-    r"Failed to encode tensor to byte buffer|larger than 2GB|message of size \d+ exceeds|"
-    r"Received message larger than max)",
-    re.IGNORECASE,
+from postmortem.model import (
+    CheckpointProgress,
+    Member,
+    StackClass,
+    Thread,
+    ThreadGroup,
+    WaitEdge,
 )
-EXCEEDED_BYTES = re.compile(r"Exceeded bytes: (\d+)")
-RENDEZVOUS = re.compile(r"rendezvous_key: (/job:[^;]+);[^;]*;(/job:[^;]+);([^;]+);")
-REMOTE_TARGET = re.compile(r"from remote target (/job:[\w-]+/replica:\d+/task:\d+)")
-CREATE_SESSION_WAIT = re.compile(
-    r"CreateSession still waiting for response from worker: (/job:[\w-]+/replica:\d+/task:\d+)"
-)
-GRPC_UNREACHABLE = re.compile(
-    r"(failed to connect to all addresses|Connection refused|UnavailableError|"
-    r"Socket closed|Connection reset by peer|DNS resolution failed)",
-    re.IGNORECASE,
-)
-SAVE_LINE = re.compile(
-    r"(Saving checkpoints? (for \d+ )?(in)?to|Saving checkpoint to path)", re.IGNORECASE
-)
-SAVE_TRACEBACK = re.compile(r'saver\.py", line \d+, in save\b')
-STEP_LINE = re.compile(r"\b(?:global[_ ]step|step)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
-GIB_2 = 2**31
 
 
-@dataclass
-class MemberHealth:
-    member: Member
-    problems: list[str] = field(default_factory=list)  # why it cannot answer, in words
-    evidence_source: str = ""
+class DumpFiles:
+    """Paths inside the dump that evidence cites: only files the loader really read."""
 
-    @property
-    def unresponsive(self) -> bool:
-        return bool(self.problems)
+    def __init__(self, dump: Dump) -> None:
+        self.present = dump.read_files
+        self._last_round: dict[int, int] = {}
+        for name in dump.read_files:
+            parts = name.split("/")
+            if len(parts) == 4 and parts[0] == "processes" and parts[1].isdigit():
+                index = layout.round_index(parts[2])
+                if index is not None:
+                    pid = int(parts[1])
+                    self._last_round[pid] = max(self._last_round.get(pid, -1), index)
 
-    def evidence(self) -> list[Evidence]:
-        """Each problem as evidence; absent members are known from the cluster map only."""
-        role = self.member.role
-        return [
-            Evidence(f"{role}: {p}", self.evidence_source or "cluster map", role)
-            for p in self.problems
-        ]
+    def _first(self, *candidates: str) -> str:
+        return next((c for c in candidates if c in self.present), layout.MANIFEST)
 
+    def _rounds(self, pid: int) -> range:
+        return range(self._last_round.get(pid, -1), -1, -1)
 
-@dataclass
-class LogFacts:
-    role: str
-    pid: int | None
-    lines: list[str]
-    save_lines: list[int]  # line numbers
-    step_values: list[tuple[int, int]]  # (line number, step)
-    oversized: list[str]
-    create_session_waits: list[str]  # the device strings waited for
-    grpc_errors: list[str]
-    # Remote tasks named by gRPC errors that say they could not be reached, with counts.
-    unreachable_targets: dict[str, int] = field(default_factory=dict)
-    failed_saves: int = 0  # tracebacks through Saver.save
+    def procfs(self, pid: int) -> str:
+        return self._first(*(layout.procfs_file(pid, r) for r in self._rounds(pid)))
 
-    @property
-    def last_step(self) -> int | None:
-        return self.step_values[-1][1] if self.step_values else None
+    def pyspy(self, pid: int) -> str:
+        return self._first(*(layout.pyspy_file(pid, r) for r in self._rounds(pid)))
 
-    @property
-    def saves_after_last_step(self) -> int:
-        last_step_line = self.step_values[-1][0] if self.step_values else -1
-        return sum(1 for n in self.save_lines if n > last_step_line)
+    def native(self, pid: int) -> str:
+        return self._first(
+            *(
+                layout.native_file(pid, r, source)
+                for r in self._rounds(pid)
+                for source in (StackSource.PYSTACK, StackSource.GDB)
+            )
+        )
+
+    def stack(self, pid: int, python: bool = True) -> str:
+        return self.pyspy(pid) if python else self.native(pid)
+
+    def process(self, pid: int) -> str:
+        return self._first(layout.process_file(pid))
+
+    def sources(self, pid: int) -> str:
+        return self._first(layout.sources_file(pid), self.pyspy(pid))
+
+    def log(self, pid: int) -> str:
+        return self._first(
+            layout.std_stream_file(pid, "stderr"), layout.std_stream_file(pid, "stdout")
+        )
+
+    def checkpoint(self, index: int) -> str:
+        names = sorted(n for n in self.present if n.startswith(layout.checkpoint_dir(index) + "/"))
+        return names[-1] if names else layout.MANIFEST
 
 
 class Facts:
     def __init__(self, dump: Dump) -> None:
         self.dump = dump
         self.host = dump.host
-        self.labels, self.members = build_cluster(dump.processes, dump.sockets, dump.host)
+        self.sources = DumpFiles(dump)
+        members, self.labels = self._cluster_members(dump)
+        self._members = members
         self.pid_by_role = {label: pid for pid, label in self.labels.items()}
         self.rounds = len(dump.rounds)
+
+    @staticmethod
+    def _cluster_members(dump: Dump) -> tuple[list[Member], dict[int, str]]:
+        labels, members = build_cluster(dump.processes, dump.sockets, dump.host)
+        return members, labels
 
     def role(self, pid: int | None) -> str:
         return self.labels.get(int(pid), f"pid:{pid}") if pid is not None else "?"
@@ -116,9 +117,48 @@ class Facts:
         return out
 
     @cached_property
-    def threads(self) -> list[ThreadView]:
+    def members(self) -> list[Member]:
+        """Every member, with its problems (why it cannot answer) filled in."""
+        health = self._cluster.health
+        return [
+            replace(
+                m, problems=tuple(health[m.role].problems), problems_source=health[m.role].source
+            )
+            if m.role in health
+            else m
+            for m in self._members
+        ]
+
+    # -- threads and stacks ---------------------------------------------------------------
+
+    @cached_property
+    def _thread_views(self) -> ThreadViews:
         d = self.dump
-        return thread_views(d.threads, d.frames, d.py_threads, d.process_rounds)
+        return thread_views(d.threads, d.frames, d.py_threads, d.process_rounds, self.labels)
+
+    @cached_property
+    def threads(self) -> list[Thread]:
+        """Every thread with a stack, and every stuck or busy one."""
+        return self._thread_views.threads
+
+    @cached_property
+    def thread_groups(self) -> list[ThreadGroup]:
+        """The other threads (parked or stopped, no stack), alike ones together."""
+        return self._thread_views.groups
+
+    def threads_of(self, pid: int) -> list[Thread]:
+        return list(self._threads_by_pid.get(pid, ()))
+
+    @cached_property
+    def _threads_by_pid(self) -> dict[int, list[Thread]]:
+        out: dict[int, list[Thread]] = {}
+        for t in self.threads:
+            out.setdefault(t.pid, []).append(t)
+        return out
+
+    @cached_property
+    def main_threads(self) -> dict[int, Thread]:
+        return main_threads(self.threads)
 
     @cached_property
     def stack_classes(self) -> list[StackClass]:
@@ -128,41 +168,58 @@ class Facts:
     def outliers(self) -> list[tuple[str, str]]:
         return outliers(self.threads, self.labels)
 
+    def source_lines(self, pid: int) -> dict[str, dict[str, str]]:
+        """The source lines the capture kept above each frame: file -> line -> text."""
+        return self.dump.sources.get(pid, {})
+
+    # -- the cluster -------------------------------------------------------------------------
+
+    @cached_property
+    def _cluster(self) -> Cluster:
+        return Cluster(
+            self.dump,
+            self._members,
+            self.threads,
+            {g.pid for g in self.thread_groups},
+            self.exited_pids,
+            self.tf_unanswered,
+            {pid: self.sources.procfs(pid) for pid in self.labels},
+            self._spec_source,
+        )
+
+    @cached_property
+    def _spec_source(self) -> str:
+        """A file that names the cluster: the process.json of a process with the spec."""
+        for row in records(self.dump.processes):
+            if any("_hosts" in str(a) for a in row["args"]) or "TF_CONFIG" in row["env"]:
+                return self.sources.process(int(row["pid"]))
+        return layout.MANIFEST
+
+    @cached_property
+    def health(self) -> dict[str, Health]:
+        return self._cluster.health
+
+    def connected_members(self, pid: int) -> list[str]:
+        return self._cluster.connected_members(pid)
+
+    @cached_property
+    def wait_for(self) -> list[WaitEdge]:
+        return self._cluster.wait_for
+
     @cached_property
     def wait_for_sinks(self) -> list[str]:
-        """Members that others wait on and that wait on nobody: where a hang bottoms out."""
-        waiting = {a for a, _, _ in self.wait_for}
-        return sorted({b for _, b, _ in self.wait_for if b not in waiting})
-
-    def threads_of(self, pid: int) -> list[ThreadView]:
-        return list(self._threads_by_pid.get(pid, ()))
-
-    @cached_property
-    def _threads_by_pid(self) -> dict[int, list[ThreadView]]:
-        out: dict[int, list[ThreadView]] = {}
-        for t in self.threads:
-            out.setdefault(t.pid, []).append(t)
-        return out
+        return self._cluster.wait_for_sinks
 
     @cached_property
     def process_states(self) -> dict[int, str]:
-        """pid -> kernel states per round ('TTT'); '' when no round read it."""
-        pr = self.dump.process_rounds
-        out: dict[int, str] = {}
-        if not pr.empty:
-            for pid, grp in pr.sort_values("round").groupby("pid"):
-                out[as_int(pid)] = "".join(str(s) for s in grp["state"])
-        return out
+        return self._cluster.process_states
 
     @cached_property
     def exited_pids(self) -> set[int]:
         out = self.dump.outcomes
         if out.empty:
             return set()
-        gone = out[
-            (out["status"] == "failed")
-            & out["reason"].fillna("").str.contains("exited", case=False)
-        ]
+        gone = out[(out["status"] == "failed") & (out["kind"] == FailureKind.EXITED.value)]
         return {int(t) for t in gone["target"] if str(t).isdigit()}
 
     @cached_property
@@ -171,135 +228,93 @@ class Facts:
         servers = self.dump.tf_servers
         if servers.empty:
             return {}
-        bad = servers[(servers["status"] == "failed") & ~servers["answered"]]
+        bad = servers[servers["kind"] == FailureKind.NO_ANSWER.value]
         return {str(r["address"]): str(r["reason"]) for r in records(bad)}
 
+    # -- per-process measurements ---------------------------------------------------------
+
     @cached_property
-    def listening_everywhere(self) -> set[int] | None:
-        """Ports listening anywhere in the captured network namespace, when recorded."""
+    def stat_timeouts(self) -> list[tuple[int, int]]:
+        """(pid, round) where stat() of an open file did not return: a hung filesystem."""
         pr = self.dump.process_rounds
-        if "host_listening" not in pr.columns or pr.empty:
-            return None
-        addresses: set[str] = set()
-        recorded = False
-        for value in pr["host_listening"]:
-            if isinstance(value, list):
-                recorded = True
-                addresses.update(map(str, value))
-        ports = {p for p in map(port_of, addresses) if p is not None}
-        return ports if recorded else None
+        if pr.empty:
+            return []
+        stuck = pr[pr["stat_timeout"].astype(bool)]
+        return [(int(r["pid"]), int(r["round"])) for r in records(stuck)]
+
+    def max_rss(self, pid: int) -> int | None:
+        return self._max_rss.get(pid)
 
     @cached_property
-    def health(self) -> dict[str, MemberHealth]:
-        health: dict[str, MemberHealth] = {}
-        sockets = self.dump.sockets
-        for m in self.members:
-            h = MemberHealth(m)
-            if m.pid is None:
-                port = port_of(m.address) if m.address else None
-                listening = self.listening_everywhere
-                # Whether anything listens at its address is known only for this host.
-                seen = (
-                    listening is not None
-                    and port is not None
-                    and bool(m.address)
-                    and is_local(m.address or "", self.host)
-                )
-                if seen and port not in (listening or set()):
-                    h.problems.append(f"not running: nothing listens on {m.address}")
-                elif seen:
-                    pass  # alive but not captured: nothing says it is unresponsive
-                elif m.address and m.address in self.tf_unanswered:
-                    h.problems.append(
-                        f"its profiler did not answer ({self.tf_unanswered[m.address]})"
-                    )
-                elif (
-                    not self.dump.sockets.empty
-                    and self._peer_connections(m.address) == 0
-                    and self._any_waiting_on_cluster()
-                ):
-                    h.problems.append(
-                        f"not in the dump and no captured process holds a "
-                        f"connection to {m.address}: likely dead"
-                    )
-                health[m.role] = h
-                continue
-            states = self.process_states.get(m.pid, "")
-            source = f"processes/{m.pid}/round-*/procfs.json"
-            h.evidence_source = source
-            if m.pid in self.exited_pids:
-                h.problems.append("exited during the capture")
-            if states and set(states) <= {"T", "t"}:
-                h.problems.append(
-                    f"stopped (state T in all {len(states)} rounds: SIGSTOP or a debugger)"
-                )
-            elif states and set(states) <= {"Z", "X"}:
-                h.problems.append("zombie: the process has exited")
-            threads = self.threads_of(m.pid)
-            if threads and all(t.states and set(t.states) <= {"D"} for t in threads):
-                h.problems.append("every thread in uninterruptible I/O (state D)")
-            if m.address and m.address in self.tf_unanswered:
-                h.problems.append(
-                    f"its profiler service did not answer: {self.tf_unanswered[m.address]}"
-                )
-            if not sockets.empty and m.address:
-                port = port_of(m.address)
-                backlog = self._listen_backlogs.get((m.pid, port), []) if port is not None else []
-                if backlog and all(v > 0 for v in backlog):
-                    h.problems.append(
-                        f"{int(backlog[-1])} connection(s) waiting in its accept "
-                        f"backlog on port {port}: it does not accept"
-                    )
-                stale = self._stale_close_wait.get(m.pid)
-                if stale is not None and h.problems:
-                    h.problems.append(f"{stale} CLOSE_WAIT connection(s) with unread bytes")
-            health[m.role] = h
-        return health
-
-    @cached_property
-    def _listen_backlogs(self) -> dict[tuple[int, int], list[float]]:
-        """(pid, listening port) -> the largest accept backlog of each round, by round."""
-        s = self.dump.sockets
-        if s.empty:
+    def _max_rss(self) -> dict[int, int]:
+        pr = self.dump.process_rounds
+        if pr.empty:
             return {}
-        lis = s[s["tcp_state"] == "LISTEN"]
-        ports = _ports(lis["local"])
-        per_round = lis.assign(port=ports).groupby(["pid", "port", "round"])["rx_queue"].max()
-        out: dict[tuple[int, int], list[float]] = {}
-        for key, value in cast("dict[tuple[Any, Any, Any], Any]", per_round.to_dict()).items():
-            out.setdefault((as_int(key[0]), as_int(key[1])), []).append(value)
-        return out
+        rss = pr[["pid", "rss_bytes"]].dropna()
+        rss = rss[rss["rss_bytes"].map(lambda v: isinstance(v, (int, float)))]
+        if rss.empty:
+            return {}
+        largest = rss.groupby("pid")["rss_bytes"].max()
+        return {as_int(pid): int(value) for pid, value in largest.items()}
+
+    def open_files(self, pid: int) -> list[str]:
+        files = self.dump.files
+        if files.empty:
+            return []
+        return [str(p) for p in files.loc[files["pid"] == pid, "path"].unique()]
 
     @cached_property
-    def _stale_close_wait(self) -> dict[int, int]:
-        """pid -> how many fds hold CLOSE_WAIT connections with unread bytes."""
-        s = self.dump.sockets
-        if s.empty:
-            return {}
-        stale = s[(s["tcp_state"] == "CLOSE_WAIT") & (s["rx_queue"] > 0)]
-        return {as_int(pid): int(n) for pid, n in stale.groupby("pid")["fd"].nunique().items()}
+    def write_rates(self) -> dict[int, float]:
+        return checkpoint_facts.write_rates(self.dump.process_rounds)
+
+    # -- checkpoints -------------------------------------------------------------------------
 
     @cached_property
-    def _established_remote_ports(self) -> dict[int, int]:
-        """port -> how many ESTABLISHED socket rows (all rounds) have it as remote port."""
-        s = self.dump.sockets
-        if s.empty:
-            return {}
-        established = s[s["tcp_state"] == "ESTABLISHED"]
-        counts = _ports(established["remote"]).value_counts()
-        return {as_int(port): int(n) for port, n in counts.items()}
-
-    def _peer_connections(self, address: str | None) -> int:
-        if not address or self.dump.sockets.empty:
-            return 0
-        port = port_of(address)
-        return self._established_remote_ports.get(port, 0) if port is not None else 0
-
-    def _any_waiting_on_cluster(self) -> bool:
-        return any(
-            t.status == "stuck" and t.waits_on in ("session-run", "session-create")
-            for t in self.threads
+    def checkpoints(self) -> list[CheckpointProgress]:
+        return checkpoint_facts.checkpoint_progress(
+            self.dump.checkpoint_rounds, self.dump.checkpoint_files
         )
+
+    @cached_property
+    def checkpoint_progress(self) -> dict[str, CheckpointProgress]:
+        return {c.dir: c for c in self.checkpoints}
+
+    @cached_property
+    def growing_checkpoints(self) -> list[CheckpointProgress]:
+        """Watched directories whose files grew during the capture (and always answered)."""
+        return [c for c in self.checkpoints if (c.growing or c.temp_growing) and not c.timed_out]
+
+    @cached_property
+    def saver_pids(self) -> set[int]:
+        return {t.pid for t in self.threads if t.in_save}
+
+    @cached_property
+    def save_is_writing(self) -> bool:
+        """Bytes of a save flow: a watched checkpoint directory grows, or, with none
+        watched, a process inside a save writes a stream of data. The line between a slow
+        save and a stuck one."""
+        if self.growing_checkpoints:
+            return True
+        return not self.checkpoints and any(
+            self.write_rates.get(pid, 0.0) >= checkpoint_facts.MIN_WRITE_RATE
+            for pid in self.saver_pids
+        )
+
+    def checkpoint_source(self, directory: str) -> str:
+        for entry in self.dump.manifest.get("checkpoint_dirs") or []:
+            if isinstance(entry, dict) and entry.get("dir") == directory:
+                return self.sources.checkpoint(int(entry.get("index", -1)))
+        return layout.MANIFEST
+
+    def previous_checkpoint_size(self, directory: str) -> int:
+        progress = self.checkpoint_progress.get(directory)
+        if progress is None:
+            return 0
+        return checkpoint_facts.previous_size(
+            self.dump.checkpoint_files, directory, progress.last_checkpoint
+        )
+
+    # -- logs ----------------------------------------------------------------------------------
 
     @cached_property
     def logs(self) -> dict[str, LogFacts]:
@@ -308,199 +323,29 @@ class Facts:
         if lines_df.empty:
             return out
         ordered = lines_df.sort_values(["stream", "line_no"], kind="stable")
-        for pid, grp in ordered.groupby("pid", dropna=False):
-            pid_int = None if pd.isna(pid) else as_int(pid)
-            role = self.role(pid_int) if pid_int is not None else "log"
+        extra = {
+            str(e.get("path")): str(e.get("file"))
+            for e in self.dump.manifest.get("logs") or []
+            if isinstance(e, dict)
+        }
+        key_pid: Any
+        for (key_pid, stream), grp in ordered.groupby(["pid", "stream"], dropna=False, sort=False):
+            pid = key_pid
             texts = [str(t) for t in grp["text"].tolist()]
-            facts = LogFacts(role, pid_int, texts, [], [], [], [], [])
-            for number, text in enumerate(texts):
-                if SAVE_LINE.search(text):
-                    facts.save_lines.append(number)
-                elif (match := STEP_LINE.search(text)) and "Saving" not in text:
-                    facts.step_values.append((number, int(match.group(1))))
-                if OVERSIZED.search(text):
-                    facts.oversized.append(text)
-                if match := CREATE_SESSION_WAIT.search(text):
-                    facts.create_session_waits.append(match.group(1))
-                if GRPC_UNREACHABLE.search(text):
-                    facts.grpc_errors.append(text)
-                # TF prints the remote task and the gRPC status on neighbouring lines.
-                nearby = texts[max(0, number - 2) : number + 3]
-                if (match := REMOTE_TARGET.search(text)) and any(
-                    GRPC_UNREACHABLE.search(near) for near in nearby
-                ):
-                    device = match.group(1)
-                    facts.unreachable_targets[device] = facts.unreachable_targets.get(device, 0) + 1
-                if SAVE_TRACEBACK.search(text):
-                    facts.failed_saves += 1
-            out[role if pid_int is not None else f"log:{len(out)}"] = facts
+            if pid is not None and not pd.isna(pid):
+                pid_int = as_int(pid)
+                role = self.role(pid_int)
+                key = role
+                if key in out:  # stdout and stderr of one process: one log
+                    merged = out[key].lines + texts
+                    out[key] = log_facts.read_log(role, pid_int, out[key].source, merged)
+                    continue
+                out[key] = log_facts.read_log(role, pid_int, self.sources.log(pid_int), texts)
+            else:
+                key = f"log:{len(out)}"
+                source = extra.get(str(stream), layout.MANIFEST)
+                out[key] = log_facts.read_log("log", None, source, texts)
         return out
-
-    @cached_property
-    def log_growth(self) -> dict[int, list[int]]:
-        """pid -> size of its stderr/stdout log file per round (from its open fds 1, 2)."""
-        files = self.dump.files
-        out: dict[int, list[int]] = {}
-        if files.empty:
-            return out
-        logs = files[files["fd"].isin([1, 2]) & files["size"].notna()]
-        for pid, grp in logs.groupby("pid"):
-            per_round = grp.groupby("round")["size"].sum().sort_index()
-            out[as_int(pid)] = [int(v) for v in per_round]
-        return out
-
-    @cached_property
-    def checkpoint_progress(self) -> dict[str, dict[str, object]]:
-        """dir -> {sizes per round, growing, timed_out, temp files, last checkpoint}."""
-        out: dict[str, dict[str, object]] = {}
-        cr = self.dump.checkpoint_rounds
-        cf = self.dump.checkpoint_files
-        if cr.empty:
-            return out
-        for directory, grp in cr.sort_values("round").groupby("dir"):
-            sizes = [int(v) for v in grp["total_bytes"]]
-            files = cf[cf["dir"] == directory] if not cf.empty else cf
-            temp = (
-                files[files["name"].str.contains(r"_temp|\.tempstate|tmp", regex=True)]
-                if not files.empty
-                else files
-            )
-            temp_sizes = (
-                [int(v) for v in temp.groupby("round")["size"].sum().sort_index()]
-                if not temp.empty
-                else []
-            )
-            state = next((s for s in reversed(list(grp["state_file"])) if s), "")
-            out[str(directory)] = {
-                "sizes": sizes,
-                "growing": len(sizes) > 1 and sizes[-1] > sizes[0],
-                "temp_sizes": temp_sizes,
-                "temp_growing": len(temp_sizes) > 1 and temp_sizes[-1] > temp_sizes[0],
-                "timed_out": bool(grp["listing_timed_out"].any()),
-                "last_checkpoint": _last_checkpoint(state),
-                "times": [float(t or 0) for t in grp["time"]],
-            }
-        return out
-
-    @cached_property
-    def write_rates(self) -> dict[int, float]:
-        """pid -> bytes/s of write_bytes (or wchar) across the capture."""
-        pr = self.dump.process_rounds
-        out: dict[int, float] = {}
-        if pr.empty:
-            return out
-        ordered = pr.sort_values(["pid", "round"], kind="stable")
-        series: dict[int, list[tuple[float, float, float]]] = {}
-        columns = [ordered[c].tolist() for c in ("pid", "time", "wchar", "write_bytes")]
-        for pid, time, wchar, written in zip(*columns, strict=True):
-            series.setdefault(int(pid), []).append((time, wchar, written))
-        for pid, rows in series.items():
-            if len(rows) < 2:
-                continue
-            column = 1 if all(pd.notna(r[1]) for r in rows) else 2
-            if any(pd.isna(r[column]) for r in rows):
-                continue
-            span = float(rows[-1][0] - rows[0][0]) or 1.0
-            out[pid] = float(rows[-1][column] - rows[0][column]) / span
-        return out
-
-    def connected_members(self, pid: int) -> list[str]:
-        """Roles of cluster members this process holds TCP connections to."""
-        remotes = self._remotes_by_pid.get(pid)
-        if not remotes:
-            return []
-        found: set[int] = set()
-        for host, port in remotes:
-            for index, m in self._members_by_port.get(port, ()):
-                if m.pid != pid and host in _host_aliases(host_of(str(m.address))):
-                    found.add(index)
-        return [self.members[i].role for i in sorted(found)]
-
-    @cached_property
-    def _remotes_by_pid(self) -> dict[int, set[tuple[str, int]]]:
-        """pid -> (host, port) of the remote end of each of its non-LISTEN sockets."""
-        s = self.dump.sockets
-        if s.empty:
-            return {}
-        pairs = s.loc[s["tcp_state"] != "LISTEN", ["pid", "remote"]].drop_duplicates()
-        parsed = {r: (host_of(r), port_of(r)) for r in map(str, pairs["remote"].unique())}
-        out: dict[int, set[tuple[str, int]]] = {}
-        for pid, remote in zip(pairs["pid"].tolist(), pairs["remote"].tolist(), strict=True):
-            host, port = parsed[str(remote)]
-            if port is not None:
-                out.setdefault(int(pid), set()).add((host, port))
-        return out
-
-    @cached_property
-    def _members_by_port(self) -> dict[int, list[tuple[int, Member]]]:
-        out: dict[int, list[tuple[int, Member]]] = {}
-        for index, m in enumerate(self.members):
-            port = port_of(m.address) if m.address else None
-            if port is not None:
-                out.setdefault(port, []).append((index, m))
-        return out
-
-    @cached_property
-    def wait_for(self) -> list[tuple[str, str, str]]:
-        """Edges (waiter role, waited-for role, why) between processes.
-
-        A process with a thread stuck in session.run waits on the cluster members it is
-        connected to; with no socket evidence, on every ps (replica_device_setter puts the
-        variables there) and on unresponsive members.
-        """
-        edges: list[tuple[str, str, str]] = []
-        unresponsive = [r for r, h in self.health.items() if h.unresponsive]
-        for pid, role in self.labels.items():
-            stuck = [
-                t
-                for t in self.threads_of(pid)
-                if t.status == "stuck" and t.waits_on in ("session-run", "session-create")
-            ]
-            if not stuck:
-                continue
-            why = "session.run in " + stuck[0].label
-            targets = set(self.connected_members(pid))
-            targets |= {r for r in unresponsive if r != role}
-            if not targets:
-                targets = {m.role for m in self.members if m.job == "ps"}
-            edges.extend((role, target, why) for target in sorted(targets) if target != role)
-        return edges
 
     def oversized_details(self) -> dict[str, object]:
-        details: dict[str, object] = {}
-        for facts in self.logs.values():
-            for text in facts.oversized:
-                if m := RENDEZVOUS.search(text):
-                    details.setdefault("src_device", m.group(1))
-                    details.setdefault("dst_device", m.group(2))
-                    edge = m.group(3)
-                    variable = re.sub(r"^edge_\d+_", "", edge).split("/")[0]
-                    details.setdefault("variable", variable)
-                    details.setdefault("edge", edge)
-                if m := EXCEEDED_BYTES.search(text):
-                    details.setdefault("exceeded_bytes", int(m.group(1)))
-                if m := REMOTE_TARGET.search(text):
-                    details.setdefault("remote_target", m.group(1))
-                details.setdefault("reported_by", facts.role)
-                details.setdefault("line", text.strip()[:400])
-        src = details.get("src_device") or details.get("remote_target")
-        if isinstance(src, str):
-            details["src_role"] = role_from_device(src)
-        return details
-
-
-def _ports(addresses: pd.Series) -> pd.Series:
-    """port_of over a column, parsing each distinct address once."""
-    parsed = {a: port_of(str(a)) for a in addresses.unique()}
-    return addresses.map(parsed)
-
-
-def _host_aliases(host: str) -> set[str]:
-    if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
-        return {"127.0.0.1", "::1", "localhost", "0.0.0.0"}
-    return {host}
-
-
-def _last_checkpoint(state: str) -> str:
-    match = re.search(r'^model_checkpoint_path:\s*"(.*)"', state or "", re.MULTILINE)
-    return match.group(1) if match else ""
+        return log_facts.oversized_details(list(self.logs.values()))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from postmortem.loading import records
+from postmortem.model import Member
 
 JOB_FLAGS = {
     "ps": ("ps_hosts",),
@@ -24,19 +24,6 @@ JOB_FLAGS = {
     "evaluator": ("evaluator_hosts",),
 }
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]")
-
-
-@dataclass(frozen=True)
-class Member:
-    role: str  # "ps:0"
-    job: str
-    task: int
-    address: str | None
-    pid: int | None  # None: not in the dump
-
-    @property
-    def captured(self) -> bool:
-        return self.pid is not None
 
 
 def flag(args: list[str], name: str) -> str | None:
@@ -148,12 +135,20 @@ def build_cluster(
     for job, addresses in spec.items():
         for index, address in enumerate(addresses):
             role = f"{job}:{index}"
-            members.append(Member(role, job, index, address, by_role.get(role)))
+            member_pid = by_role.get(role)
+            # An absent member lives where the cluster spec says; loopback means this host.
+            host = (
+                capture_host
+                if member_pid is not None or is_local(address, capture_host)
+                else (host_of(address))
+            )
+            members.append(Member(role, job, index, address, member_pid, host))
+    named = {m.role for m in members}
     for pid, label in labels.items():
-        if not any(m.role == label for m in members):
+        if label not in named:
             label_job, _, label_task = label.partition(":")
             task_index = int(label_task) if label_task.isdigit() else 0
-            members.append(Member(label, label_job, task_index, None, pid))
+            members.append(Member(label, label_job, task_index, None, pid, capture_host))
     members.sort(key=lambda m: (_job_order(m.job), m.task))
     return labels, members
 

@@ -1,62 +1,76 @@
-"""Merged stacks across processes, STAT-style: threads that share a stack form a class.
+"""Merged stacks across processes, STAT-style.
 
-In a hung data-parallel job most replicas stand at the same place; the process whose
-main thread stands elsewhere (or is missing) is often the culprit. `stack_classes` groups
-every thread by its Python stack; `outliers` names, per job, the processes whose main
-thread is not where the majority's is.
+`stack_classes` groups every thread by its Python stack: in a hung data-parallel job most
+replicas stand at the same place, and the process whose main thread stands elsewhere (or
+is missing) is often the culprit; `outliers` names them per job. `stack_samples` turns the
+loaded frames into one sample per thread, round and tool, and `merged_tree` folds the last
+sample of every thread into one tree from the outermost frame.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from typing import Any
 
-from postmortem.analysis.threads import ThreadView
+import pandas as pd
+
+from collectors.layout import StackSource
+from postmortem.model import Frame, Stack, StackClass, StackNode, StackSample, Status, Thread
 
 Signature = tuple[str, ...]  # function names, outermost first
 
 
-@dataclass(frozen=True)
-class StackClass:
-    signature: Signature
-    threads: tuple[tuple[int, int], ...]  # (pid, tid)
-    processes: tuple[int, ...]
-
-    @property
-    def innermost(self) -> str:
-        return self.signature[-1] if self.signature else ""
+def signature(thread: Thread) -> Signature:
+    return tuple(f.function for f in thread.stack.root_first())
 
 
-def signature(thread: ThreadView) -> Signature:
-    return tuple(f.function for f in reversed(thread.python_stack))
-
-
-def stack_classes(threads: list[ThreadView]) -> list[StackClass]:
+def stack_classes(threads: list[Thread]) -> list[StackClass]:
     """Classes of identical Python stacks, largest first (threads without one are left out)."""
-    groups: dict[Signature, list[ThreadView]] = {}
+    groups: dict[Signature, list[Thread]] = {}
     for thread in threads:
         sig = signature(thread)
         if sig:
             groups.setdefault(sig, []).append(thread)
     classes = [
         StackClass(
-            sig, tuple((t.pid, t.tid) for t in members), tuple(sorted({t.pid for t in members}))
+            members[0].stack,
+            tuple((t.pid, t.tid) for t in members),
+            tuple(sorted({t.pid for t in members})),
         )
-        for sig, members in groups.items()
+        for members in groups.values()
     ]
-    classes.sort(key=lambda c: (-len(c.processes), -len(c.threads), c.signature))
+    classes.sort(key=lambda c: (-len(c.processes), -len(c.threads), signature_of(c.stack)))
     return classes
 
 
-def main_threads(threads: list[ThreadView]) -> dict[int, ThreadView]:
-    out: dict[int, ThreadView] = {}
+def signature_of(stack: Stack) -> Signature:
+    return tuple(f.function for f in stack.root_first())
+
+
+def main_thread(threads: list[Thread]) -> Thread | None:
+    """A process's main thread: py-spy's 'MainThread', else the thread whose tid is the pid."""
+    for t in threads:
+        if t.name == "MainThread":
+            return t
+    for t in threads:
+        if t.tid == t.pid:
+            return t
+    return None
+
+
+def main_threads(threads: list[Thread]) -> dict[int, Thread]:
+    by_pid: dict[int, list[Thread]] = {}
     for thread in threads:
-        if thread.name == "MainThread" or (thread.tid == thread.pid and thread.python_stack):
-            out.setdefault(thread.pid, thread)
+        by_pid.setdefault(thread.pid, []).append(thread)
+    out: dict[int, Thread] = {}
+    for pid, mine in by_pid.items():
+        found = main_thread(mine)
+        if found is not None and found.stack:
+            out[pid] = found
     return out
 
 
-def outliers(threads: list[ThreadView], roles: dict[int, str]) -> list[tuple[str, str]]:
+def outliers(threads: list[Thread], roles: dict[int, str]) -> list[tuple[str, str]]:
     """(role, why) for processes whose main thread differs from their job's majority.
 
     Needs at least three processes of a job, so that a majority means something.
@@ -85,3 +99,148 @@ def outliers(threads: list[ThreadView], roles: dict[int, str]) -> list[tuple[str
             if tails[pid] != common
         ]
     return found
+
+
+def stack_samples(frames: pd.DataFrame) -> list[StackSample]:
+    """One sample per (tool, pid, round, thread), frames innermost first; identical stacks
+    share one Stack object."""
+    if frames.empty:
+        return []
+    ordered = frames.dropna(subset=["pid", "tid"]).sort_values(
+        ["source", "pid", "round", "tid", "depth"], kind="stable"
+    )
+    cols: dict[str, list[Any]] = {
+        c: ordered[c].tolist()
+        for c in (
+            "source",
+            "pid",
+            "round",
+            "tid",
+            "thread_name",
+            "function",
+            "filename",
+            "line",
+            "code",
+            "native",
+        )
+    }
+    samples: list[StackSample] = []
+    interned: dict[tuple[Any, ...], Stack] = {}
+    n = len(cols["pid"])
+    start = 0
+    while start < n:
+        key = (cols["source"][start], cols["pid"][start], cols["round"][start], cols["tid"][start])
+        end = start + 1
+        while (
+            end < n
+            and (
+                cols["source"][end],
+                cols["pid"][end],
+                cols["round"][end],
+                cols["tid"][end],
+            )
+            == key
+        ):
+            end += 1
+        raw = tuple(
+            zip(
+                cols["function"][start:end],
+                cols["filename"][start:end],
+                cols["line"][start:end],
+                cols["code"][start:end],
+                cols["native"][start:end],
+                strict=True,
+            )
+        )
+        stack = interned.get(raw)
+        if stack is None:
+            # A thousand replicas run the same code: each distinct stack is built once.
+            stack = interned[raw] = Stack(
+                tuple(
+                    Frame(str(f), str(fn or ""), _int(ln), str(cd or ""), bool(nt))
+                    for f, fn, ln, cd, nt in raw
+                )
+            )
+        try:
+            source = StackSource(str(key[0]))
+        except ValueError:
+            start = end
+            continue
+        samples.append(
+            StackSample(
+                int(key[1]),
+                int(key[3]),
+                str(cols["thread_name"][start] or ""),
+                int(key[2]),
+                source,
+                stack,
+            )
+        )
+        start = end
+    return samples
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def last_samples(samples: list[StackSample], source: StackSource) -> list[StackSample]:
+    """Each thread's stack from `source` in the last round that saw it."""
+    latest: dict[tuple[int, int], StackSample] = {}
+    for s in samples:
+        if s.source is not source:
+            continue
+        key = (s.pid, s.tid)
+        if key not in latest or s.round > latest[key].round:
+            latest[key] = s
+    return [latest[k] for k in sorted(latest)]
+
+
+class _Node:
+    __slots__ = ("children", "frame", "processes", "status", "threads")
+
+    def __init__(self, frame: Frame | None) -> None:
+        self.frame = frame
+        self.children: dict[tuple[str, str, int], _Node] = {}
+        self.processes: set[int] = set()
+        self.threads: list[str] = []
+        self.status = Status.UNKNOWN
+
+    def freeze(self) -> StackNode:
+        return StackNode(
+            self.frame,
+            tuple(self.threads),
+            tuple(sorted(self.processes)),
+            self.status,
+            tuple(child.freeze() for child in self.children.values()),
+        )
+
+
+def merged_tree(
+    samples: list[StackSample],
+    labels: dict[int, str],
+    statuses: dict[tuple[int, int], Status],
+) -> StackNode:
+    """Fold stacks from the outermost frame; a node's status is the most telling status
+    (stuck before busy before parked) of the threads through it."""
+    root = _Node(None)
+    for s in samples:
+        status = statuses.get((s.pid, s.tid), Status.UNKNOWN)
+        who = f"{s.thread_name} ({labels.get(s.pid, s.pid)})"
+        node = root
+        node.processes.add(s.pid)
+        node.threads.append(who)
+        for frame in s.stack.root_first():
+            key = (frame.function, frame.filename, frame.line)
+            child = node.children.get(key)
+            if child is None:
+                child = node.children[key] = _Node(frame)
+            child.processes.add(s.pid)
+            child.threads.append(who)
+            if status.rank < child.status.rank:
+                child.status = status
+            node = child
+    return root.freeze()

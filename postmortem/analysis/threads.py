@@ -4,18 +4,20 @@ A thread is *stuck* when its Python stack is the same in every round, it used no
 and its innermost frame waits on something (a session.run, a lock, a queue, a file); it
 is *parked* when it waits for work (a timer, a pool queue, sleep). What it waits on is
 read from the frames and from the source line it stands at (kept by the capture).
+`thread_views` builds the model's `Thread` records; the predicates below read them.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
 
 from postmortem.loading import as_int
+from postmortem.model import Frame, Stack, Status, Thread, ThreadGroup, WaitKind
 
 BUSY_CPU_FRACTION = 0.05  # of one core, over the capture
 SESSION_RUN_FUNCTIONS = ("_call_tf_sessionrun", "TF_SessionRun_wrapper", "_run_fn", "_do_call")
@@ -50,92 +52,54 @@ NATIVE_IO_HINTS = (
 )
 
 
-@dataclass(frozen=True)
-class Frame:
-    function: str
-    filename: str
-    line: int
-    code: str
-    native: bool
+def _names(thread: Thread) -> list[str]:
+    return [f.function for f in thread.stack]
 
 
-@dataclass
-class ThreadView:
-    pid: int
-    tid: int
-    name: str
-    states: str  # one kernel state letter per round seen, e.g. "SSS", "DDD"
-    wchan: str
-    cpu_seconds: float
-    elapsed: float
-    rounds: int
-    same_stack: bool
-    python_stack: list[Frame] = field(default_factory=list)  # last round, innermost first
-    native_stack: list[Frame] = field(default_factory=list)
-    active: bool = False
-    process_state: str = ""
-    status: str = ""  # stopped | busy | stuck | parked | unknown
-    waits_on: str = ""  # session-run | session-create | lock | join | queue | io | sleep | ""
-    lock_expr: str = ""  # the lock expression a lock waiter stands at
+def in_save(stack: Stack, native: Stack) -> bool:
+    if not stack and not native:
+        return False  # most threads of a TF process are native pool threads
+    return any(is_save_frame(f) for f in stack) or any(
+        "SaveV2" in f.function or "BundleWriter" in f.function for f in native
+    )
 
-    @property
-    def in_save(self) -> bool:
-        if not self.python_stack and not self.native_stack:
-            return False  # most threads of a TF process are native pool threads
-        return any(is_save_frame(f) for f in self.python_stack) or any(
-            "SaveV2" in f.function or "BundleWriter" in f.function for f in self.native_stack
-        )
 
-    @property
-    def in_session_run(self) -> bool:
-        if not self.python_stack:
+def in_session_run(stack: Stack) -> bool:
+    return any(
+        f.function.endswith(SESSION_RUN_FUNCTIONS) or f.function == "BaseSession.run" for f in stack
+    )
+
+
+def in_session_creation(stack: Stack) -> bool:
+    """Creating or extending the session (the first run of a graph extends it)."""
+    for frame in stack:
+        if frame.function.endswith(("_call_tf_sessionrun", "TF_SessionRun_wrapper")):
             return False
-        return any(
-            f.function.endswith(SESSION_RUN_FUNCTIONS) or f.function == "BaseSession.run"
-            for f in self.python_stack
-        )
+        if frame.function.endswith(SESSION_CREATE_FUNCTIONS):
+            return True
+    return False
 
-    @property
-    def in_session_creation(self) -> bool:
-        """Creating or extending the session (the first run of a graph extends it)."""
-        for frame in self.python_stack:
-            if frame.function.endswith(("_call_tf_sessionrun", "TF_SessionRun_wrapper")):
-                return False
-            if frame.function.endswith(SESSION_CREATE_FUNCTIONS):
-                return True
-        return False
 
-    @property
-    def innermost(self) -> Frame | None:
-        return self.python_stack[0] if self.python_stack else None
-
-    def frames_text(self, limit: int = 6) -> str:
-        """Innermost frames, then the save and the caller's own frames when cut."""
-        stack = self.python_stack
-        if len(stack) <= limit:
-            return " <- ".join(f.function for f in stack)
-        keep = list(range(min(2, limit)))
-        for index, frame in enumerate(stack):
-            if index not in keep and (is_save_frame(frame) or not _library(frame.filename)):
-                keep.append(index)
-            if len(keep) >= limit:
-                break
-        parts = []
-        for position, index in enumerate(sorted(keep)):
-            if position and index != sorted(keep)[position - 1] + 1:
-                parts.append("...")
-            frame = stack[index]
-            where = (
-                f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.line})"
-                if not _library(frame.filename)
-                else ""
-            )
-            parts.append(frame.function + where)
-        return " <- ".join(parts)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} (tid {self.tid})"
+def frames_text(stack: Stack, limit: int = 6) -> str:
+    """Innermost frames, then the save and the caller's own frames when cut."""
+    frames = stack.frames
+    if len(frames) <= limit:
+        return " <- ".join(f.function for f in frames)
+    keep = list(range(min(2, limit)))
+    for index, frame in enumerate(frames):
+        if index not in keep and (is_save_frame(frame) or not _library(frame.filename)):
+            keep.append(index)
+        if len(keep) >= limit:
+            break
+    parts = []
+    ordered = sorted(keep)
+    for position, index in enumerate(ordered):
+        if position and index != ordered[position - 1] + 1:
+            parts.append("...")
+        frame = frames[index]
+        where = f" ({frame.short_file}:{frame.line})" if not _library(frame.filename) else ""
+        parts.append(frame.function + where)
+    return " <- ".join(parts)
 
 
 LOCKLIKE = re.compile(r"lock|mutex|cond|sem|latch|guard", re.IGNORECASE)
@@ -155,53 +119,81 @@ def lock_expression(code: str) -> str:
 
 def is_save_frame(frame: Frame) -> bool:
     name = frame.function.lower()
-    base = frame.filename.rsplit("/", 1)[-1].lower()
+    base = frame.short_file.lower()
     if name.endswith(("saver.save", "_save")) and any(h in frame.filename for h in SAVE_FILE_HINTS):
         return True
     return "save" in name.split(".")[-1] and ("saver" in base or "checkpoint" in base)
 
 
-def classify(view: ThreadView) -> None:
-    """Fill status and waits_on from the evidence in the view."""
-    cpu_fraction = view.cpu_seconds / view.elapsed if view.elapsed > 0 else 0.0
-    inner = view.innermost
+@dataclass(frozen=True)
+class Observed:
+    """What the dump shows of one thread, before it is judged."""
+
+    states: str
+    wchan: str
+    cpu_seconds: float
+    elapsed: float
+    rounds: int
+    same_stack: bool
+    stack: Stack
+    native_stack: Stack
+    active: bool
+    process_state: str
+
+
+def wait_kind(observed: Observed) -> tuple[WaitKind, str]:
+    """What the thread waits on, and the lock expression when it waits for a lock."""
+    stack = observed.stack
+    inner = stack.innermost
     code = inner.code if inner else ""
     lock = lock_expression(code) if code else ""
     # The standard library's own waits (Condition.wait's `waiter.acquire()`, Thread.join's
     # `lock.acquire()`) are waits for work or for a thread, not for a user's lock.
     in_stdlib_wait = inner is not None and inner.filename.endswith(STDLIB_SYNC_FILES)
+    kind, expr = WaitKind.NONE, ""
     if inner is not None and inner.function.endswith(SERVING_FUNCTIONS):
-        view.waits_on = "serve"  # a ps main thread serving forever is healthy
-    elif view.in_session_creation:
-        view.waits_on = "session-create"
-    elif view.in_session_run:
-        view.waits_on = "session-run"
-    elif in_stdlib_wait and any(f.function.endswith(JOIN_FUNCTIONS) for f in view.python_stack[:3]):
-        view.waits_on = "join"
+        kind = WaitKind.SERVE  # a ps main thread serving forever is healthy
+    elif in_session_creation(stack):
+        kind = WaitKind.SESSION_CREATE
+    elif in_session_run(stack):
+        kind = WaitKind.SESSION_RUN
+    elif in_stdlib_wait and any(f.function.endswith(JOIN_FUNCTIONS) for f in stack.frames[:3]):
+        kind = WaitKind.JOIN
     elif in_stdlib_wait:
-        view.waits_on = "queue"
+        kind = WaitKind.QUEUE
     elif lock and not SLEEP_LINE.search(code):
-        view.waits_on = "lock"
-        view.lock_expr = lock
+        kind, expr = WaitKind.LOCK, lock
     elif inner and inner.function.endswith(JOIN_FUNCTIONS):
-        view.waits_on = "join"
+        kind = WaitKind.JOIN
     elif code and SLEEP_LINE.search(code):
-        view.waits_on = "sleep"
+        kind = WaitKind.SLEEP
     elif inner and inner.function.endswith(WAIT_FUNCTIONS):
-        view.waits_on = "queue"
-    if "D" in view.states:
-        view.waits_on = "io" if view.waits_on in ("", "queue", "sleep") else view.waits_on
+        kind = WaitKind.QUEUE
+    if "D" in observed.states and kind in (WaitKind.NONE, WaitKind.QUEUE, WaitKind.SLEEP):
+        kind = WaitKind.IO
+    return kind, expr
 
-    if view.process_state in ("T", "t"):
-        view.status = "stopped"
-    elif cpu_fraction >= BUSY_CPU_FRACTION or (view.rounds == 1 and view.active):
-        view.status = "busy"
-    elif view.waits_on in ("session-run", "session-create", "lock", "join", "io"):
-        view.status = "stuck" if view.same_stack else "parked"
-    elif view.states and set(view.states) <= {"D"}:
-        view.status = "stuck"
-    else:
-        view.status = "parked"
+
+BLOCKING_WAITS = (
+    WaitKind.SESSION_RUN,
+    WaitKind.SESSION_CREATE,
+    WaitKind.LOCK,
+    WaitKind.JOIN,
+    WaitKind.IO,
+)
+
+
+def status_of(observed: Observed, waits_on: WaitKind) -> Status:
+    cpu_fraction = observed.cpu_seconds / observed.elapsed if observed.elapsed > 0 else 0.0
+    if observed.process_state in ("T", "t"):
+        return Status.STOPPED
+    if cpu_fraction >= BUSY_CPU_FRACTION or (observed.rounds == 1 and observed.active):
+        return Status.BUSY
+    if waits_on in BLOCKING_WAITS:
+        return Status.STUCK if observed.same_stack else Status.PARKED
+    if observed.states and set(observed.states) <= {"D"}:
+        return Status.STUCK
+    return Status.PARKED
 
 
 class _Stacks:
@@ -242,13 +234,15 @@ class _Stacks:
         start, end = span
         return tuple(zip(self.columns[0][start:end], self.columns[2][start:end], strict=True))
 
-    def frames(self, span: tuple[int, int]) -> list[Frame]:
+    def stack(self, span: tuple[int, int]) -> Stack:
         start, end = span
         function, filename, line, code, native = (c[start:end] for c in self.columns)
-        return [
-            Frame(str(f), str(fn), int(ln), str(cd or ""), bool(nt))
-            for f, fn, ln, cd, nt in zip(function, filename, line, code, native, strict=True)
-        ]
+        return Stack(
+            tuple(
+                Frame(str(f), str(fn), int(ln), str(cd or ""), bool(nt))
+                for f, fn, ln, cd, nt in zip(function, filename, line, code, native, strict=True)
+            )
+        )
 
 
 def thread_views(
@@ -256,18 +250,20 @@ def thread_views(
     frames: pd.DataFrame,
     py_threads: pd.DataFrame,
     process_rounds: pd.DataFrame,
-) -> list[ThreadView]:
-    """One view per (pid, tid): each frame is sorted once and walked once, no per-thread
+    roles: dict[int, str] | None = None,
+) -> ThreadViews:
+    """One Thread per (pid, tid): each frame is sorted once and walked once, no per-thread
     pandas operations (a 1,000-process dump holds 500,000 thread rows)."""
-    views: list[ThreadView] = []
+    roles = roles or {}
+    views: list[Thread] = []
     if threads.empty and frames.empty:
-        return views
+        return ThreadViews(views, [])
     pr = process_rounds[["pid", "round", "state", "time"]].to_dict("list")
     proc_state: dict[tuple[int, int], str] = {}
     times: dict[tuple[int, int], float] = {}
     for pid, rnd, state, time in zip(pr["pid"], pr["round"], pr["state"], pr["time"], strict=True):
         proc_state[(int(pid), int(rnd))] = str(state)
-        times[(int(pid), int(rnd))] = float(time or 0)
+        times[(int(pid), int(rnd))] = _seconds(time)
 
     is_py = frames["source"] == "pyspy" if not frames.empty else None
     py_stacks = _Stacks(frames[is_py] if is_py is not None else frames)
@@ -295,69 +291,241 @@ def thread_views(
             active[key] = active.get(key, False) or bool(is_active)
             names[key] = str(name)
 
-    kernel: dict[tuple[int, int], tuple[str, float, float, str, str, int]] = {}
+    kernel: dict[tuple[int, int], _Kernel] = {}
+    groups: dict[tuple[int, str, Status, str, tuple[int, ...]], list[int]] = {}
+    group_wchan: dict[tuple[int, str, Status, str, tuple[int, ...]], str] = {}
     if not threads.empty:
         ordered = threads.sort_values(["pid", "tid", "round"], kind="stable")
         pids = ordered["pid"].to_numpy()
         tids = ordered["tid"].to_numpy()
         starts = np.flatnonzero(np.r_[True, (pids[1:] != pids[:-1]) | (tids[1:] != tids[:-1])])
-        ends = np.r_[starts[1:], len(ordered)] - 1
+        ends = np.r_[starts[1:], len(ordered)]
         state_runs = np.add.reduceat(ordered["state"].astype(str).to_numpy(dtype=object), starts)
         cpu_col = ordered["cpu_seconds"].to_numpy(dtype=float)
-        rounds_col = ordered["round"].to_numpy()
+        rounds_col = ordered["round"].tolist()
         wchans = ordered["wchan"].to_numpy(dtype=object)
         knames = ordered["name"].to_numpy(dtype=object)
-        for start, end, state in zip(
+        kstacks = ordered["kernel_stack"].to_numpy(dtype=object)
+        seen_rounds: dict[tuple[int, ...], tuple[int, ...]] = {}
+        for start, end, states in zip(
             starts.tolist(), ends.tolist(), state_runs.tolist(), strict=True
         ):
             pid, tid = int(pids[start]), int(tids[start])
-            first_round, final_round = int(rounds_col[start]), int(rounds_col[end])
-            kernel[(pid, tid)] = (
-                str(state),
-                float(cpu_col[end] - cpu_col[start]),
-                times.get((pid, final_round), 0.0) - times.get((pid, first_round), 0.0),
-                str(wchans[end] or ""),
-                str(knames[end]),
+            first_round, final_round = int(rounds_col[start]), int(rounds_col[end - 1])
+            read_in = tuple(rounds_col[start:end])
+            read_in = seen_rounds.setdefault(read_in, read_in)
+            cpu = float(cpu_col[end - 1] - cpu_col[start])
+            elapsed = times.get((pid, final_round), 0.0) - times.get((pid, first_round), 0.0)
+            key = (pid, tid)
+            if key not in py_by_thread and key not in native_rounds:
+                # Most threads of a TF process are native pool threads with no stack at
+                # all: judged from the kernel's view alone; the parked and stopped ones,
+                # alike in all the capture shows, are kept as groups, not one by one.
+                status = _stackless_status(
+                    str(states), cpu, elapsed, proc_state.get((pid, final_round), "")
+                )
+                wchan = str(wchans[end - 1] or "")
+                if status in (Status.PARKED, Status.STOPPED) and wchan.startswith(IDLE_WCHANS):
+                    gkey = (pid, family(str(knames[end - 1])), status, str(states), read_in)
+                    groups.setdefault(gkey, []).append(tid)
+                    group_wchan.setdefault(gkey, wchan)
+                    continue
+            kernel[key] = _Kernel(
+                str(states),
+                read_in,
+                cpu,
+                elapsed,
+                str(wchans[end - 1] or ""),
+                str(knames[end - 1]),
                 final_round,
+                # The capture keeps kernel stacks of threads in D only.
+                _kernel_stack(kstacks[start:end]) if "D" in str(states) else (),
             )
+    thread_groups = [
+        ThreadGroup(
+            pid,
+            roles.get(pid, f"pid:{pid}"),
+            fam,
+            status,
+            tuple(tids),
+            group_wchan[g],
+            states,
+            rounds,
+        )
+        for g, tids in groups.items()
+        for pid, fam, status, states, rounds in (g,)
+    ]
 
+    interned: dict[Stack, Stack] = {}
     for key in sorted(kernel.keys() | py_by_thread.keys()):
         pid, tid = key
-        states, cpu, elapsed, wchan, kname, last_round = kernel.get(key, ("", 0.0, 0.0, "", "", -1))
+        k = kernel.get(key) or _NO_KERNEL
         by_round = py_by_thread.get(key)
-        python_stack: list[Frame] = []
+        stack = Stack()
         same = True
-        rounds = len(states) or 1
+        rounds = len(k.states) or 1
+        last_round = k.last_round
         if by_round:
             signatures = {py_stacks.signature(span) for span in by_round.values()}
             same = len(signatures) == 1
             rounds = max(rounds, len(by_round))
             last_py = max(by_round)
-            python_stack = py_stacks.frames(by_round[last_py])
+            fresh = py_stacks.stack(by_round[last_py])
+            stack = interned.setdefault(fresh, fresh)
             if last_round < 0:
                 last_round = last_py
-        native_stack: list[Frame] = []
+        native = Stack()
         if key in native_rounds:
             span = native_stacks.ranges.get(key, {}).get(native_rounds[key])
-            native_stack = native_stacks.frames(span) if span is not None else []
-        view = ThreadView(
-            pid=pid,
-            tid=tid,
-            name=names.get(key, kname) or kname,
-            states=states,
-            wchan=wchan,
-            cpu_seconds=cpu,
-            elapsed=elapsed,
+            if span is not None:
+                fresh = native_stacks.stack(span)
+                native = interned.setdefault(fresh, fresh)
+        name = names.get(key, k.name) or k.name
+        role = roles.get(pid, f"pid:{pid}")
+        process_state = proc_state.get((pid, last_round), "")
+        if not stack and not native:
+            # Most threads of a TF process are native pool threads with no stack at all:
+            # judged from the kernel's view alone, without building anything else.
+            views.append(_stackless(pid, tid, name, role, k, rounds, process_state))
+            continue
+        observed = Observed(
+            states=k.states,
+            wchan=k.wchan,
+            cpu_seconds=k.cpu,
+            elapsed=k.elapsed,
             rounds=rounds,
             same_stack=same,
-            python_stack=python_stack,
-            native_stack=native_stack,
+            stack=stack,
+            native_stack=native,
             active=active.get(key, False),
-            process_state=proc_state.get((pid, last_round), ""),
+            process_state=process_state,
         )
-        classify(view)
-        views.append(view)
-    return views
+        waits_on, lock = wait_kind(observed)
+        views.append(
+            Thread(
+                pid=pid,
+                tid=tid,
+                name=name,
+                role=role,
+                status=status_of(observed, waits_on),
+                waits_on=waits_on,
+                states=k.states,
+                wchan=k.wchan,
+                cpu_seconds=k.cpu,
+                elapsed_s=k.elapsed,
+                python=key in py_by_thread,
+                stack=stack,
+                native_stack=native,
+                lock_expr=lock,
+                in_save=in_save(stack, native),
+                same_stack=same,
+                kernel_stack=k.kernel_stack,
+                state_rounds=k.rounds,
+            )
+        )
+    return ThreadViews(views, thread_groups)
+
+
+# Kernel wait channels of a thread idle by design (a lock, a poll loop, a timer): such
+# threads are kept as groups. Any other wait (a filesystem, a disk) stays a thread of its own.
+IDLE_WCHANS = (
+    "futex",
+    "ep_poll",
+    "do_epoll",
+    "do_select",
+    "do_sys_poll",
+    "poll_schedule",
+    "hrtimer",
+    "do_nanosleep",
+    "pipe_read",
+    "pipe_wait",
+    "unix_stream",
+    "sk_wait",
+    "inet_csk",
+    "do_sigtimedwait",
+    "do_signal_stop",
+    "ptrace_stop",
+    "wait_woken",
+)
+
+
+def family(name: str) -> str:
+    """A thread name without its trailing number: tf_Eigen12 -> tf_Eigen."""
+    return name.rstrip("0123456789-_/ ") or name
+
+
+def _stackless_status(states: str, cpu: float, elapsed: float, process_state: str) -> Status:
+    """status_of for a thread with no stack: it waits on nothing we can name, or on I/O."""
+    if process_state in ("T", "t"):
+        return Status.STOPPED
+    if elapsed > 0 and cpu / elapsed >= BUSY_CPU_FRACTION:
+        return Status.BUSY
+    if "D" in states:
+        return Status.STUCK
+    return Status.PARKED
+
+
+def _stackless(
+    pid: int, tid: int, name: str, role: str, k: _Kernel, rounds: int, process_state: str
+) -> Thread:
+    waits_on = WaitKind.IO if "D" in k.states else WaitKind.NONE
+    status = _stackless_status(k.states, k.cpu, k.elapsed, process_state)
+    return Thread(
+        pid,
+        tid,
+        name,
+        role,
+        status,
+        waits_on,
+        k.states,
+        k.wchan,
+        k.cpu,
+        k.elapsed,
+        False,
+        _NO_STACK,
+        _NO_STACK,
+        kernel_stack=k.kernel_stack,
+        state_rounds=k.rounds,
+    )
+
+
+_NO_STACK = Stack()
+
+
+class ThreadViews(NamedTuple):
+    threads: list[Thread]  # every thread with a stack, and every stuck or busy one
+    groups: list[ThreadGroup]  # the other threads, alike ones together
+
+
+class _Kernel(NamedTuple):
+    states: str
+    rounds: tuple[int, ...]
+    cpu: float
+    elapsed: float
+    wchan: str
+    name: str
+    last_round: int
+    kernel_stack: tuple[str, ...]
+
+
+_NO_KERNEL = _Kernel("", (), 0.0, 0.0, "", "", -1, ())
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number == number else 0.0  # NaN -> 0
+
+
+def _kernel_stack(values: Any) -> tuple[str, ...]:
+    """The last kernel stack captured (root-only in /proc), shortened to function names:
+    "[<0>] fuse_perform_write+0x1a/0x60" -> "fuse_perform_write"."""
+    stacks = [str(v) for v in values if isinstance(v, str) and v]
+    if not stacks:
+        return ()
+    return tuple(f.split("] ", 1)[-1].split("+", 1)[0] for f in stacks[-1].split(" <- "))
 
 
 def enclosing_with_locks(sources: dict[str, dict[str, str]], frame: Frame) -> list[str]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from postmortem.errors import UsageError
+from postmortem.outputs import check_not_in_dump, default_output, is_stdout, write_text
 
 FORMATS = ("speedscope", "folded", "chrome-trace")
+STACKS = ("auto", "pyspy", "pystack", "gdb")
 
 
 def export(
@@ -41,22 +42,19 @@ def export(
 ) -> int:
     """Export stacks to speedscope or folded format, events to a Chrome/Perfetto trace."""
     # pandas-heavy: imported when the command runs, so `capture` stays light.
-    from postmortem.exports import ExportFormat, default_output_name, export_text, write_new_file
-    from postmortem.loading import load_dump
+    from postmortem import analyze, load
+    from postmortem.render import RenderOptions, renderer
 
     if fmt_name not in FORMATS:
         raise UsageError(f"--format {fmt_name!r} is not one of {', '.join(FORMATS)}.")
-    fmt = ExportFormat(fmt_name)
-    loaded = load_dump(dump)
-    text = export_text(loaded, fmt, stacks=stacks)
-    if output is not None and str(output) == "-":
-        sys.stdout.write(text)
-        return 0
-    target = (
-        output
-        if output is not None
-        else dump.parent / default_output_name(dump.resolve().name, fmt)
-    )
-    write_new_file(target, text, force=force)
-    typer.echo(f"{fmt.value}: {target}")
+    if stacks not in STACKS:
+        raise UsageError(f"--stacks {stacks!r} is not one of {', '.join(STACKS)}.")
+    chosen = renderer(fmt_name)
+    target = output if output is not None else default_output(dump, chosen.suffix)
+    if not is_stdout(target):
+        check_not_in_dump(target, dump)
+    text = chosen.render(analyze(load(dump)), RenderOptions(stacks=stacks))
+    written = write_text(target, text, force=force)
+    if written is not None:
+        typer.echo(f"{fmt_name}: {written}")
     return 0

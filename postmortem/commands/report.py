@@ -7,13 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from postmortem.outputs import check_not_in_dump, default_output, is_stdout, write_text
+
 
 def report(
     dump: Annotated[Path, typer.Argument(help="Dump directory written by `postmortem capture`.")],
     output: Annotated[
         Optional[Path],
         typer.Option(
-            "--output", "-o", help="HTML file to write. Default: DUMP.html beside the dump."
+            "--output",
+            "-o",
+            help="HTML file to write ('-' for stdout). Default: DUMP.html beside the dump.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
@@ -21,14 +25,15 @@ def report(
     """Write one HTML file that opens offline: verdict, cluster map, thread states, merged
     stacks, timeline, checkpoint sizes, evidence and raw stacks. Attach it to the incident."""
     # pandas/plotly-heavy: imported when the command runs, so `capture` stays light.
-    from postmortem.analysis import analyze as run_analysis
-    from postmortem.loading import load_dump
-    from postmortem.report import default_report_path, write_report
+    from postmortem import analyze, load
+    from postmortem.render import RenderOptions, renderer
 
-    loaded = load_dump(dump)
-    verdict = run_analysis(loaded)
-    target = output if output is not None else default_report_path(dump)
-    write_report(loaded, verdict, target, force=force)
-    size = target.stat().st_size
-    typer.echo(f"report: {target} ({size / 1e6:.1f} MB)")
+    html = renderer("html")
+    target = output if output is not None else default_output(dump, html.suffix)
+    if not is_stdout(target):
+        check_not_in_dump(target, dump)
+    text = html.render(analyze(load(dump)), RenderOptions())
+    written = write_text(target, text, force=force)
+    if written is not None:
+        typer.echo(f"report: {written} ({written.stat().st_size / 1e6:.1f} MB)", err=False)
     return 0

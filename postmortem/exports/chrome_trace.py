@@ -7,13 +7,11 @@ process that listens on its address when the dump holds it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from typing import Any
 
-import pandas as pd
-
-from postmortem.exports.common import LogEvent, round_spans, tf_event_rows
-from postmortem.loading import Dump
+from postmortem.model import Incident
+from postmortem.render import Drawing, RenderOptions
 
 CAPTURE_PID = 0  # the capture's own rounds
 SYNTHETIC_PID_BASE = 10_000_000  # TF servers whose process the dump does not hold
@@ -23,20 +21,16 @@ def _us(seconds: float) -> float:
     return round(seconds * 1e6, 3)
 
 
-def trace_document(
-    dump: Dump,
-    log_events: list[LogEvent],
-    labels: Mapping[int, str],
-    pid_by_address: Mapping[str, int],
-) -> dict[str, Any]:
-    events: list[dict[str, Any]] = []
-    named: set[tuple[int, int]] = set()
-    process_named: set[int] = set()
+class _Trace:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._threads: set[tuple[int, int]] = set()
+        self._processes: set[int] = set()
 
-    def name_process(pid: int, name: str) -> None:
-        if pid not in process_named:
-            process_named.add(pid)
-            events.append(
+    def name_process(self, pid: int, name: str) -> None:
+        if pid not in self._processes:
+            self._processes.add(pid)
+            self.events.append(
                 {
                     "name": "process_name",
                     "ph": "M",
@@ -47,10 +41,10 @@ def trace_document(
                 }
             )
 
-    def name_thread(pid: int, tid: int, name: str) -> None:
-        if (pid, tid) not in named:
-            named.add((pid, tid))
-            events.append(
+    def name_thread(self, pid: int, tid: int, name: str) -> None:
+        if (pid, tid) not in self._threads:
+            self._threads.add((pid, tid))
+            self.events.append(
                 {
                     "name": "thread_name",
                     "ph": "M",
@@ -61,16 +55,22 @@ def trace_document(
                 }
             )
 
-    name_process(CAPTURE_PID, "postmortem capture")
-    name_thread(CAPTURE_PID, 0, "rounds")
-    for index, start, end in round_spans(dump):
+
+def trace_document(incident: Incident) -> dict[str, Any]:
+    trace = _Trace()
+    events = trace.events
+    labels = incident.process_labels()
+    timeline = incident.timeline
+    trace.name_process(CAPTURE_PID, "postmortem capture")
+    trace.name_thread(CAPTURE_PID, 0, "rounds")
+    for r in timeline.rounds:
         events.append(
             {
-                "name": f"round {index}",
+                "name": f"round {r.index}",
                 "cat": "capture",
                 "ph": "X",
-                "ts": _us(start),
-                "dur": _us(end - start),
+                "ts": _us(r.started_at),
+                "dur": _us(r.ended_at - r.started_at),
                 "pid": CAPTURE_PID,
                 "tid": 0,
                 "args": {},
@@ -79,56 +79,43 @@ def trace_document(
 
     server_pids: dict[str, int] = {}
     line_tids: dict[tuple[str, str, str], int] = {}
-    dropped_tf = 0
-    for row in tf_event_rows(dump):
-        if row.start_ns is None or pd.isna(row.start_ns):
-            dropped_tf += 1
-            continue
-        address = str(row.address)
-        if address not in server_pids:
-            server_pids[address] = pid_by_address.get(address) or SYNTHETIC_PID_BASE + len(
-                server_pids
-            )
-            pid = server_pids[address]
-            name_process(pid, labels.get(pid, f"TF server {address}"))
-        pid = server_pids[address]
-        key = (address, str(row.plane), str(row.line))
+    for e in timeline.tf_events:
+        if e.address not in server_pids:
+            server_pids[e.address] = e.pid or SYNTHETIC_PID_BASE + len(server_pids)
+            trace.name_process(server_pids[e.address], e.track)
+        pid = server_pids[e.address]
+        key = (e.address, e.plane, e.line)
         if key not in line_tids:
             line_tids[key] = 1000 + len(line_tids)
-            name_thread(pid, line_tids[key], f"{row.plane} / {row.line}")
-        duration = (
-            row.duration_ns if row.duration_ns is not None and not pd.isna(row.duration_ns) else 0
-        )
+            trace.name_thread(pid, line_tids[key], f"{e.plane} / {e.line}")
         events.append(
             {
-                "name": str(row.name or row.op or "?"),
-                "cat": "tf",
+                "name": e.name,
+                "cat": f"tf,{e.kind.value}",
                 "ph": "X",
-                "ts": round(float(row.start_ns) / 1000, 3),
-                "dur": round(float(duration) / 1000, 3),
+                "ts": _us(e.start),
+                "dur": _us(e.duration_s),
                 "pid": pid,
                 "tid": line_tids[key],
-                "args": {"node": str(row.node or ""), "op": str(row.op or ""), "address": address},
+                "args": {"node": e.node, "op": e.op, "address": e.address},
             }
         )
 
-    untimed = 0
     stream_tids: dict[tuple[int, str], int] = {}
-    for event in log_events:
+    for event in timeline.log_events:
         if event.time is None:
-            untimed += 1
             continue
         pid = event.pid if event.pid is not None else CAPTURE_PID
         if event.pid is not None:
-            name_process(pid, labels.get(pid, f"pid {pid}"))
+            trace.name_process(pid, labels.get(pid, f"pid {pid}"))
         stream = (pid, event.stream)
         if stream not in stream_tids:
             stream_tids[stream] = 1 + len(stream_tids)
-            name_thread(pid, stream_tids[stream], f"log {event.stream}")
+            trace.name_thread(pid, stream_tids[stream], f"log {event.stream}")
         events.append(
             {
-                "name": f"{event.kind}: {event.text[:80]}",
-                "cat": f"log,{event.kind}",
+                "name": f"{event.kind.value}: {event.text[:80]}",
+                "cat": f"log,{event.kind.value}",
                 "ph": "i",
                 "s": "t",
                 "ts": _us(event.time),
@@ -137,13 +124,43 @@ def trace_document(
                 "args": {"line": event.text, "line_no": event.line_no, "stream": event.stream},
             }
         )
+    for series in timeline.steps:
+        pid = series.pid if series.pid is not None else CAPTURE_PID
+        if series.pid is not None:
+            trace.name_process(pid, labels.get(pid, f"pid {pid}"))
+        for point in series.points:
+            if point.time is not None:
+                events.append(
+                    {
+                        "name": "step",
+                        "cat": "log,step",
+                        "ph": "C",
+                        "ts": _us(point.time),
+                        "pid": pid,
+                        "tid": 0,
+                        "args": {"step": point.step},
+                    }
+                )
     return {
         "traceEvents": events,
         "displayTimeUnit": "ms",
         "otherData": {
-            "dump": str(dump.path),
-            "host": dump.host,
-            "log_events_without_timestamp": untimed,
-            "tf_events_without_time": dropped_tf,
+            "dump": incident.dump.path,
+            "host": incident.dump.host,
+            "log_events_without_timestamp": timeline.untimed_log_events,
+            "tf_events_without_time": timeline.tf_events_without_time,
+            "step_lines_as_counters": timeline.step_lines_omitted,
         },
     }
+
+
+def draw(incident: Incident, options: RenderOptions) -> str:
+    return json.dumps(trace_document(incident), separators=(",", ":")) + "\n"
+
+
+CHROME_TRACE = Drawing(
+    "chrome-trace",
+    ".trace.json",
+    "TF profiler and log events (ui.perfetto.dev, chrome://tracing)",
+    draw,
+)

@@ -6,29 +6,37 @@ how many rounds saw exactly that stack. flamegraph.pl, inferno and speedscope re
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Mapping
 
-from postmortem.exports.common import StackSample
+from postmortem.exports import samples_for
+from postmortem.model import Incident, StackSample
+from postmortem.render import Drawing, RenderOptions
 
 # ';' separates frames and the last space the count: neither may appear inside a frame.
-UNSAFE = re.compile(r"[;\r\n\t]")
+UNSAFE = str.maketrans({";": ":", "\r": ":", "\n": ":", "\t": ":"})
 
 
 def folded_name(text: str) -> str:
-    return UNSAFE.sub(":", text)
+    return text.translate(UNSAFE)
 
 
-def folded_lines(samples: list[StackSample], labels: Mapping[int, str]) -> list[str]:
+def folded_lines(samples: list[StackSample], labels: dict[int, str]) -> list[str]:
     counts: Counter[str] = Counter()
     for s in samples:
         parts = [labels.get(s.pid, f"pid {s.pid}"), f"{s.thread_name or '?'} (tid {s.tid})"]
-        parts += [f.label for f in s.frames]
+        parts += [f.label for f in s.stack.root_first()]
         counts[";".join(folded_name(p) for p in parts)] += 1
     return [f"{stack} {count}" for stack, count in sorted(counts.items())]
 
 
-def folded_text(samples: list[StackSample], labels: Mapping[int, str]) -> str:
-    lines = folded_lines(samples, labels)
+def draw(incident: Incident, options: RenderOptions) -> str:
+    lines = folded_lines(samples_for(incident, options.stacks), incident.process_labels())
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+FOLDED = Drawing(
+    "folded",
+    ".folded",
+    "flame-graph input (flamegraph.pl, inferno)",
+    draw,
+)

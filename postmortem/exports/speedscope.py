@@ -6,17 +6,19 @@ a leading frame naming the thread so threads stay apart in the flame views.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
 from typing import Any
 
 from postmortem import __version__
-from postmortem.exports.common import FrameRef, StackSample
+from postmortem.exports import samples_for
+from postmortem.model import Frame, Incident, StackSample
+from postmortem.render import Drawing, RenderOptions
 
 SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 
 
 def speedscope_document(
-    samples: list[StackSample], labels: Mapping[int, str], name: str
+    samples: list[StackSample], labels: dict[int, str], name: str
 ) -> dict[str, Any]:
     frames: list[dict[str, Any]] = []
     index: dict[tuple[str, str, int], int] = {}
@@ -33,16 +35,18 @@ def speedscope_document(
             frames.append(entry)
         return index[key]
 
-    def ref_id(ref: FrameRef) -> int:
-        return frame_id(ref.function or "?", ref.filename, ref.line)
+    def ref_id(frame: Frame) -> int:
+        return frame_id(frame.function or "?", frame.filename, frame.line)
 
+    by_pid: dict[int, list[StackSample]] = {}
+    for s in samples:
+        by_pid.setdefault(s.pid, []).append(s)
     profiles = []
-    for pid in sorted({s.pid for s in samples}):
-        mine = [s for s in samples if s.pid == pid]
+    for pid in sorted(by_pid):
         stacks = [
             [frame_id(f"thread {s.thread_name or '?'} (tid {s.tid})")]
-            + [ref_id(f) for f in s.frames]
-            for s in mine
+            + [ref_id(f) for f in s.stack.root_first()]
+            for s in by_pid[pid]
         ]
         profiles.append(
             {
@@ -63,3 +67,20 @@ def speedscope_document(
         "activeProfileIndex": 0,
         "exporter": f"postmortem {__version__}",
     }
+
+
+def draw(incident: Incident, options: RenderOptions) -> str:
+    document = speedscope_document(
+        samples_for(incident, options.stacks),
+        incident.process_labels(),
+        f"postmortem {incident.dump.name}",
+    )
+    return json.dumps(document, separators=(",", ":")) + "\n"
+
+
+SPEEDSCOPE = Drawing(
+    "speedscope",
+    ".speedscope.json",
+    "stacks, one profile per process (speedscope.app)",
+    draw,
+)

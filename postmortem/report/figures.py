@@ -1,42 +1,52 @@
-"""Figure data for the HTML report: pure functions from loaded data and verdict facts to
-plotly figure specs (plain dicts, JSON-ready).
+"""Figure data for the HTML report: pure functions from the incident model to plotly
+figure specs (plain dicts, JSON-ready).
 
-Nothing here judges anything: statuses, problems, culprits and wait-for edges come from
-the verdict (`verdict.facts`, `verdict.finding`); the frames, states, sizes and events
-come from the loaded dump. Every string that came from a dump goes through `ptext`,
-because plotly renders a subset of HTML in labels and hover text.
+Nothing here judges or derives anything: statuses, problems, culprits, wait-for edges,
+event kinds and times all come from the `Incident`. What is decided here is only how to
+draw them (positions, colours, how many bars fit). Every string that came from a dump goes
+through `ptext`, because plotly renders a subset of HTML in labels and hover text.
 """
 
 from __future__ import annotations
 
 import html
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-
-from postmortem.exports.common import LogEvent, StackSample, log_track, records, round_spans
-from postmortem.loading import Dump
+from postmortem.model import (
+    CheckpointProgress,
+    Incident,
+    LogEvent,
+    LogKind,
+    Member,
+    StackNode,
+    Status,
+    TfEventKind,
+    Thread,
+    ThreadGroup,
+    Timeline,
+    WaitEdge,
+)
 
 Figure = dict[str, Any]
 
 FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13}
-STATUS_ORDER = ("stuck", "busy", "stopped", "parked", "unknown")
+STATUS_ORDER = tuple(Status)
 STATUS_COLORS = {
-    "stuck": "#d62728",
-    "busy": "#ff9f1c",
-    "stopped": "#7b3fb3",
-    "parked": "#c9d3df",
-    "unknown": "#eeeeee",
+    Status.STUCK: "#d62728",
+    Status.BUSY: "#ff9f1c",
+    Status.STOPPED: "#7b3fb3",
+    Status.PARKED: "#c9d3df",
+    Status.UNKNOWN: "#eeeeee",
 }
 LOG_STYLE = {
-    "error": ("x", "#d62728"),
-    "waiting": ("triangle-up", "#ff7f0e"),
-    "save": ("diamond", "#1f77b4"),
-    "step": ("circle", "#8c8c8c"),
+    LogKind.ERROR: ("x", "#d62728"),
+    LogKind.WAITING: ("triangle-up", "#ff7f0e"),
+    LogKind.SAVE: ("diamond", "#1f77b4"),
+    LogKind.STEP: ("circle", "#8c8c8c"),
 }
 MAX_THREAD_ROWS = 300
 MAX_TREE_NODES = 2500
@@ -82,12 +92,12 @@ class FigureSpec:
 # -- cluster map ----------------------------------------------------------------------
 
 
-def _member_category(member: Mapping[str, Any], culprit_role: str | None) -> str:
-    if culprit_role is not None and member.get("role") == culprit_role:
+def _member_category(member: Member, culprit_role: str | None) -> str:
+    if culprit_role is not None and member.role == culprit_role:
         return "culprit"
-    if not member.get("captured", member.get("pid") is not None):
+    if not member.captured:
         return "absent"
-    return "problems" if member.get("problems") else "healthy"
+    return "problems" if member.problems else "healthy"
 
 
 CATEGORY_STYLE = {
@@ -98,35 +108,30 @@ CATEGORY_STYLE = {
 }
 
 
-def cluster_positions(members: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+def cluster_positions(members: Sequence[Member]) -> dict[str, tuple[float, float]]:
     """role -> (x, y): one column per job (chief, ps, worker...), one row per task."""
     jobs = sorted(
-        {str(m.get("job", "")) for m in members},
+        {m.job for m in members},
         key=lambda j: (JOB_ORDER.index(j) if j in JOB_ORDER else len(JOB_ORDER), j),
     )
     positions: dict[str, tuple[float, float]] = {}
     for column, job in enumerate(jobs):
-        mine = sorted(
-            (m for m in members if str(m.get("job", "")) == job),
-            key=lambda m: (int(m.get("task") or 0), str(m.get("role"))),
-        )
+        mine = sorted((m for m in members if m.job == job), key=lambda m: (m.task, m.role))
         for row, m in enumerate(mine):
-            positions[str(m["role"])] = (float(column), -float(row))
+            positions[m.role] = (float(column), -float(row))
     return positions
 
 
 def cluster_map_figure(
-    members: Sequence[Mapping[str, Any]],
-    wait_for: Sequence[Mapping[str, Any]],
-    threads: Sequence[Mapping[str, Any]],
+    members: Sequence[Member],
+    wait_for: Sequence[WaitEdge],
+    status_counts: dict[str, dict[Status, int]],
     culprit_role: str | None,
 ) -> FigureSpec:
+    """`status_counts`: role -> threads per status (Incident.status_counts)."""
     if not members:
         return FigureSpec("cluster", None, "The dump names no cluster members.")
     positions = cluster_positions(members)
-    status_counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for t in threads:
-        status_counts[str(t.get("role"))][str(t.get("status"))] += 1
     traces = []
     for category, (name, symbol, color) in CATEGORY_STYLE.items():
         chosen = [m for m in members if _member_category(m, culprit_role) == category]
@@ -134,26 +139,24 @@ def cluster_map_figure(
             continue
         xs, ys, texts, hovers = [], [], [], []
         for m in chosen:
-            role = str(m["role"])
-            x, y = positions[role]
+            x, y = positions[m.role]
             xs.append(x)
             ys.append(y)
-            pid = m.get("pid")
             texts.append(
-                f"<b>{ptext(role)}</b><br>" + (f"pid {pid}" if pid is not None else "absent")
+                f"<b>{ptext(m.role)}</b><br>" + (f"pid {m.pid}" if m.pid is not None else "absent")
             )
             lines = [
-                f"<b>{ptext(role)}</b>",
-                f"address: {ptext(m.get('address') or '-')}",
-                f"pid: {pid if pid is not None else 'not in the dump'}",
+                f"<b>{ptext(m.role)}</b>",
+                f"address: {ptext(m.address or '-')}",
+                f"pid: {m.pid if m.pid is not None else 'not in the dump'}",
             ]
-            counts = status_counts.get(role)
+            counts = status_counts.get(m.role)
             if counts:
                 lines.append(
                     "threads: "
-                    + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
+                    + ", ".join(f"{counts[s]} {s.value}" for s in STATUS_ORDER if counts.get(s))
                 )
-            lines += [f"problem: {ptext(p, 160)}" for p in m.get("problems") or []]
+            lines += [f"problem: {ptext(p, 160)}" for p in m.problems]
             hovers.append("<br>".join(lines))
         traces.append(
             {
@@ -179,7 +182,7 @@ def cluster_map_figure(
         )
     annotations = []
     for edge in wait_for:
-        a, b = str(edge.get("from")), str(edge.get("to"))
+        a, b = edge.waiter, edge.waits_on
         if a not in positions or b not in positions or a == b:
             continue
         (ax, ay), (bx, by) = positions[a], positions[b]
@@ -201,13 +204,13 @@ def cluster_map_figure(
                 "standoff": 22,
                 "startstandoff": 22,
                 "text": "",
-                "hovertext": ptext(f"{a} waits on {b}: {edge.get('why', '')}", 200),
+                "hovertext": ptext(f"{a} waits on {b}: {edge.why}", 200),
             }
         )
     jobs = sorted({int(x) for x, _ in positions.values()})
     column_names: dict[int, str] = {}
     for m in members:
-        column_names[int(positions[str(m["role"])][0])] = str(m.get("job", ""))
+        column_names[int(positions[m.role][0])] = m.job
     rows = max(1, len({y for _, y in positions.values()}))
     layout = base_layout("Cluster map: who waits on whom", max(260, 80 * rows + 130))
     layout.update(
@@ -237,7 +240,7 @@ def cluster_map_figure(
 @dataclass
 class ThreadRow:
     label: str
-    status: str
+    status: Status
     pid: int
     role: str
     count: int
@@ -245,103 +248,74 @@ class ThreadRow:
     hover: str
 
 
-def _name_family(name: str) -> str:
-    return name.rstrip("0123456789-_/ ") or name
-
-
 def thread_rows(
-    dump: Dump, threads: Sequence[Mapping[str, Any]], process_order: Sequence[int]
+    threads: Sequence[Thread], groups: Sequence[ThreadGroup], process_order: Sequence[int]
 ) -> list[ThreadRow]:
-    """One row per Python (or stuck / busy) thread; other threads grouped by name family."""
-    kernel: dict[tuple[int, int], dict[int, str]] = defaultdict(dict)
-    for r in records(dump.threads):
-        kernel[(int(r.pid), int(r.tid))][int(r.round)] = str(r.state)
-    python = {(int(p), int(t)) for p, t in dump.py_threads[["pid", "tid"]].itertuples(index=False)}
+    """One row per thread worth one (a stack, stuck or busy), one per group of alike threads."""
     rank = {pid: i for i, pid in enumerate(process_order)}
     rows: list[ThreadRow] = []
-    groups: dict[tuple[int, str, str, tuple[tuple[int, str], ...]], list[Mapping[str, Any]]] = {}
     for t in threads:
-        pid, tid = int(t["pid"]), int(t["tid"])
-        status = str(t.get("status") or "unknown")
-        states = kernel.get((pid, tid), {})
-        if (pid, tid) in python or status in ("stuck", "busy"):
-            lines = [
-                f"<b>{ptext(t.get('name'))}</b> (tid {tid}) in {ptext(t.get('role'))}",
-                f"status: <b>{ptext(status)}</b>"
-                + (f", waits on {ptext(t['waits_on'])}" if t.get("waits_on") else ""),
-                f"CPU {t.get('cpu_seconds', 0)} s, wchan {ptext(t.get('wchan') or '-')}",
-            ]
-            if t.get("stack"):
-                lines.append("stack: " + ptext(t["stack"], 200).replace(" &lt;- ", "<br>  &lt;- "))
-            rows.append(
-                ThreadRow(
-                    f"{ptext(t.get('role'))} \u00b7 {ptext(t.get('name'), 40)} #{tid}",
-                    status,
-                    pid,
-                    str(t.get("role")),
-                    1,
-                    states,
-                    "<br>".join(lines),
-                )
+        lines = [
+            f"<b>{ptext(t.name)}</b> (tid {t.tid}) in {ptext(t.role)}",
+            f"status: <b>{t.status.value}</b>"
+            + (f", waits on {t.waits_on.value}" if t.waits_on.value else ""),
+            f"CPU {t.cpu_seconds:.3f} s, wchan {ptext(t.wchan or '-')}",
+        ]
+        if t.stack:
+            text = " <- ".join(f.function for f in t.stack.frames[:8])
+            lines.append("stack: " + ptext(text, 200).replace(" &lt;- ", "<br>  &lt;- "))
+        rows.append(
+            ThreadRow(
+                f"{ptext(t.role)} \u00b7 {ptext(t.name, 40)} #{t.tid}",
+                t.status,
+                t.pid,
+                t.role,
+                1,
+                dict(t.kernel_states),
+                "<br>".join(lines),
             )
+        )
+    for g in groups:
+        if g.count == 1:
+            label = f"{ptext(g.role)} \u00b7 {ptext(g.family, 40)} #{g.tids[0]}"
         else:
-            key = (
-                pid,
-                _name_family(str(t.get("name") or "")),
-                status,
-                tuple(sorted(states.items())),
-            )
-            groups.setdefault(key, []).append(t)
-    for (pid, family, status, state_items), members in groups.items():
-        role = str(members[0].get("role"))
-        first = members[0]
-        if len(members) == 1:
-            label = f"{ptext(role)} \u00b7 {ptext(first.get('name'), 40)} #{first['tid']}"
-        else:
-            label = f"{ptext(role)} \u00b7 {ptext(family, 40)}* \u00d7{len(members)}"
+            label = f"{ptext(g.role)} \u00b7 {ptext(g.family, 40)}* \u00d7{g.count}"
         hover = (
-            f"<b>{len(members)} native thread(s)</b> {ptext(family)}* in {ptext(role)}<br>"
-            f"status: <b>{ptext(status)}</b>, wchan {ptext(first.get('wchan') or '-')}<br>"
+            f"<b>{g.count} native thread(s)</b> {ptext(g.family)}* in {ptext(g.role)}<br>"
+            f"status: <b>{g.status.value}</b>, wchan {ptext(g.wchan or '-')}<br>"
             "tids: "
-            + ptext(
-                ", ".join(str(m["tid"]) for m in members[:12])
-                + (" ..." if len(members) > 12 else "")
-            )
+            + ptext(", ".join(str(t) for t in g.tids[:12]) + (" ..." if g.count > 12 else ""))
         )
-        rows.append(ThreadRow(label, status, pid, role, len(members), dict(state_items), hover))
-    rows.sort(
-        key=lambda r: (
-            rank.get(r.pid, len(rank)),
-            STATUS_ORDER.index(r.status) if r.status in STATUS_ORDER else 9,
-            r.label,
+        rows.append(
+            ThreadRow(label, g.status, g.pid, g.role, g.count, dict(g.kernel_states), hover)
         )
-    )
+    rows.sort(key=lambda r: (rank.get(r.pid, len(rank)), r.status.rank, r.label))
     return rows
 
 
 def thread_states_figure(
-    dump: Dump, threads: Sequence[Mapping[str, Any]], process_order: Sequence[int]
+    threads: Sequence[Thread],
+    groups: Sequence[ThreadGroup],
+    rounds: Sequence[int],
+    process_order: Sequence[int],
 ) -> FigureSpec:
-    legend = [(s, STATUS_COLORS[s]) for s in STATUS_ORDER[:4]]
-    rows = thread_rows(dump, threads, process_order)
+    legend = [(s.value, STATUS_COLORS[s]) for s in STATUS_ORDER[:4]]
+    rows = thread_rows(threads, groups, process_order)
     if not rows:
         return FigureSpec("threads", None, "The dump holds no thread states.", legend)
     note = ""
     if len(rows) > MAX_THREAD_ROWS:
         note = f"Showing the first {MAX_THREAD_ROWS} of {len(rows)} rows (stuck and busy first)."
         rows = rows[:MAX_THREAD_ROWS]
-    rounds = sorted({int(r) for r in dump.rounds["index"]}) or sorted(
-        {rnd for row in rows for rnd in row.states}
-    )
-    code = {s: i for i, s in enumerate(STATUS_ORDER)}
+    columns = sorted(set(rounds)) or sorted({rnd for row in rows for rnd in row.states})
     z, text, hover = [], [], []
     for row in rows:
-        z.append([code.get(row.status, 4) if rnd in row.states else None for rnd in rounds])
-        text.append([ptext(row.states.get(rnd, "")) for rnd in rounds])
+        z.append([row.status.rank if rnd in row.states else None for rnd in columns])
+        text.append([ptext(row.states.get(rnd, "")) for rnd in columns])
         hover.append(
             [
                 f"{row.hover}<br>round {rnd}: kernel state {ptext(row.states.get(rnd, 'not read'))}"
-                for rnd in rounds
+                for rnd in columns
             ]
         )
     n = len(STATUS_ORDER)
@@ -351,7 +325,7 @@ def thread_states_figure(
     trace = {
         "type": "heatmap",
         "z": z,
-        "x": [f"round {r}" for r in rounds],
+        "x": [f"round {r}" for r in columns],
         "y": [row.label for row in rows],
         "text": text,
         "texttemplate": "%{text}",
@@ -380,99 +354,49 @@ def thread_states_figure(
 
 # -- merged stack tree -----------------------------------------------------------------
 
-
-def last_samples(samples: Iterable[StackSample]) -> list[StackSample]:
-    """Each thread's stack in the last round that saw it."""
-    latest: dict[tuple[int, int], StackSample] = {}
-    for s in samples:
-        key = (s.pid, s.tid)
-        if key not in latest or s.round > latest[key].round:
-            latest[key] = s
-    return [latest[k] for k in sorted(latest)]
-
-
-@dataclass
-class TreeNode:
-    label: str
-    file: str
-    depth: int
-    children: dict[tuple[str, str, int], TreeNode] = field(default_factory=dict)
-    processes: set[int] = field(default_factory=set)
-    threads: list[str] = field(default_factory=list)
-    status: str = "unknown"  # the most telling status of the threads through it
-
-
-def _worse(a: str, b: str) -> str:
-    rank = {s: i for i, s in enumerate(STATUS_ORDER)}
-    return a if rank.get(a, 9) <= rank.get(b, 9) else b
-
-
-def stack_tree(
-    samples: Sequence[StackSample],
-    labels: Mapping[int, str],
-    statuses: Mapping[tuple[int, int], str] | None = None,
-) -> TreeNode:
-    root = TreeNode(f"all threads ({len(samples)})", "", 0)
-    for s in samples:
-        status = (statuses or {}).get((s.pid, s.tid), "unknown")
-        node = root
-        node.processes.add(s.pid)
-        node.threads.append(f"{s.thread_name} ({labels.get(s.pid, s.pid)})")
-        for frame in s.frames:
-            key = (frame.function, frame.filename, frame.line)
-            child = node.children.get(key)
-            if child is None:
-                child = TreeNode(frame.label, frame.filename, node.depth + 1)
-                node.children[key] = child
-            child.processes.add(s.pid)
-            child.threads.append(f"{s.thread_name} ({labels.get(s.pid, s.pid)})")
-            child.status = _worse(child.status, status)
-            node = child
-    return root
-
-
 TREE_COLORS = {
-    "stuck": "#e57373",
-    "busy": "#ffb74d",
-    "stopped": "#b39ddb",
-    "parked": "#b0c4de",
-    "unknown": "#dddddd",
+    Status.STUCK: "#e57373",
+    Status.BUSY: "#ffb74d",
+    Status.STOPPED: "#b39ddb",
+    Status.PARKED: "#b0c4de",
+    Status.UNKNOWN: "#dddddd",
 }
 
 
 def stack_tree_figure(
-    samples: Sequence[StackSample],
-    labels: Mapping[int, str],
+    root: StackNode | None,
+    labels: dict[int, str],
     source: str,
     culprit_pid: int | None = None,
-    statuses: Mapping[tuple[int, int], str] | None = None,
 ) -> FigureSpec:
     """Icicle of the merged stacks; a frame's colour is the worst status through it."""
-    chosen = last_samples(samples)
-    legend = [(s, TREE_COLORS[s]) for s in STATUS_ORDER[:4]]
-    if not chosen:
+    legend = [(s.value, TREE_COLORS[s]) for s in STATUS_ORDER[:4]]
+    if root is None or not root.threads:
         return FigureSpec("stacks", None, "The dump holds no stacks.", legend)
-    root = stack_tree(chosen, labels, statuses)
     ids: list[str] = []
     parents: list[str] = []
     names: list[str] = []
     values: list[int] = []
     custom: list[list[str]] = []
     colors: list[str] = []
-    queue: list[tuple[TreeNode, str]] = [(root, "")]
+    node_ids: dict[int, str] = {}
     truncated = 0
-    while queue:
-        node, parent = queue.pop(0)
+    for node, parent in root.walk():
         if len(ids) >= MAX_TREE_NODES:
             truncated += 1
             continue
+        if parent is not None and id(parent) not in node_ids:
+            truncated += 1  # its parent was cut
+            continue
         node_id = f"n{len(ids)}"
+        node_ids[id(node)] = node_id
         ids.append(node_id)
-        parents.append(parent)
-        names.append(ptext(node.label, 90))
+        parents.append(node_ids[id(parent)] if parent is not None else "")
+        label = node.frame.label if node.frame is not None else f"all threads ({len(node.threads)})"
+        names.append(ptext(label, 90))
         values.append(len(node.threads))
-        colors.append(TREE_COLORS.get(node.status, TREE_COLORS["unknown"]) if parent else "#f4f6f8")
-        procs = sorted(node.processes)
+        colors.append(TREE_COLORS[node.status] if parent is not None else "#f4f6f8")
+        procs = list(node.processes)
         culprit_mark = " (culprit)" if culprit_pid in node.processes else ""
         custom.append(
             [
@@ -482,11 +406,10 @@ def stack_tree_figure(
                 )
                 + culprit_mark,
                 ptext("; ".join(node.threads[:6]) + (" ..." if len(node.threads) > 6 else ""), 400),
-                ptext(node.file, 160),
-                node.status if parent else "",
+                ptext(node.frame.filename if node.frame is not None else "", 160),
+                node.status.value if parent is not None else "",
             ]
         )
-        queue.extend((child, node_id) for child in node.children.values())
     trace = {
         "type": "icicle",
         "ids": ids,
@@ -519,33 +442,26 @@ def stack_tree_figure(
 
 # -- timeline ---------------------------------------------------------------------------
 
-
-def _tf_kind(name: str) -> str:
-    lowered = name.lower()
-    if any(k in lowered for k in ("save", "restore", "mergev2", "checkpoint")):
-        return "checkpoint op"
-    if any(k in lowered for k in ("_send", "_recv", "recvtensor", "rendezvous", "grpc")):
-        return "transfer"
-    return "TF op"
-
-
 TF_COLORS = {
-    "checkpoint op": "#d62728",
-    "transfer": "#ff9f1c",
-    "TF op": "#4e79a7",
+    TfEventKind.CHECKPOINT_OP.value: "#d62728",
+    TfEventKind.TRANSFER.value: "#ff9f1c",
+    TfEventKind.OP.value: "#4e79a7",
     "capture round": "#b8c4d6",
 }
 
 
-def tf_seconds(start_ns: float, capture_start: float) -> float:
-    """Profiler times are Unix nanoseconds; a small value is an offset into the capture."""
-    return start_ns / 1e9 if start_ns > 1e17 else capture_start + start_ns / 1e9
+def _thin(events: list[LogEvent], limit: int) -> tuple[list[LogEvent], bool]:
+    """Keep every non-step mark and an even spread of step marks, `limit` in all."""
+    if len(events) <= limit:
+        return events, False
+    keep = [e for e in events if e.kind is not LogKind.STEP]
+    steps = [e for e in events if e.kind is LogKind.STEP]
+    room = max(limit - len(keep), 0)
+    stride = max(1, -(-len(steps) // room)) if room else len(steps) + 1
+    return sorted(keep[:limit] + steps[::stride][:room], key=lambda e: e.time or 0.0), True
 
 
-def timeline_figure(
-    dump: Dump, events: Sequence[LogEvent], labels: Mapping[int, str]
-) -> FigureSpec:
-    capture_start = float(dump.manifest.get("started_at") or 0)
+def timeline_figure(timeline: Timeline) -> FigureSpec:
     bars: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
 
     def add_bar(kind: str, track: str, start: float, seconds: float, hover: str) -> None:
@@ -555,34 +471,31 @@ def timeline_figure(
         bar["x"].append(max(seconds * 1000, 0.05))  # ms; a sliver stays visible
         bar["hovertext"].append(hover)
 
-    for index, start, end in round_spans(dump):
+    for r in timeline.rounds:
+        seconds = r.ended_at - r.started_at
         add_bar(
             "capture round",
             "capture rounds",
-            start,
-            end - start,
-            f"capture round {index}<br>{end - start:.3f} s",
+            r.started_at,
+            seconds,
+            f"capture round {r.index}<br>{seconds:.3f} s",
         )
-    tf = dump.tf_events.dropna(subset=["start_ns"]) if not dump.tf_events.empty else dump.tf_events
+    tf = list(timeline.tf_events)
     note_parts = []
     if len(tf) > MAX_TF_BARS:
         note_parts.append(
             f"the {MAX_TF_BARS} longest of {len(tf)} TF events are drawn "
             "(the chrome-trace export has all)"
         )
-        tf = tf.assign(_d=tf["duration_ns"].fillna(0)).nlargest(MAX_TF_BARS, "_d")
-    for r in records(tf):
-        name = str(r.name or r.op or "?")
-        start = tf_seconds(float(r.start_ns), capture_start)
-        duration = float(r.duration_ns or 0) / 1e9 if not pd.isna(r.duration_ns) else 0.0
-        track = ptext(f"TF {r.address} \u00b7 {r.line}", 60)
+        tf = sorted(tf, key=lambda e: e.duration_s, reverse=True)[:MAX_TF_BARS]
+    for e in tf:
         add_bar(
-            _tf_kind(name),
-            track,
-            start,
-            duration,
-            f"<b>{ptext(name, 120)}</b><br>{ptext(r.address)} {ptext(r.plane, 60)} / "
-            f"{ptext(r.line, 60)}<br>{duration * 1000:.3f} ms",
+            e.kind.value,
+            ptext(f"TF {e.address} \u00b7 {e.line}", 60),
+            e.start,
+            e.duration_s,
+            f"<b>{ptext(e.name, 120)}</b><br>{ptext(e.address)} {ptext(e.plane, 60)} / "
+            f"{ptext(e.line, 60)}<br>{e.duration_s * 1000:.3f} ms",
         )
     traces = [
         {
@@ -598,28 +511,22 @@ def timeline_figure(
         }
         for kind, bar in bars.items()
     ]
-    timed = [e for e in events if e.time is not None]
-    untimed = len(events) - len(timed)
-    if len(timed) > MAX_LOG_MARKS:
-        keep = [e for e in timed if e.kind != "step"]
-        steps = [e for e in timed if e.kind == "step"]
-        room = max(MAX_LOG_MARKS - len(keep), 0)
-        stride = max(1, -(-len(steps) // room)) if room else len(steps) + 1
-        timed = sorted(keep[:MAX_LOG_MARKS] + steps[::stride][:room], key=lambda e: e.time or 0.0)
+    timed, thinned = _thin([e for e in timeline.log_events if e.time is not None], MAX_LOG_MARKS)
+    if thinned:
         note_parts.append("step lines are thinned out")
     for kind, (symbol, color) in LOG_STYLE.items():
-        mine = [e for e in timed if e.kind == kind]
+        mine = [e for e in timed if e.kind is kind]
         if not mine:
             continue
         traces.append(
             {
                 "type": "scatter",
                 "mode": "markers",
-                "name": f"log: {kind}",
+                "name": f"log: {kind.value}",
                 "x": [local_time(e.time or 0.0) for e in mine],
-                "y": [ptext(log_track(e, labels), 60) for e in mine],
+                "y": [ptext(e.track, 60) for e in mine],
                 "hovertext": [
-                    f"<b>{kind}</b> line {e.line_no}<br>{ptext(e.text, 240)}" for e in mine
+                    f"<b>{kind.value}</b> line {e.line_no}<br>{ptext(e.text, 240)}" for e in mine
                 ],
                 "hoverinfo": "text",
                 "marker": {
@@ -630,6 +537,7 @@ def timeline_figure(
                 },
             }
         )
+    untimed = timeline.untimed_log_events
     if untimed:
         note_parts.append(
             f"{untimed} log event(s) carry no timestamp and are listed in the log table only"
@@ -661,12 +569,9 @@ def timeline_figure(
 
 # -- checkpoint sizes ----------------------------------------------------------------------
 
-MAX_FILE_LINES = 10
 
-
-def checkpoint_figure(dump: Dump, progress: Mapping[str, Mapping[str, Any]]) -> FigureSpec:
-    rounds = dump.checkpoint_rounds
-    if rounds.empty:
+def checkpoint_figure(checkpoints: Sequence[CheckpointProgress]) -> FigureSpec:
+    if not checkpoints:
         return FigureSpec(
             "checkpoint",
             None,
@@ -674,33 +579,28 @@ def checkpoint_figure(dump: Dump, progress: Mapping[str, Mapping[str, Any]]) -> 
         )
     traces: list[dict[str, Any]] = []
     annotations = []
-    files = dump.checkpoint_files
-    for directory, grp in rounds.sort_values("round").groupby("dir"):
-        label = ptext(directory, 80)
-        xs = [
-            local_time(float(t)) if t is not None and not pd.isna(t) else None for t in grp["time"]
-        ]
-        totals = [int(v) for v in grp["total_bytes"]]
-        facts = progress.get(str(directory), {})
-        state = ("growing" if facts.get("growing") else "not growing") if facts else ""
+    for progress in checkpoints:
+        label = ptext(progress.dir, 80)
+        xs = [local_time(t) for t in progress.times]
+        state = "growing" if progress.growing else "not growing"
+        if progress.exists is False:
+            state = "the directory does not exist"
         traces.append(
             {
                 "type": "scatter",
                 "mode": "lines+markers",
                 "name": f"{label} total",
                 "x": xs,
-                "y": totals,
+                "y": list(progress.sizes),
                 "line": {"width": 3},
-                "hovertemplate": f"{label}<br>%{{y:,}} bytes in all files"
-                f"{(' (' + state + ')') if state else ''}"
-                "<extra></extra>",
+                "hovertemplate": f"{label}<br>%{{y:,}} bytes in all files ({state})<extra></extra>",
             }
         )
-        for t, timed_out in zip(xs, grp["listing_timed_out"], strict=False):
-            if timed_out:
+        for rnd, x in zip(progress.rounds, xs, strict=True):
+            if rnd in progress.timed_out_rounds:
                 annotations.append(
                     {
-                        "x": t,
+                        "x": x,
                         "y": 0,
                         "text": "listing timed out",
                         "showarrow": True,
@@ -708,27 +608,17 @@ def checkpoint_figure(dump: Dump, progress: Mapping[str, Mapping[str, Any]]) -> 
                         "font": {"color": "#d62728"},
                     }
                 )
-        mine = files[files["dir"] == directory] if not files.empty else files
-        if mine.empty:
-            continue
-        biggest = (
-            mine.groupby("name")["size"]
-            .max()
-            .sort_values(ascending=False)
-            .head(MAX_FILE_LINES)
-            .index
-        )
-        for name in biggest:
-            per_round = mine[mine["name"] == name].sort_values("round")
+        for f in progress.files:
+            points = [(x, size) for x, size in zip(xs, f.sizes, strict=True) if size is not None]
             traces.append(
                 {
                     "type": "scatter",
                     "mode": "lines+markers",
-                    "name": ptext(name, 60),
-                    "x": [local_time(float(t)) for t in per_round["time"]],
-                    "y": [int(s or 0) for s in per_round["size"]],
+                    "name": ptext(f.name, 60),
+                    "x": [x for x, _ in points],
+                    "y": [size for _, size in points],
                     "line": {"dash": "dot"},
-                    "hovertemplate": f"{ptext(name, 120)}<br>%{{y:,}} bytes<extra></extra>",
+                    "hovertemplate": f"{ptext(f.name, 120)}<br>%{{y:,}} bytes<extra></extra>",
                 }
             )
     layout = base_layout("Checkpoint directory: file sizes per capture round", 420)
@@ -748,3 +638,29 @@ def checkpoint_figure(dump: Dump, progress: Mapping[str, Mapping[str, Any]]) -> 
         }
     )
     return FigureSpec("checkpoint", {"data": traces, "layout": layout})
+
+
+def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str, FigureSpec]:
+    culprit = incident.verdict.culprit
+    return {
+        "cluster": cluster_map_figure(
+            incident.members,
+            incident.wait_for,
+            {m.role: incident.status_counts(m.pid) for m in incident.members if m.pid},
+            culprit.role if culprit else None,
+        ),
+        "threads": thread_states_figure(
+            incident.threads,
+            incident.thread_groups,
+            [r.index for r in incident.timeline.rounds],
+            process_order,
+        ),
+        "stacks": stack_tree_figure(
+            incident.stack_tree,
+            incident.process_labels(),
+            incident.tree_source.value if incident.tree_source else "none",
+            culprit.pid if culprit else None,
+        ),
+        "timeline": timeline_figure(incident.timeline),
+        "checkpoint": checkpoint_figure(incident.checkpoints),
+    }

@@ -17,12 +17,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-import pandas as pd
-
 from postmortem import __version__
-from postmortem.analysis import Finding, Verdict
-from postmortem.exports.common import LogEvent, log_track, records
-from postmortem.loading import Dump
+from postmortem.model import (
+    Finding,
+    Incident,
+    LogEvent,
+    LogKind,
+    Member,
+    Process,
+    StackSample,
+    Thread,
+    WaitEdge,
+)
+from postmortem.render.text import culprit_text as _culprit_text
 from postmortem.report.figures import STATUS_COLORS, FigureSpec
 
 CSP = (
@@ -82,9 +89,12 @@ def plotly_js() -> str:
 
 
 def fmt_time(seconds: object) -> str:
-    if not isinstance(seconds, (int, float)) or pd.isna(seconds):
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(seconds)))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(seconds)))
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def table(
@@ -110,25 +120,27 @@ def table(
 
 
 def culprit_text(finding: Finding) -> str:
-    c = finding.culprit
-    if c is None:
-        return "none named"
-    pid = f"pid {c.pid}" if c.pid is not None else "absent from the dump"
-    return f"{c.role} ({pid}, host {c.host})" + (f": {c.state}" if c.state else "")
+    text = _culprit_text(finding.culprit)
+    return "none named" if text == "none" else text
 
 
-def verdict_section(dump: Dump, verdict: Verdict) -> str:
-    top = verdict.finding
-    no_hang = top.hang_class.value in ("no-hang-found", "save-progressing")
+def verdict_section(incident: Incident) -> str:
+    top = incident.verdict.finding
+    no_hang = not top.hang_class.is_hang
     culprit_class = ' class="culprit"' if top.culprit else ""
     others = ", ".join(
-        f"{esc(f.hang_class.value)} ({f.confidence:.0%})" for f in verdict.findings[1:]
+        f"{esc(f.hang_class.value)} ({f.confidence:.0%})" for f in incident.verdict.findings[1:]
     )
     warning = ""
-    if not dump.manifest.get("complete", True):
+    if not incident.dump.complete:
         warning = (
             '<p class="warning">The capture was interrupted: the dump holds only the '
             "rounds it finished.</p>"
+        )
+    if incident.load_problems:
+        warning += (
+            f'<p class="warning">{len(incident.load_problems)} file(s) of the dump could not be '
+            'used; see <a href="#capture">Capture</a>.</p>'
         )
     return (
         f'<section id="verdict" class="verdict{" no-hang" if no_hang else ""}">'
@@ -173,42 +185,43 @@ def figure_block(spec: FigureSpec, title: str, intro: str, extra: str = "") -> s
     )
 
 
-def members_table(members: Sequence[Mapping[str, Any]], culprit_role: str | None) -> str:
+def members_table(members: Sequence[Member], culprit_role: str | None) -> str:
     rows = []
     for m in members:
-        role = str(m.get("role"))
-        mark = ' <b class="bad">culprit</b>' if role == culprit_role else ""
-        pid = m.get("pid")
+        mark = ' <b class="bad">culprit</b>' if m.role == culprit_role else ""
         rows.append(
             [
-                esc(role) + mark,
-                esc(m.get("address") or "-"),
-                esc(pid) if pid is not None else "<i>absent</i>",
-                "<br>".join(esc(p) for p in m.get("problems") or []) or "-",
+                esc(m.role) + mark,
+                esc(m.address or "-"),
+                esc(m.pid) if m.pid is not None else "<i>absent</i>",
+                "<br>".join(esc(p) for p in m.problems) or "-",
             ]
         )
     return table(["member", "address", "pid", "problems"], rows, ("", "mono", "", "wrap"))
 
 
-def wait_for_table(edges: Sequence[Mapping[str, Any]]) -> str:
+def wait_for_table(edges: Sequence[WaitEdge]) -> str:
     if not edges:
         return '<p class="note">No wait-for edges between processes.</p>'
     return "<h3>Wait-for edges</h3>" + table(
         ["waiter", "waits on", "why"],
-        ([esc(e.get("from")), esc(e.get("to")), esc(e.get("why"))] for e in edges),
+        ([esc(e.waiter), esc(e.waits_on), esc(e.why)] for e in edges),
     )
 
 
-def evidence_section(verdict: Verdict) -> str:
+def evidence_section(incident: Incident) -> str:
     parts = ['<section id="evidence"><h2>Evidence behind each finding</h2>']
-    for index, f in enumerate(verdict.findings):
+    for index, f in enumerate(incident.verdict.findings):
         rows = ([esc(e.process or "-"), esc(e.what), esc(e.source)] for e in f.evidence)
+        explained = (
+            f" &middot; <i>explained by {esc(f.explained_by.value)}</i>" if f.explained_by else ""
+        )
         parts.append(
             f'<details{" open" if index == 0 else ""} data-finding="{esc(f.hang_class.value)}">'
             f"<summary>{esc(f.hang_class.value)} ({f.confidence:.0%}): {esc(f.summary)}"
             "</summary>"
             f"<p><b>culprit</b> {esc(culprit_text(f))} &middot; <b>blocking op</b> "
-            f"<code>{esc(f.blocking_op or '-')}</code></p><p><b>fix</b> {esc(f.fix)}</p>"
+            f"<code>{esc(f.blocking_op or '-')}</code>{explained}</p><p><b>fix</b> {esc(f.fix)}</p>"
             + table(["process", "fact", "source"], rows, ("", "wrap", "mono"))
             + "</details>"
         )
@@ -216,50 +229,42 @@ def evidence_section(verdict: Verdict) -> str:
     return "".join(parts)
 
 
-def _thread_head(
-    pid: int, tid: int, name: str, statuses: Mapping[tuple[int, int], Mapping[str, Any]]
-) -> str:
-    info = statuses.get((pid, tid), {})
+def _thread_head(tid: int, name: str, threads: Mapping[int, Thread]) -> str:
     head = f'Thread {tid} "{name}"'
-    if info:
-        head += (
-            f" [{info.get('status')}"
-            + (f", waits on {info['waits_on']}" if info.get("waits_on") else "")
-            + "]"
-        )
-        if info.get("states"):
-            head += f" kernel {info['states']}"
-        if info.get("wchan"):
-            head += f" wchan {info['wchan']}"
+    info = threads.get(tid)
+    if info is not None:
+        waits = f", waits on {info.waits_on.value}" if info.waits_on.value else ""
+        head += f" [{info.status.value}{waits}]"
+        if info.states:
+            head += f" kernel {info.states}"
+        if info.wchan:
+            head += f" wchan {info.wchan}"
     return head
 
 
 def raw_stacks(
-    dump: Dump,
-    pid: int,
-    statuses: Mapping[tuple[int, int], Mapping[str, Any]],
-    limit: int = MAX_STACK_TEXT,
+    samples: Sequence[StackSample], threads: Mapping[int, Thread], limit: int = MAX_STACK_TEXT
 ) -> str:
-    """Every thread's stacks in the last round that saw it, as py-spy dump prints them;
-    threads with identical stacks (a pool's workers) are printed once."""
-    frames = dump.frames[dump.frames["pid"] == pid] if not dump.frames.empty else dump.frames
-    if frames.empty:
+    """One process's stacks in the last round that saw them, per tool, as py-spy prints
+    them; threads with identical stacks (a pool's workers) are printed once."""
+    if not samples:
         return ""
     lines: list[str] = []
-    for source, by_source in frames.groupby("source", sort=False):
-        last = int(by_source["round"].max())
+    by_source: dict[str, list[StackSample]] = defaultdict(list)
+    for s in samples:
+        by_source[s.source.value].append(s)
+    for source, mine in by_source.items():
+        last = max(s.round for s in mine)
         lines.append(f"== {source}, round {last} ==")
         stacks: dict[tuple[str, ...], list[str]] = {}
-        tid: Any
-        for tid, grp in by_source[by_source["round"] == last].groupby("tid", sort=True):
+        for s in sorted((s for s in mine if s.round == last), key=lambda s: s.tid):
             body = []
-            for r in records(grp.sort_values("depth")):
-                where = f"{r.filename}:{r.line}" if r.filename else "?"
-                body.append(f"    {r.function} ({where})")
-                if r.code:
-                    body.append(f"        {str(r.code).strip()}")
-            head = _thread_head(pid, int(tid), str(grp["thread_name"].iloc[0]), statuses)
-            stacks.setdefault(tuple(body), []).append(head)
+            for f in s.stack:
+                where = f"{f.filename}:{f.line}" if f.filename else "?"
+                body.append(f"    {f.function} ({where})")
+                if f.code:
+                    body.append(f"        {f.code.strip()}")
+            stacks.setdefault(tuple(body), []).append(_thread_head(s.tid, s.thread_name, threads))
         for body_lines, heads in stacks.items():
             if len(heads) > 1:
                 lines.append(f"{len(heads)} threads with this stack:")
@@ -276,36 +281,38 @@ def raw_stacks(
     return text
 
 
-def processes_section(dump: Dump, verdict: Verdict, roles: Mapping[int, str]) -> str:
-    statuses = {(int(t["pid"]), int(t["tid"])): t for t in verdict.facts.get("threads", [])}
-    status_by_pid: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for t in verdict.facts.get("threads", []):
-        status_by_pid[int(t["pid"])][str(t.get("status"))] += 1
-    states: dict[int, str] = defaultdict(str)
-    if not dump.process_rounds.empty:
-        for r in records(dump.process_rounds.sort_values("round")):
-            states[int(r.pid)] += str(r.state or "?")
-    limit = max(8_000, min(MAX_STACK_TEXT, RAW_STACKS_BUDGET // max(1, len(dump.processes))))
+def processes_section(incident: Incident, order: Sequence[int]) -> str:
+    threads: dict[int, dict[int, Thread]] = defaultdict(dict)
+    for t in incident.threads:
+        threads[t.pid][t.tid] = t
+    samples: dict[int, list[StackSample]] = defaultdict(list)
+    for s in incident.stack_samples:
+        samples[s.pid].append(s)
+    by_pid = {p.pid: p for p in incident.processes}
+    limit = max(8_000, min(MAX_STACK_TEXT, RAW_STACKS_BUDGET // max(1, len(by_pid))))
     parts = [
         '<section id="processes"><h2>Processes</h2><p class="note">Each process '
         "captured, its kernel state per round, and its raw stacks on demand.</p>"
     ]
-    for r in records(dump.processes):
-        pid = int(r.pid)
-        role = roles.get(pid, f"pid:{pid}")
-        counts = status_by_pid.get(pid, {})
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: x[0]))
-        stacks = raw_stacks(dump, pid, statuses, limit)
+    for pid in order:
+        p: Process | None = by_pid.get(pid)
+        if p is None:
+            continue
+        counts = incident.status_counts(pid)
+        summary = ", ".join(
+            f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda x: x[0].value)
+        )
+        stacks = raw_stacks(samples.get(pid, []), threads[pid], limit)
         parts.append(
-            f'<details data-pid="{pid}"><summary>{esc(role)} &middot; pid {pid} &middot; '
-            f"{esc(r.comm)} &middot; state {esc(states.get(pid) or '-')} &middot; threads: "
+            f'<details data-pid="{pid}"><summary>{esc(p.role)} &middot; pid {pid} &middot; '
+            f"{esc(p.comm)} &middot; state {esc(p.states or '-')} &middot; threads: "
             f"{esc(summary or '-')}</summary>"
             + table(
                 ["", ""],
                 [
-                    ["command line", f"<code>{esc(r.cmdline)}</code>"],
-                    ["cwd", esc(r.cwd)],
-                    ["python, tensorflow", esc(f"{r.python}, {r.tensorflow}")],
+                    ["command line", f"<code>{esc(shlex.join(p.cmdline))}</code>"],
+                    ["cwd", esc(p.cwd)],
+                    ["python, tensorflow", esc(f"{p.python}, {p.tensorflow}")],
                 ],
                 ("", "wrap"),
             )
@@ -320,39 +327,36 @@ def processes_section(dump: Dump, verdict: Verdict, roles: Mapping[int, str]) ->
     return "".join(parts)
 
 
-def logs_section(
-    events: Sequence[LogEvent], labels: Mapping[int, str], summary: Mapping[str, Mapping[str, Any]]
-) -> str:
-    rows = []
-    for role, s in summary.items():
-        rows.append(
-            [
-                esc(role),
-                esc(s.get("last_step") if s.get("last_step") is not None else "-"),
-                esc(s.get("save_lines")),
-                esc(s.get("saves_after_last_step")),
-                "<br>".join(esc(e) for e in s.get("errors") or []) or "-",
-            ]
-        )
+def logs_section(incident: Incident) -> str:
+    rows = [
+        [
+            esc(s.role),
+            esc(s.last_step if s.last_step is not None else "-"),
+            esc(s.save_lines),
+            esc(s.saves_after_last_step),
+            "<br>".join(esc(e) for e in s.errors) or "-",
+        ]
+        for s in incident.logs
+    ]
     overview = table(
         ["log of", "last step", "save lines", "saves after last step", "errors"],
         rows,
         ("", "", "", "", "wrap mono"),
     )
     by_track: dict[str, list[LogEvent]] = defaultdict(list)
-    for e in events:
-        by_track[log_track(e, labels)].append(e)
+    for e in incident.timeline.log_events:
+        by_track[e.track].append(e)
     shown: list[LogEvent] = []
     for track_events in by_track.values():
-        steps = [e for e in track_events if e.kind == "step"]
+        steps = [e for e in track_events if e.kind is LogKind.STEP]
         keep_steps = {id(e) for e in steps[:3] + steps[-3:]}
-        shown += [e for e in track_events if e.kind != "step" or id(e) in keep_steps]
+        shown += [e for e in track_events if e.kind is not LogKind.STEP or id(e) in keep_steps]
     cut = len(shown) > MAX_LOG_ROWS
     shown = shown[:MAX_LOG_ROWS]
     event_rows = (
         [
-            esc(e.kind),
-            esc(log_track(e, labels)),
+            esc(e.kind.value),
+            esc(e.track),
             esc(e.line_no),
             esc(time.strftime("%H:%M:%S", time.localtime(e.time)) if e.time else "-"),
             esc(e.text),
@@ -369,31 +373,26 @@ def logs_section(
     )
 
 
-def capture_section(dump: Dump) -> str:
-    m = dump.manifest
-    options = m.get("options") or {}
-    command = m.get("command")
-    if isinstance(command, list):
-        command = shlex.join(str(c) for c in command)
+def capture_section(incident: Incident) -> str:
+    d = incident.dump
     info = [
-        ["command", f"<code>{esc(command)}</code>"],
-        ["host", esc(m.get("host"))],
+        ["command", f"<code>{esc(shlex.join(d.command))}</code>"],
+        ["host", esc(d.host)],
+        ["started / ended", esc(f"{fmt_time(d.started_at)} / {fmt_time(d.ended_at)}")],
+        ["complete", esc(d.complete)],
+        ["rounds", esc(len(incident.timeline.rounds))],
         [
-            "started / ended",
-            esc(f"{fmt_time(m.get('started_at'))} / {fmt_time(m.get('ended_at'))}"),
+            "processes",
+            esc(f"{d.processes_loaded} loaded of {d.processes_in_manifest} in the manifest"),
         ],
-        ["complete", esc(m.get("complete"))],
-        ["rounds", esc(len(m.get("rounds") or []))],
-        ["options", esc(", ".join(f"{k}={v}" for k, v in options.items()))],
-        ["postmortem", esc(f"dump by {m.get('tool_version')}, report by {__version__}")],
+        ["options", esc(", ".join(f"{k}={v}" for k, v in d.options))],
+        ["postmortem", esc(f"dump by {d.tool_version}, report by {__version__}")],
     ]
-    outcomes = dump.outcomes
-    failed = outcomes[outcomes["status"] != "ok"] if not outcomes.empty else outcomes
     failed_rows = (
-        [esc(r.target), esc(r.collector), esc(r.status), esc(r.round), esc(r.reason)]
-        for r in records(failed)
+        [esc(p.target), esc(p.collector), esc(p.status.value), esc(p.round), esc(p.reason)]
+        for p in incident.capture_problems
     )
-    problem_rows = ([esc(r.file), esc(r.problem)] for r in records(dump.problems))
+    problem_rows = ([esc(p.file), esc(p.problem)] for p in incident.load_problems)
     return (
         '<section id="capture"><h2>Capture</h2>'
         + table(["", ""], info, ("", "wrap"))
@@ -409,27 +408,19 @@ def capture_section(dump: Dump) -> str:
     )
 
 
-def assemble(
-    dump: Dump,
-    verdict: Verdict,
-    figures: Mapping[str, FigureSpec],
-    events: Sequence[LogEvent],
-    labels: Mapping[int, str],
-    roles: Mapping[int, str],
-) -> str:
-    facts = verdict.facts
-    culprit_role = verdict.finding.culprit.role if verdict.finding.culprit else None
-    title = f"postmortem: {verdict.finding.hang_class.value} in {dump.path.name}"
+def assemble(incident: Incident, figures: Mapping[str, FigureSpec], order: Sequence[int]) -> str:
+    culprit = incident.verdict.culprit
+    culprit_role = culprit.role if culprit else None
+    title = f"postmortem: {incident.verdict.hang_class.value} in {incident.dump.name}"
     nav = "".join(f'<a href="#{key}">{esc(label)}</a>' for key, label in SECTIONS)
     body = [
-        verdict_section(dump, verdict),
+        verdict_section(incident),
         figure_block(
             figures["cluster"],
             "Cluster map",
             "Every process by role and task; arrows point from a process that waits "
             "to the one it waits on. Hover a member for its problems.",
-            members_table(facts.get("members", []), culprit_role)
-            + wait_for_table(facts.get("wait_for", [])),
+            members_table(incident.members, culprit_role) + wait_for_table(incident.wait_for),
         ),
         figure_block(
             figures["threads"],
@@ -456,10 +447,10 @@ def assemble(
             "Checkpoint sizes over rounds",
             "Total and per-file sizes in each watched checkpoint directory.",
         ),
-        evidence_section(verdict),
-        processes_section(dump, verdict, roles),
-        logs_section(events, labels, facts.get("logs", {})),
-        capture_section(dump),
+        evidence_section(incident),
+        processes_section(incident, order),
+        logs_section(incident),
+        capture_section(incident),
     ]
     payload = {
         "figures": [
@@ -469,6 +460,7 @@ def assemble(
         ],
         "config": PLOTLY_CONFIG,
     }
+    d = incident.dump
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -476,9 +468,9 @@ def assemble(
         f'<meta name="generator" content="postmortem {esc(__version__)}">'
         f"<title>{esc(title)}</title><style>{asset('page.css')}</style></head><body>"
         f'<header class="top"><h1>{esc(title)}</h1><span class="meta">host '
-        f"{esc(dump.host)} &middot; captured {esc(fmt_time(dump.manifest.get('started_at')))}"
-        f" &middot; {esc(len(dump.manifest.get('rounds') or []))} round(s) &middot; "
-        f"{esc(len(dump.processes))} process(es) &middot; dump {esc(dump.path)}</span></header>"
+        f"{esc(d.host)} &middot; captured {esc(fmt_time(d.started_at))}"
+        f" &middot; {esc(len(incident.timeline.rounds))} round(s) &middot; "
+        f"{esc(len(incident.processes))} process(es) &middot; dump {esc(d.path)}</span></header>"
         f"<nav>{nav}</nav><main>{''.join(body)}</main>"
         f'<script type="application/json" id="pm-figures">{script_json(payload)}</script>'
         f"<script>{plotly_js()}</script><script>{asset('page.js')}</script></body></html>\n"

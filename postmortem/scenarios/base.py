@@ -46,12 +46,15 @@ class Truth:
     culprit_role: str | None
     blocking_op: str
     notes: str
+    # Words the analyzer's blocking op must contain: the call and who it waits on.
+    op_terms: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "hang_class": self.hang_class,
             "culprit_role": self.culprit_role,
             "blocking_op": self.blocking_op,
+            "op_terms": list(self.op_terms),
             "notes": self.notes,
         }
 

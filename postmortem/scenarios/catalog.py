@@ -167,6 +167,7 @@ class PsFrozenDuringSave(_ClusterScenario):
                 f"the chief's main thread blocks in Saver.save -> session.run with no gRPC "
                 f"deadline. Non-sharded Saver under replica_device_setter: SaveV2 runs on "
                 f"the worker and pulls every variable from the ps.",
+                ("Saver.save", culprit),
             )
         return Truth(
             self.hang_class,
@@ -175,6 +176,7 @@ class PsFrozenDuringSave(_ClusterScenario):
             f"{p['retry_secs']:g}s, each failing UNAVAILABLE: {task} is dead",
             f"{culprit} was SIGKILLed right after the chief logged 'save began' (absent "
             f"from any dump); the chief logs the full error and retries the save forever.",
+            ("Saver.save", "UNAVAILABLE", f"/job:ps/replica:0/task:{parse_role(culprit)[1]}"),
         )
 
 
@@ -229,6 +231,7 @@ class OversizedVariableSave(_ClusterScenario):
             f"(older releases hung at high CPU, tensorflow#6117); the chief logs the error "
             f"and retries every {run.params['retry_secs']:g}s. Fix: Saver(sharded=True) or "
             f"partition the variable.",
+            ("Saver.save", name),
         )
 
 
@@ -334,6 +337,7 @@ class SyncReplicasStall(_ClusterScenario):
             f"The chief's Supervisor checkpoint thread keeps logging '{SAVE_PATH_LINE}' "
             f"every {p['save_model_secs']:g}s and its saves complete: the save is the symptom, "
             f"the stalled training loop the problem (tensorflow#12090).",
+            ("session.run(train_op)", CHIEF),
         )
 
 
@@ -426,6 +430,7 @@ class StorageStall(_ClusterScenario):
             f"unless interrupt_writer=False, so it is in D); the chief's main thread waits in "
             f"Saver.save -> session.run. A blocking `py-spy dump` (without --nonblocking) "
             f"hangs on this process.",
+            ("SaveV2", CHIEF),
         )
 
 
@@ -486,6 +491,7 @@ class SaverLockDeadlock(_ClusterScenario):
             f"'{name}' holds checkpoint_lock (after Saver.save) and waits for train_stats_lock",
             "Two threading.Lock objects taken in opposite order by the training loop and the "
             "checkpoint-saver thread. TF itself is idle; the ps is healthy.",
+            ("MainThread", "checkpoint_lock", name),
         )
 
 
@@ -559,6 +565,7 @@ class PsUnreachableAtStartup(_ClusterScenario):
             f"{p['culprit']} {how}: nothing listens at {run.addresses.get(p['culprit'])}. "
             f"The master logs 'CreateSession still waiting for response from worker' "
             f"about every 10 s.",
+            ("session creation", p["culprit"]),
         )
 
 
@@ -634,6 +641,7 @@ class HealthySlowSave(_ClusterScenario):
             f"chunk; the temp checkpoint file grows steadily and the save completes "
             f"(~{self._size(run) / 1e6:.0f} MB, ~{self._size(run) / p['write_bytes_per_sec']:.0f}s "
             f"in all).",
+            ("Saver.save", "writing"),
         )
 
     @staticmethod

@@ -100,14 +100,16 @@ def demo_and_analyze(name: str, tmp_path: Path) -> tuple[Path, dict[str, Any], d
     v = doc["verdict"]
     got = (v["hang_class"], v["culprit"]["role"] if v["culprit"] else None)
     want = (truth["hang_class"], truth["culprit_role"])
-    if got != want:
+    missing = [term for term in truth.get("op_terms", []) if term not in v["blocking_op"]]
+    if got != want or missing:
         kept = FAILURES / f"demo-{name}"
         if kept.exists():
             shutil.rmtree(kept)
         shutil.copytree(dump, kept)
         (kept / "analyzer.json").write_text(json.dumps(doc, indent=1) + "\n")
         print(json.dumps(doc, indent=1))
-        pytest.fail(f"ANALYZER: expected {want}, got {got}; dump kept at {kept}")
+        pytest.fail(f"ANALYZER: expected {want}, got {got}; blocking op {v['blocking_op']!r} "
+                    f"lacks {missing}; dump kept at {kept}")
     assert v["summary"] and v["fix"]
     return dump, truth, doc
 

@@ -19,8 +19,6 @@ import pytest
 CHROMIUM = Path(os.environ.get("POSTMORTEM_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("POSTMORTEM_CHROMEDRIVER", "/usr/bin/chromedriver"))
 FIGURES = ("cluster", "threads", "stacks", "timeline", "checkpoint")
-SIX_MB = 6 * 1024 * 1024
-UNIT_TESTS = Path(__file__).resolve().parents[1] / "unit"
 
 pytestmark = [
     pytest.mark.browser,
@@ -31,8 +29,7 @@ pytestmark = [
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install "
                                 "selenium) to drive chromium")
 
-sys.path.insert(0, str(UNIT_TESTS))
-from test_report import HOSTILE, sample_dumps, write_cluster_dump  # noqa: E402
+from tests.conftest import HOSTILE, SIX_MB, sample_dumps, write_cluster_dump  # noqa: E402
 
 # Runs before any script of the page: records errors, CSP violations and dialogs.
 WATCH = """

@@ -159,6 +159,9 @@ def check_case(case_id: str, scenario: str, set_args: list[str], tmp_path: Path,
         want = (truth["hang_class"], truth["culprit_role"])
         if got != want:
             problems.append(f"ANALYZER: expected {want[0]}/{want[1]}, got {got[0]}/{got[1]}")
+        op = doc["verdict"]["blocking_op"]
+        problems += [f"ANALYZER: blocking op {op!r} does not name {term!r}"
+                     for term in truth.get("op_terms", []) if term not in op]
     if problems:
         kept = keep_failed_dump(case_id, dump)
         if doc is not None:

@@ -7,10 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from postmortem.analysis.facts import CREATE_SESSION_WAIT, OVERSIZED, RENDEZVOUS, STEP_LINE
+from postmortem.analysis.logs import CREATE_SESSION_WAIT, OVERSIZED, RENDEZVOUS, STEP_LINE
 from postmortem.analysis.roles import build_cluster, flag, own_task, role_from_device
-from postmortem.analysis.stacktree import outliers, stack_classes
-from postmortem.analysis.threads import Frame, ThreadView, enclosing_with_locks, lock_expression
+from postmortem.analysis.stacktree import main_thread, outliers, stack_classes
+from postmortem.analysis.threads import enclosing_with_locks, lock_expression
+from postmortem.model import Frame, Stack, Status, Thread, WaitKind
 
 # The worker's error as TensorFlow 2.21 prints it (HANGS.md, measured).
 OVERSIZED_ERROR = (
@@ -124,20 +125,10 @@ def test_log_signatures() -> None:
     assert step is not None and step.group(1) == "123"
 
 
-def _view(pid: int, stack: list[str]) -> ThreadView:
-    frames = [Frame(name, "/job/train.py", 1, "", False) for name in reversed(stack)]
-    return ThreadView(
-        pid=pid,
-        tid=pid,
-        name="MainThread",
-        states="SS",
-        wchan="",
-        cpu_seconds=0,
-        elapsed=1,
-        rounds=2,
-        same_stack=True,
-        python_stack=frames,
-    )
+def _view(pid: int, stack: list[str], name: str = "MainThread", tid: int | None = None) -> Thread:
+    frames = tuple(Frame(f, "/job/train.py", 1) for f in reversed(stack))
+    return Thread(pid, pid if tid is None else tid, name, f"pid:{pid}", Status.STUCK,
+                  WaitKind.SESSION_RUN, "SS", "", 0.0, 1.0, True, Stack(frames))
 
 
 def test_the_replica_standing_elsewhere_is_the_outlier() -> None:
@@ -158,3 +149,51 @@ def test_the_replica_standing_elsewhere_is_the_outlier() -> None:
 def test_no_outlier_without_a_majority() -> None:
     threads = [_view(1, ["a", "b"]), _view(2, ["a", "c"])]
     assert outliers(threads, {1: "worker:0", 2: "worker:1"}) == []
+
+
+def test_the_main_thread_is_named_so_else_the_thread_whose_tid_is_the_pid() -> None:
+    named = _view(1, ["a"], name="MainThread", tid=7)
+    leader = _view(1, ["b"], name="python", tid=1)
+    other = _view(1, ["c"], name="worker", tid=9)
+    assert main_thread([other, leader, named]) is named
+    assert main_thread([other, leader]) is leader
+    assert main_thread([other]) is None
+
+
+@pytest.mark.parametrize("line", [
+    OVERSIZED_ERROR,
+    "I1123 13:00:00 CreateSession still waiting for response from worker: /job:ps/replica:0/task:0",
+    "E1123 13:00:00.1 grpc failure",
+    "F1123 13:00:00.1 check failed",
+    "2024-01-01 12:00:00,000 123 MainThread ERROR boom",
+    "tensorflow.python.framework.errors_impl.UnavailableError: failed to connect to all addresses",
+    "Additional GRPC error information from remote target /job:ps/replica:0/task:0",
+    '  File "/usr/lib/python3/site-packages/tensorflow/python/training/saver.py", line 1, in save',
+    "INFO:tensorflow:Saving checkpoints for 300 into /ckpt/model.ckpt.",
+    "Traceback (most recent call last):",
+    "ValueError: bad",
+    "Received message larger than max (4194305 vs. 4194304)",
+])
+def test_the_cheap_log_filter_lets_every_notable_line_through(line: str) -> None:
+    from postmortem.analysis.logs import NOTABLE, notable
+
+    assert NOTABLE.search(line) and notable(line)
+
+
+def test_the_cheap_log_filter_never_drops_what_the_patterns_match() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from postmortem.analysis.logs import NOTABLE, notable
+
+    words = st.sampled_from(["Error:", "save", "Saving checkpoint to path", "E0101 ", "step",
+                             "Connection refused", "2GB", "x", " ", "Exception:", "F1234 "])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(words, st.text(max_size=8)), max_size=8))
+    def check(parts: list[str]) -> None:
+        line = "".join(parts)
+        if NOTABLE.search(line):
+            assert notable(line), line
+
+    check()

@@ -18,6 +18,7 @@ from collectors.capture import (
     Problem,
     call_bounded,
 )
+from collectors.layout import FailureKind
 from collectors.tools import classify_failure
 from postmortem.commands.capture import command_line
 from postmortem.errors import ExitCode
@@ -207,7 +208,7 @@ Caused by:
 @pytest.mark.parametrize(("text", "kind"), [
     (PYSPY_PERMISSION, "permission"),
     (PYSPY_NOT_PYTHON, "not-python"),
-    (PYSPY_GONE, "gone"),
+    (PYSPY_GONE, "exited"),
     (PYSPY_STOPPED, "error"),
     ("pystack: Operation not permitted", "permission"),
     ("something else entirely", "error"),
@@ -246,13 +247,13 @@ def test_call_bounded_returns_raises_and_times_out() -> None:
 @pytest.mark.parametrize(("kinds", "code"), [
     ([], ExitCode.OK),
     (["error"], ExitCode.PARTIAL_CAPTURE),
-    (["tf-server", "error"], ExitCode.TF_SERVER_UNREACHABLE),
-    (["tf-server", "gone"], ExitCode.TARGET_EXITED),
-    (["gone", "permission"], ExitCode.PERMISSION),
-    (["not-python", "gone"], ExitCode.NOT_PYTHON),
+    (["no-answer", "error"], ExitCode.TF_SERVER_UNREACHABLE),
+    (["no-answer", "exited"], ExitCode.TARGET_EXITED),
+    (["exited", "permission"], ExitCode.PERMISSION),
+    (["not-python", "exited"], ExitCode.NOT_PYTHON),
 ])
 def test_exit_code_picks_the_most_specific_problem(kinds: list[str], code: ExitCode) -> None:
-    result = CaptureResult(Path("d"), {}, [Problem(kind, "x") for kind in kinds])
+    result = CaptureResult(Path("d"), {}, [Problem(FailureKind(kind), "x") for kind in kinds])
     assert result.exit_code == code
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,20 @@ import jsonschema
 import pytest
 
 import postmortem
+from postmortem.analysis.logs import parse_log_time
 from postmortem.cli import main as cli_main
-from postmortem.exports import ExportFormat, export_text
-from postmortem.exports.common import parse_log_time, stack_samples
 from postmortem.exports.folded import folded_lines
+from postmortem.model import Incident
+from postmortem.render import RenderOptions, renderer
+from tests.conftest import HOSTILE, PS, W0, sample_dumps, write_cluster_dump
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_report import HOSTILE, PS, W0, sample_dumps, write_cluster_dump  # noqa: E402
+
+def incident_of(dump: Path) -> Incident:
+    return postmortem.analyze(postmortem.load(dump))
+
+
+def export_text(incident: Incident, fmt: str, stacks: str = "auto") -> str:
+    return renderer(fmt).render(incident, RenderOptions(stacks=stacks))
 
 # The required structure of https://www.speedscope.app/file-format-schema.json (FileFormat
 # .File, SampledProfile, EventedProfile, Frame), as speedscope's import code checks it.
@@ -86,8 +92,7 @@ def check_trace(document: dict[str, Any]) -> None:
 
 
 def test_speedscope_has_one_sampled_profile_per_process(cluster_dump: Path) -> None:
-    dump = postmortem.load(cluster_dump)
-    document = json.loads(export_text(dump, ExportFormat.SPEEDSCOPE))
+    document = json.loads(export_text(incident_of(cluster_dump), "speedscope"))
     check_speedscope(document)
     names = [p["name"] for p in document["profiles"]]
     assert names == ["ps:0 (pid 101)", "worker:0 (pid 102)"]
@@ -111,14 +116,14 @@ def test_schema_rejects_what_speedscope_would() -> None:
 
 
 def test_folded_lines_are_root_first_and_count_rounds(tmp_path: Path) -> None:
-    dump = postmortem.load(write_cluster_dump(tmp_path / "d", thread_name="a;b c\nd"))
-    text = export_text(dump, ExportFormat.FOLDED)
+    incident = incident_of(write_cluster_dump(tmp_path / "d", thread_name="a;b c\nd"))
+    text = export_text(incident, "folded")
     lines = text.splitlines()
     assert text.endswith("\n") and len(lines) == 3
     for line in lines:
         assert FOLDED_LINE.match(line), line
     counts = sum(int(line.rsplit(" ", 1)[1]) for line in lines)
-    assert counts == len(stack_samples(dump.frames)) == 9
+    assert counts == len(incident.stack_samples) == 9
     worker_main = next(line for line in lines if line.startswith("worker:0 (pid 102);MainThread"))
     assert worker_main.split(";")[2] == "<module> (train.py:99)"
     assert worker_main.endswith("_call_tf_sessionrun (session.py:1477) 3")
@@ -130,19 +135,22 @@ def test_folded_of_no_stacks_is_empty() -> None:
 
 
 def test_chrome_trace_has_tf_ops_rounds_and_timed_log_events(cluster_dump: Path) -> None:
-    dump = postmortem.load(cluster_dump)
-    document = json.loads(export_text(dump, ExportFormat.CHROME_TRACE))
+    document = json.loads(export_text(incident_of(cluster_dump), "chrome-trace"))
     check_trace(document)
     events = document["traceEvents"]
-    tf = [e for e in events if e.get("cat") == "tf"]
+    tf = [e for e in events if e.get("cat", "").startswith("tf,")]
     assert len(tf) == 3
     save = next(e for e in tf if e["name"] == "save/SaveV2:SaveV2")
     assert save["pid"] == W0  # the worker listens on the traced address
     assert save["dur"] == 800_000.0 and save["args"]["op"] == "SaveV2"
+    assert save["cat"] == "tf,checkpoint op"
+    assert save["ts"] == pytest.approx((1_700_000_000 + 0.5) * 1e6 + 1_000)  # same clock
     rounds = [e for e in events if e.get("cat") == "capture"]
     assert len(rounds) == 3 and rounds[0]["ts"] == pytest.approx(1_700_000_000e6)
-    logs = [e for e in events if e.get("cat", "").startswith("log")]
+    logs = [e for e in events if e.get("cat", "").startswith("log") and e["ph"] == "i"]
     assert [e["cat"] for e in logs] == ["log,step", "log,step", "log,save", "log,error"]
+    steps = [e for e in events if e["ph"] == "C"]  # the step counter, one point per step line
+    assert [e["args"]["step"] for e in steps] == [100, 200]  # the untimed one is not drawn
     assert document["otherData"]["log_events_without_timestamp"] == 1
     names = {(e["pid"], e["args"]["name"]) for e in events if e["ph"] == "M"}
     assert (W0, "worker:0 (pid 102)") in names
@@ -158,13 +166,13 @@ def test_log_times_in_the_formats_tensorflow_jobs_print() -> None:
 
 
 def test_hostile_names_stay_data_in_every_format(tmp_path: Path) -> None:
-    dump = postmortem.load(write_cluster_dump(tmp_path / "h", thread_name=HOSTILE,
-                                              error_line=HOSTILE))
-    for fmt in (ExportFormat.SPEEDSCOPE, ExportFormat.CHROME_TRACE):
+    dump = incident_of(write_cluster_dump(tmp_path / "h", thread_name=HOSTILE,
+                                          error_line=HOSTILE))
+    for fmt in ("speedscope", "chrome-trace"):
         document = json.loads(export_text(dump, fmt))
         assert HOSTILE in json.dumps(document, ensure_ascii=False) or HOSTILE in str(document)
-    check_speedscope(json.loads(export_text(dump, ExportFormat.SPEEDSCOPE)))
-    for line in export_text(dump, ExportFormat.FOLDED).splitlines():
+    check_speedscope(json.loads(export_text(dump, "speedscope")))
+    for line in export_text(dump, "folded").splitlines():
         assert FOLDED_LINE.match(line)
 
 
@@ -181,18 +189,34 @@ def test_export_command_default_names_and_no_overwrite(cluster_dump: Path,
     capsys.readouterr()
     assert cli_main(["export", str(cluster_dump), "--format", "folded", "-o", "-"]) == 0
     assert "worker:0 (pid 102);MainThread" in capsys.readouterr().out
-    assert cli_main(["export", str(cluster_dump), "--format", "svg"]) != 0
+    assert cli_main(["export", str(cluster_dump), "--format", "svg"]) == 2
+    assert cli_main(["export", str(cluster_dump), "--format", "folded", "--stacks", "bogus",
+                     "-o", "-"]) == 2
+    assert cli_main(["export", str(cluster_dump), "--format", "folded", "--stacks", "gdb",
+                     "-o", "-"]) == 2  # the dump holds no gdb stacks: say so, no empty file
+    assert "no gdb stacks" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("sample", sample_dumps(), ids=lambda p: p.name)
 def test_samples_export_to_valid_files(sample: Path) -> None:
-    dump = postmortem.load(sample)
-    check_speedscope(json.loads(export_text(dump, ExportFormat.SPEEDSCOPE)))
-    check_trace(json.loads(export_text(dump, ExportFormat.CHROME_TRACE)))
-    for line in export_text(dump, ExportFormat.FOLDED).splitlines():
+    dump = incident_of(sample)
+    check_speedscope(json.loads(export_text(dump, "speedscope")))
+    check_trace(json.loads(export_text(dump, "chrome-trace")))
+    for line in export_text(dump, "folded").splitlines():
         assert FOLDED_LINE.match(line), line
 
 
 def test_pid_of_profile_frames_are_the_ps_and_worker(cluster_dump: Path) -> None:
-    dump = postmortem.load(cluster_dump)
-    assert {s.pid for s in stack_samples(dump.frames)} == {PS, W0}
+    assert {s.pid for s in incident_of(cluster_dump).stack_samples} == {PS, W0}
+
+
+def test_export_of_a_dump_read_from_inside_it_writes_beside_it(
+    cluster_dump: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the user stands inside the dump and exports `.`
+    monkeypatch.chdir(cluster_dump)
+    assert cli_main(["export", ".", "--format", "folded"]) == 0
+    # THEN the output lands beside the dump, never inside the evidence
+    assert (cluster_dump.parent / "dump.folded").is_file()
+    assert not list(cluster_dump.glob("*.folded"))
+    assert cli_main(["export", ".", "--format", "folded", "-o", "x.folded"]) == 2

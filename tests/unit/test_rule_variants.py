@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-import postmortem
-from postmortem.analysis import analyze
+from tests.conftest import verdict
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -78,22 +77,22 @@ def test_dead_ps_absent_from_the_dump_is_still_the_culprit(tmp_path: Path) -> No
     port = _port_of(dump, "ps", 0)
     _drop_process(dump, _pid_of(dump, "ps", 0), port)
     # WHEN analyzed
-    verdict = analyze(postmortem.load(dump)).to_json()
+    found = verdict(dump)
     # THEN the worker's save waits on ps:0, which is not running
-    assert verdict["hang_class"] == "peer-unresponsive"
-    assert verdict["culprit"]["role"] == "ps:0"
-    assert verdict["culprit"]["pid"] is None
-    assert "not running" in verdict["culprit"]["state"]
+    assert found["hang_class"] == "peer-unresponsive"
+    assert found["culprit"]["role"] == "ps:0"
+    assert found["culprit"]["pid"] is None
+    assert "not running" in found["culprit"]["state"]
 
 
 def test_dead_replica_stalls_sync_training(tmp_path: Path) -> None:
     dump = _copy("sync-replicas-stall", tmp_path)
     port = _port_of(dump, "worker", 1)
     _drop_process(dump, _pid_of(dump, "worker", 1), port)
-    verdict = analyze(postmortem.load(dump)).to_json()
-    assert verdict["hang_class"] == "training-stalled"
-    assert verdict["culprit"]["role"] == "worker:1"
-    assert verdict["culprit"]["pid"] is None
+    found = verdict(dump)
+    assert found["hang_class"] == "training-stalled"
+    assert found["culprit"]["role"] == "worker:1"
+    assert found["culprit"]["pid"] is None
 
 
 @pytest.mark.parametrize("state", ["S", "D"])
@@ -107,9 +106,9 @@ def test_storage_stall_whether_the_writer_sleeps_or_is_in_d(tmp_path: Path, stat
                 thread["state"] = state
 
     _edit_procfs(dump, wake)
-    verdict = analyze(postmortem.load(dump)).to_json()
-    assert verdict["hang_class"] == "storage-stall"
-    assert verdict["culprit"]["role"] == "worker:0"
+    found = verdict(dump)
+    assert found["hang_class"] == "storage-stall"
+    assert found["culprit"]["role"] == "worker:0"
 
 
 def test_a_writer_in_the_filesystem_that_keeps_writing_is_not_a_stall(tmp_path: Path) -> None:
@@ -122,9 +121,9 @@ def test_a_writer_in_the_filesystem_that_keeps_writing_is_not_a_stall(tmp_path: 
     manifest = _manifest(dump)
     manifest["checkpoint_dirs"] = []
     (dump / "manifest.json").write_text(json.dumps(manifest))
-    verdict = analyze(postmortem.load(dump)).to_json()
-    assert verdict["hang_class"] == "no-hang-found"
-    assert verdict["culprit"] is None
+    found = verdict(dump)
+    assert found["hang_class"] == "no-hang-found"
+    assert found["culprit"] is None
 
 
 def test_an_uncaptured_ps_that_listens_is_not_suspected(tmp_path: Path) -> None:
@@ -137,17 +136,17 @@ def test_an_uncaptured_ps_that_listens_is_not_suspected(tmp_path: Path) -> None:
     shutil.rmtree(dump / "processes" / str(ps))
     _edit_procfs(dump, lambda _, data: data.update(sockets=[]))
     # THEN the ps, still listening on its port, is not blamed
-    verdict = analyze(postmortem.load(dump)).to_json()
-    assert verdict["hang_class"] == "save-progressing"
+    found = verdict(dump)
+    assert found["hang_class"] == "save-progressing"
 
 
 def test_session_creation_against_a_ps_not_running_needs_no_log(tmp_path: Path) -> None:
     dump = _copy("ps-unreachable-at-startup", tmp_path)
     for logs in dump.glob("processes/*/logs"):
         shutil.rmtree(logs)
-    verdict = analyze(postmortem.load(dump)).to_json()
-    assert verdict["hang_class"] == "peer-unreachable"
-    assert verdict["culprit"]["role"] == "ps:0"
+    found = verdict(dump)
+    assert found["hang_class"] == "peer-unreachable"
+    assert found["culprit"]["role"] == "ps:0"
 
 
 def test_a_stopped_ps_is_the_lead_even_without_worker_stacks(tmp_path: Path) -> None:
@@ -155,9 +154,9 @@ def test_a_stopped_ps_is_the_lead_even_without_worker_stacks(tmp_path: Path) -> 
     worker = _pid_of(dump, "worker", 0)
     for pyspy in dump.glob(f"processes/{worker}/round-*/pyspy.json"):
         pyspy.write_text("")
-    verdict = analyze(postmortem.load(dump)).to_json()
-    assert verdict["hang_class"] == "peer-unresponsive"
-    assert verdict["culprit"]["role"] == "ps:0"
+    found = verdict(dump)
+    assert found["hang_class"] == "peer-unresponsive"
+    assert found["culprit"]["role"] == "ps:0"
 
 
 def test_a_stopped_ps_outranks_a_stopped_replica(tmp_path: Path) -> None:
@@ -172,5 +171,5 @@ def test_a_stopped_ps_outranks_a_stopped_replica(tmp_path: Path) -> None:
                 thread["state"] = "T"
 
     _edit_procfs(dump, freeze)
-    verdict = analyze(postmortem.load(dump)).to_json()
-    assert verdict["culprit"]["role"] == "ps:0"
+    found = verdict(dump)
+    assert found["culprit"]["role"] == "ps:0"

@@ -1,4 +1,5 @@
-"""Golden verdicts: every committed sample's class and culprit match its truth.json.
+"""Golden verdicts: every committed sample's class, culprit and blocking op match its
+truth.json, and every piece of evidence cites a file the dump really holds.
 
 The samples are dumps of real hangs (samples/README.md). The analyzer sees only the dump;
 truth.json is what the scenario injected.
@@ -7,14 +8,17 @@ truth.json is what the scenario injected.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+import postmortem
 from postmortem.cli import main
+from postmortem.model import HangClass
+from tests.conftest import SAMPLES, sample_dumps
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-SAMPLE_DIRS = sorted(p for p in SAMPLES.iterdir() if (p / "manifest.json").exists())
+SAMPLE_DIRS = sample_dumps()
 
 
 def test_there_are_samples_of_every_class() -> None:
@@ -39,16 +43,27 @@ def test_verdict_matches_truth(sample: Path, capsys: pytest.CaptureFixture[str])
     culprit = verdict["culprit"]
     assert (culprit["role"] if culprit else None) == truth["culprit_role"]
     assert verdict["summary"] and verdict["fix"]
-    if truth["culprit_role"] is not None:
-        assert verdict["blocking_op"]
+    for term in truth["op_terms"]:
+        assert term in verdict["blocking_op"], (term, verdict["blocking_op"])
+
+
+@pytest.mark.parametrize("sample", SAMPLE_DIRS, ids=lambda p: p.name)
+def test_every_evidence_row_cites_a_file_of_the_dump(sample: Path) -> None:
+    incident = postmortem.analyze(postmortem.load(sample))
+    rows = [e for f in incident.verdict.findings for e in f.evidence]
+    if incident.verdict.hang_class is not HangClass.NO_HANG_FOUND:
+        assert rows, "a verdict without evidence"
+    for evidence in rows:
+        assert (sample / evidence.source).is_file(), (evidence.source, evidence.what)
+    for member in incident.members:
+        if member.problems:
+            assert (sample / member.problems_source).is_file(), member
 
 
 def test_verdict_does_not_depend_on_the_dump_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN a sample copied under a meaningless name, without its truth file
-    import shutil
-
     source = SAMPLES / "ps-frozen-during-save"
     copy = tmp_path / "dump-x"
     shutil.copytree(source, copy)

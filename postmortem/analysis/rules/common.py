@@ -1,57 +1,91 @@
-"""Small helpers the rules share: naming culprits and describing threads."""
+"""What the rules share: a case that gathers evidence and weight, culprits, thread facts.
+
+A rule reads `Facts`, adds what it sees to a `Case` (each piece of evidence with the
+weight it carries), and turns the case into a `Finding`. Ranking findings against each
+other is not a rule's business: `postmortem.analysis.analyze` does it in one place.
+"""
 
 from __future__ import annotations
 
-from postmortem.analysis.facts import Facts
-from postmortem.analysis.model import Culprit, Evidence
-from postmortem.analysis.roles import host_of, is_local
-from postmortem.analysis.threads import ThreadView
+from dataclasses import dataclass, field
 
-MIN_WRITE_RATE = 256 * 1024  # bytes/s: more than logging, a stream of checkpoint data
+from postmortem.analysis.facts import Facts
+from postmortem.analysis.threads import frames_text, is_save_frame
+from postmortem.model import Culprit, Evidence, Finding, HangClass, Thread, WaitKind
+
+FLOOR = 0.05  # a finding that fired keeps at least this confidence
+
+
+@dataclass
+class Case:
+    """Evidence for one hang class, and how much it weighs."""
+
+    hang_class: HangClass
+    score: float = 0.0
+    evidence: list[Evidence] = field(default_factory=list)
+
+    def add(self, weight: float, *evidence: Evidence) -> None:
+        self.score += weight
+        self.evidence.extend(evidence)
+
+    def finding(
+        self,
+        summary: str,
+        fix: str,
+        culprit: Culprit | None = None,
+        blocking_op: str = "",
+        cap: float = 0.95,
+    ) -> Finding:
+        return Finding(
+            self.hang_class,
+            round(max(FLOOR, min(self.score, cap)), 3),
+            summary,
+            fix,
+            culprit,
+            blocking_op,
+            tuple(self.evidence),
+        )
 
 
 def culprit(facts: Facts, role: str | None, state: str = "") -> Culprit | None:
     if role is None:
         return None
     member = facts.member(role)
-    pid = facts.pid_by_role.get(role)
-    if member is not None and member.pid is None and member.address:
-        # An absent member lives where the cluster spec says; loopback means this host.
-        host = facts.host if is_local(member.address, facts.host) else host_of(member.address)
-    else:
-        host = facts.host
-    return Culprit(role=role, pid=pid, host=host, state=state)
+    host = member.host if member is not None else facts.host
+    return Culprit(role=role, pid=facts.pid_by_role.get(role), host=host, state=state)
 
 
-def thread_evidence(facts: Facts, thread: ThreadView, why: str = "") -> Evidence:
-    stack = thread.frames_text()
+def thread_evidence(facts: Facts, thread: Thread, why: str = "") -> Evidence:
+    stack = frames_text(thread.stack)
     states = f"kernel state {thread.states}" if thread.states else ""
-    cpu = f"CPU {thread.cpu_seconds:.2f}s over {thread.elapsed:.1f}s"
-    inner = thread.innermost
-    at = (
-        f" at {inner.filename.rsplit('/', 1)[-1]}:{inner.line} `{inner.code}`"
-        if inner and inner.code
-        else ""
-    )
-    text = f"{thread.label} is {thread.status}" + (f" ({why})" if why else "")
+    cpu = f"CPU {thread.cpu_seconds:.2f}s over {thread.elapsed_s:.1f}s"
+    inner = thread.stack.innermost
+    at = f" at {inner.short_file}:{inner.line} `{inner.code}`" if inner and inner.code else ""
+    text = f"{thread.label} is {thread.status.value}" + (f" ({why})" if why else "")
     text += f": {stack}{at}; {states}, {cpu}" if stack else f"; {states}, {cpu}"
     if thread.wchan:
         text += f", wchan {thread.wchan}"
-    return Evidence(text, f"processes/{thread.pid}/round-*/pyspy.json", facts.role(thread.pid))
+    source = facts.sources.pyspy(thread.pid) if thread.stack else facts.sources.procfs(thread.pid)
+    return Evidence(text, source, thread.role)
 
 
-def main_thread(threads: list[ThreadView]) -> ThreadView | None:
-    for t in threads:
-        if t.name == "MainThread" or t.tid == t.pid:
-            return t
-    return threads[0] if threads else None
+def member_evidence(facts: Facts, role: str) -> list[Evidence]:
+    """Each problem of a member as evidence, from the file that shows it."""
+    health = facts.health.get(role)
+    if health is None:
+        return []
+    return [Evidence(f"{role}: {p}", health.source, role) for p in health.problems]
 
 
-def describe_wait(thread: ThreadView) -> str:
+def describe_wait(thread: Thread) -> str:
     if thread.in_save:
         return "Saver.save -> session.run"
-    if thread.waits_on == "session-run":
+    if thread.waits_on is WaitKind.SESSION_RUN:
         return "session.run"
-    if thread.waits_on == "session-create":
+    if thread.waits_on is WaitKind.SESSION_CREATE:
         return "session creation"
-    return thread.waits_on or "a wait"
+    return thread.waits_on.value or "a wait"
+
+
+def save_frames(thread: Thread) -> bool:
+    return any(is_save_frame(f) for f in thread.stack)

@@ -1,16 +1,19 @@
 """A non-sharded save pulls one tensor of 2 GiB or more through gRPC (tensorflow#6117).
 
 Evidence: TensorFlow's own error naming the rendezvous (source device, edge, variable),
-a thread in Saver.save, and huge RecvTensor transfers in a trace.
+a thread in Saver.save, and huge RecvTensor transfers in a trace. Without the error (older
+TensorFlow hangs instead of raising): a stuck save while a ps holding >= 2 GiB is busy.
 """
 
 from __future__ import annotations
 
-from postmortem.analysis.facts import GIB_2, Facts
-from postmortem.analysis.model import Evidence, Finding, HangClass
+from postmortem.analysis.facts import Facts
 from postmortem.analysis.roles import role_from_device
-from postmortem.analysis.rules.common import culprit, thread_evidence
-from postmortem.loading import as_int
+from postmortem.analysis.rules.common import Case, culprit, thread_evidence
+from postmortem.model import Evidence, Finding, HangClass, Status
+
+HANG_CLASS = HangClass.OVERSIZED_TENSOR_TRANSFER
+GIB_2 = 2**31
 
 FIX = (
     "Build the Saver with sharded=True (tf.compat.v1.train.Saver(sharded=True)) so each ps "
@@ -30,15 +33,17 @@ def evaluate(facts: Facts) -> list[Finding]:
     src = details.get("src_device") or details.get("remote_target") or "a ps"
     dst = details.get("dst_device") or "the saving worker"
     exceeded = details.get("exceeded_bytes")
-    evidence = [
+    case = Case(HANG_CLASS, 0.95)
+    case.add(
+        0,
         Evidence(
             f"TensorFlow error: {details.get('line')}",
-            f"log of {details.get('reported_by')}",
+            str(details.get("source")),
             str(details.get("reported_by")),
-        )
-    ]
+        ),
+    )
     savers = [t for t in facts.threads if t.in_save]
-    evidence += [thread_evidence(facts, t, "inside a save") for t in savers[:2]]
+    case.add(0, *(thread_evidence(facts, t, "inside a save") for t in savers[:2]))
     op = f"Saver.save of `{variable}` pulled from {src} to {dst} as one gRPC message"
     if isinstance(exceeded, int):
         op += f" ({exceeded / 1e6:.1f} MB over the 2 GiB protobuf limit)"
@@ -51,59 +56,43 @@ def evaluate(facts: Facts) -> list[Finding]:
         f"tensor of 2 GiB or more, over the gRPC/protobuf message limit. Older "
         f"TensorFlow hangs here; newer raises and the job retries or dies."
     )
-    return [
-        Finding(
-            HangClass.OVERSIZED_TENSOR_TRANSFER,
-            0.95,
-            summary,
-            FIX,
-            culprit(facts, role, f"holds `{variable}` (>= 2 GiB)"),
-            op,
-            tuple(evidence),
-        )
-    ]
+    return [case.finding(summary, FIX, culprit(facts, role, f"holds `{variable}` (>= 2 GiB)"), op)]
 
 
 def _without_the_error(facts: Facts) -> list[Finding]:
     """Older TensorFlow hangs instead of raising: a save that waits on a busy ps holding
     more than 2 GiB is the same transfer, seen from the outside (tensorflow#6117)."""
-    savers = [t for t in facts.threads if t.in_save and t.status == "stuck"]
+    savers = [t for t in facts.threads if t.in_save and t.status is Status.STUCK]
     if not savers:
         return []
-    rounds = facts.dump.process_rounds
     for member in facts.members:
-        if member.job != "ps" or member.pid is None or facts.health[member.role].unresponsive:
+        if member.job != "ps" or member.pid is None or member.unresponsive:
             continue
-        mine = rounds[rounds["pid"] == member.pid]
-        rss = mine["rss_bytes"].dropna()
-        busy = [t for t in facts.threads_of(member.pid) if t.status == "busy"]
-        if rss.empty or as_int(rss.max()) < GIB_2 or not busy:
+        size = facts.max_rss(member.pid)
+        busy = [t for t in facts.threads_of(member.pid) if t.status is Status.BUSY]
+        if size is None or size < GIB_2 or not busy:
             continue
-        size = as_int(rss.max())
-        evidence = [
+        case = Case(HANG_CLASS, 0.55)
+        case.add(
+            0,
             Evidence(
                 f"{member.role} holds {size / 2**30:.2f} GiB in memory (RSS)",
-                f"processes/{member.pid}/round-*/procfs.json",
+                facts.sources.procfs(member.pid),
                 member.role,
             ),
-            *[thread_evidence(facts, t, "sending") for t in busy[:2]],
-            *[thread_evidence(facts, t, "inside a save") for t in savers[:2]],
-        ]
+            *(thread_evidence(facts, t, "sending") for t in busy[:2]),
+            *(thread_evidence(facts, t, "inside a save") for t in savers[:2]),
+        )
+        saver = savers[0].role
         summary = (
-            f"The checkpoint save on {facts.role(savers[0].pid)} waits while {member.role}, "
+            f"The checkpoint save on {saver} waits while {member.role}, "
             f"which holds {size / 2**30:.1f} GiB, is busy sending: a non-sharded save pulls "
             "every variable through gRPC, and one of 2 GiB or more cannot pass in one message."
         )
-        op = f"Saver.save on {facts.role(savers[0].pid)} pulling variables from {member.role}"
+        op = f"Saver.save on {saver} pulling variables from {member.role}"
         return [
-            Finding(
-                HangClass.OVERSIZED_TENSOR_TRANSFER,
-                0.55,
-                summary,
-                FIX,
-                culprit(facts, member.role, "busy sending a >= 2 GiB tensor"),
-                op,
-                tuple(evidence),
+            case.finding(
+                summary, FIX, culprit(facts, member.role, "busy sending a >= 2 GiB tensor"), op
             )
         ]
     return []

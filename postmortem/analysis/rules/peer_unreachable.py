@@ -9,41 +9,46 @@ from __future__ import annotations
 from collections import Counter
 
 from postmortem.analysis.facts import Facts
-from postmortem.analysis.model import Evidence, Finding, HangClass
 from postmortem.analysis.roles import role_from_device
-from postmortem.analysis.rules.common import culprit, thread_evidence
+from postmortem.analysis.rules.common import Case, culprit, member_evidence, thread_evidence
+from postmortem.model import Evidence, Finding, HangClass, Status, WaitKind
+
+HANG_CLASS = HangClass.PEER_UNREACHABLE
 
 
 def evaluate(facts: Facts) -> list[Finding]:
     waits: Counter[str] = Counter()
-    reporters: dict[str, str] = {}
+    reporters: dict[str, tuple[str, str]] = {}
     for log in facts.logs.values():
         for device in log.create_session_waits:
             waits[device] += 1
-            reporters.setdefault(device, log.role)
-    creating = [t for t in facts.threads if t.waits_on == "session-create" and t.status == "stuck"]
+            reporters.setdefault(device, (log.role, log.source))
+    creating = [
+        t
+        for t in facts.threads
+        if t.waits_on is WaitKind.SESSION_CREATE and t.status is Status.STUCK
+    ]
     if not waits and not creating:
         return []
-    evidence: list[Evidence] = []
-    score = 0.0
+    case = Case(HANG_CLASS)
     role = None
     if waits:
         device, count = waits.most_common(1)[0]
         role = role_from_device(device)
-        score += 0.7
-        evidence.append(
+        reporter, source = reporters[device]
+        case.add(
+            0.7,
             Evidence(
-                f"{reporters[device]} logged 'CreateSession still waiting for "
+                f"{reporter} logged 'CreateSession still waiting for "
                 f"response from worker: {device}' {count} time(s)",
-                f"log of {reporters[device]}",
-                reporters[device],
-            )
+                source,
+                reporter,
+            ),
         )
     if creating:
-        score += 0.2
-        evidence += [
-            thread_evidence(facts, t, "waiting to create its session") for t in creating[:2]
-        ]
+        case.add(
+            0.2, *(thread_evidence(facts, t, "waiting to create its session") for t in creating[:2])
+        )
         if role is None:
             absent = [h for h in facts.health.values() if h.unresponsive]
             role = absent[0].member.role if absent else None
@@ -55,18 +60,15 @@ def evaluate(facts: Facts) -> list[Finding]:
             state = health.problems[0]
             # A session that cannot be created and a member seen not to answer: the same
             # story as TF's "still waiting" line, told by the process table.
-            score += 0.45 if creating else 0.05
+            case.add(0.45 if creating else 0.05)
         elif member is not None and member.pid is None:
             state = f"not running at {member.address}" if member.address else "not running"
-            score += 0.05
-        evidence += health.evidence() if health else []
+            case.add(0.05)
+        case.add(0, *member_evidence(facts, role))
         if member is not None and member.address:
-            evidence.append(
-                Evidence(
-                    f"{role} is listed at {member.address} in the cluster spec",
-                    "--ps_hosts/--worker_hosts or TF_CONFIG",
-                    role,
-                )
+            spec = health.source if health is not None and member.pid is None else "manifest.json"
+            case.add(
+                0, Evidence(f"{role} is listed at {member.address} in the cluster spec", spec, role)
             )
     known = facts.member(role) if role else None
     address = known.address if known else None
@@ -78,20 +80,10 @@ def evaluate(facts: Facts) -> list[Finding]:
         "the hostname resolves. Set ConfigProto(device_filters=[...]) so a worker waits only "
         "for the tasks it needs."
     )
-    waiter = ", ".join(sorted({facts.role(t.pid) for t in creating})) or "a worker"
+    waiter = ", ".join(sorted({t.role for t in creating})) or "a worker"
     op = f"session creation on {waiter} waiting for {role or 'a cluster member'}"
     summary = (
         f"{waiter} cannot create its session: {role or 'a cluster member'} does not "
         f"answer" + (f" ({state})" if state else "") + ". Nothing has trained or saved yet."
     )
-    return [
-        Finding(
-            HangClass.PEER_UNREACHABLE,
-            min(score, 0.95),
-            summary,
-            fix,
-            culprit(facts, role, state or "unreachable"),
-            op,
-            tuple(evidence),
-        )
-    ]
+    return [case.finding(summary, fix, culprit(facts, role, state or "unreachable"), op)]

@@ -6,10 +6,19 @@ has no gRPC deadline, so the waiter blocks forever (HANGS.md: ps frozen during s
 
 from __future__ import annotations
 
-from postmortem.analysis.facts import Facts, MemberHealth
-from postmortem.analysis.model import Evidence, Finding, HangClass
+from postmortem.analysis.cluster import Health
+from postmortem.analysis.facts import Facts
 from postmortem.analysis.roles import role_from_device, task_device
-from postmortem.analysis.rules.common import culprit, describe_wait, thread_evidence
+from postmortem.analysis.rules.common import (
+    Case,
+    culprit,
+    describe_wait,
+    member_evidence,
+    thread_evidence,
+)
+from postmortem.model import Evidence, Finding, HangClass, Status, WaitKind
+
+HANG_CLASS = HangClass.PEER_UNRESPONSIVE
 
 
 def _fix(role: str, job: str) -> str:
@@ -23,53 +32,54 @@ def _fix(role: str, job: str) -> str:
     )
 
 
-def _rank(health: MemberHealth, waited: set[str]) -> tuple[int, int, int]:
+def _rank(health: Health, waited: set[str]) -> tuple[int, int, int]:
     m = health.member
     return (m.role in waited, m.job == "ps", len(health.problems))
 
 
 def evaluate(facts: Facts) -> list[Finding]:
-    waiters = [t for t in facts.threads if t.status == "stuck" and t.waits_on == "session-run"]
+    waiters = [
+        t for t in facts.threads if t.status is Status.STUCK and t.waits_on is WaitKind.SESSION_RUN
+    ]
     bad = [h for h in facts.health.values() if h.unresponsive]
     if not waiters:
         return _failing_calls(facts) or _frozen_ps_unobserved(facts)
     if not bad:
         return []
-    waited = {target for _, target, _ in facts.wait_for}
+    waited = {e.waits_on for e in facts.wait_for}
     suspect = max(bad, key=lambda h: _rank(h, waited))
     role = suspect.member.role
     savers = [t for t in waiters if t.in_save]
-    confidence = 0.6 + (0.25 if savers else 0.0) + (0.1 if suspect.member.job == "ps" else 0.0)
-    if not savers and suspect.member.job != "ps":
-        # A stopped replica with everyone else waiting in training: training-stalled's case.
-        confidence = 0.45
+    case = Case(HANG_CLASS, 0.6)
+    case.add(0.25 if savers else 0.0)
+    case.add(0.1 if suspect.member.job == "ps" else 0.0)
+    case.add(0, *member_evidence(facts, role))
+    case.add(
+        0, *(thread_evidence(facts, t, "waiting on the cluster") for t in (savers or waiters)[:3])
+    )
+    case.add(
+        0,
+        *[
+            Evidence(
+                f"wait-for: {e.waiter} -> {e.waits_on} ({e.why})",
+                facts.sources.procfs(facts.pid_by_role[e.waiter]),
+                e.waiter,
+            )
+            for e in facts.wait_for
+            if e.waits_on == role and e.waiter in facts.pid_by_role
+        ][:4],
+    )
     lead = (savers or waiters)[0]
-    waiter_role = facts.role(lead.pid)
-    evidence = suspect.evidence()
-    evidence += [
-        thread_evidence(facts, t, "waiting on the cluster") for t in (savers or waiters)[:3]
-    ]
-    evidence += [
-        Evidence(f"wait-for: {a} -> {b} ({why})", "sockets + stacks", a)
-        for a, b, why in facts.wait_for
-        if b == role
-    ][:4]
     what = describe_wait(lead)
-    op = f"{what} on {waiter_role} ({lead.label}) waiting for {role}"
+    op = f"{what} on {lead.role} ({lead.label}) waiting for {role}"
     summary = (
-        f"{waiter_role} is blocked in {what} because {role} does not answer: {suspect.problems[0]}."
+        f"{lead.role} is blocked in {what} because {role} does not answer: {suspect.problems[0]}."
     )
     if savers:
         summary += " The checkpoint save waits on it with no deadline, so it never returns."
     return [
-        Finding(
-            HangClass.PEER_UNRESPONSIVE,
-            min(confidence, 0.95),
-            summary,
-            _fix(role, suspect.member.job),
-            culprit(facts, role, suspect.problems[0]),
-            op,
-            tuple(evidence),
+        case.finding(
+            summary, _fix(role, suspect.member.job), culprit(facts, role, suspect.problems[0]), op
         )
     ]
 
@@ -82,12 +92,14 @@ def _failing_calls(facts: Facts) -> list[Finding]:
     """
     counts: dict[str, int] = {}
     saves_failed: dict[str, int] = {}
+    sources: dict[str, str] = {}
     for log in facts.logs.values():
         for device, count in log.unreachable_targets.items():
             role = role_from_device(device)
             if role is not None and role != log.role:
                 counts[role] = counts.get(role, 0) + count
                 saves_failed[log.role] = log.failed_saves
+                sources[log.role] = log.source
     if not counts:
         return []
     role = max(
@@ -99,30 +111,32 @@ def _failing_calls(facts: Facts) -> list[Finding]:
     confirmed = bool(health and health.unresponsive)
     reporter = max(saves_failed, key=lambda r: saves_failed[r])
     in_save = saves_failed[reporter] > 0
-    confidence = 0.5 + (0.25 if confirmed else 0.0) + (0.1 if in_save else 0.0)
+    case = Case(HANG_CLASS, 0.5)
+    case.add(0.25 if confirmed else 0.0)
     state = health.problems[0] if confirmed and health else "refuses connections"
     what = "Saver.save" if in_save else "session.run"
-    evidence = [
+    case.add(
+        0,
         Evidence(
             f"{counts[role]} gRPC error(s) in the logs: {role} could not be reached "
             "(UNAVAILABLE / connection refused)",
-            f"log of {reporter}",
+            sources[reporter],
             reporter,
-        )
-    ]
+        ),
+    )
     if in_save:
-        evidence.append(
+        case.add(
+            0.1,
             Evidence(
                 f"{saves_failed[reporter]} traceback(s) through Saver.save in "
                 f"the log of {reporter}: every save attempt fails",
-                f"log of {reporter}",
+                sources[reporter],
                 reporter,
-            )
+            ),
         )
-    if health:
-        evidence += health.evidence()
+    case.add(0, *member_evidence(facts, role))
     if member is not None and member.pid is None:
-        evidence.append(Evidence(f"{role} is not in the dump", "manifest.json", role))
+        case.add(0, Evidence(f"{role} is not in the dump", "manifest.json", role))
     summary = (
         f"{what} on {reporter} fails again and again because {role} cannot be reached "
         f"({state}); the job retries, so it never hangs outright but never saves a "
@@ -130,14 +144,8 @@ def _failing_calls(facts: Facts) -> list[Finding]:
     )
     op = f"{what} on {reporter} failing with UNAVAILABLE from {task_device(role)} (retried)"
     return [
-        Finding(
-            HangClass.PEER_UNRESPONSIVE,
-            min(confidence, 0.9),
-            summary,
-            _fix(role, role.split(":")[0]),
-            culprit(facts, role, state),
-            op,
-            tuple(evidence),
+        case.finding(
+            summary, _fix(role, role.split(":")[0]), culprit(facts, role, state), op, cap=0.9
         )
     ]
 
@@ -150,24 +158,22 @@ def _frozen_ps_unobserved(facts: Facts) -> list[Finding]:
         for h in facts.health.values()
         if h.member.job == "ps" and h.member.pid is not None and h.unresponsive
     ]
-    if not stopped or any(t.status == "busy" and t.in_save for t in facts.threads):
+    if not stopped or any(t.status is Status.BUSY and t.in_save for t in facts.threads):
         return []
     suspect = stopped[0]
     role = suspect.member.role
-    evidence = suspect.evidence()
+    case = Case(HANG_CLASS, 0.5)
+    case.add(0, *member_evidence(facts, role))
     summary = (
         f"{role} cannot answer ({suspect.problems[0]}): every worker that reads or "
         "saves its variables waits on it. No worker stack shows the wait; capture the "
         "workers too to confirm."
     )
     return [
-        Finding(
-            HangClass.PEER_UNRESPONSIVE,
-            0.5,
+        case.finding(
             summary,
             _fix(role, "ps"),
             culprit(facts, role, suspect.problems[0]),
             f"any session.run that touches {role}'s variables",
-            tuple(evidence),
         )
     ]

@@ -2,18 +2,21 @@
 
 Evidence: a thread in uninterruptible I/O (state D) in every round, native frames in
 SaveV2/BundleWriter/WritableFile, stat() or a directory listing that never returned, and
-checkpoint files that do not grow.
+checkpoint files that do not grow. A save whose bytes keep flowing is slow, not stuck:
+that is never a storage stall.
 """
 
 from __future__ import annotations
 
 import re
 
+from postmortem.analysis.checkpoint import MIN_WRITE_RATE
 from postmortem.analysis.facts import Facts
-from postmortem.analysis.model import Evidence, Finding, HangClass
-from postmortem.analysis.rules.common import MIN_WRITE_RATE, culprit, thread_evidence
+from postmortem.analysis.rules.common import Case, culprit, thread_evidence
 from postmortem.analysis.threads import NATIVE_IO_HINTS
-from postmortem.loading import records
+from postmortem.model import Evidence, Finding, HangClass, Status, Thread
+
+HANG_CLASS = HangClass.STORAGE_STALL
 
 CHECKPOINT_PART = re.compile(r"(_temp|\.tempstate|\.data-\d+-of-\d+|\.index$)")
 FS_WCHAN = (
@@ -42,17 +45,24 @@ FIX = (
 )
 
 
+def _running(t: Thread) -> bool:
+    return t.status is not Status.BUSY and t.status is not Status.STOPPED
+
+
 def evaluate(facts: Facts) -> list[Finding]:
+    if facts.save_is_writing:
+        return []
     d_threads = [
         t
         for t in facts.threads
-        if t.states and set(t.states) <= {"D"} and t.process_state not in ("T", "t")
+        if t.states and set(t.states) <= {"D"} and t.status is not Status.STOPPED
     ]
     io_native = [
         t
         for t in facts.threads
-        if t.status != "busy"
-        and any(h in f.function for f in t.native_stack[:12] for h in NATIVE_IO_HINTS)
+        if t.native_stack
+        and t.status is not Status.BUSY
+        and any(h in f.function for f in t.native_stack.frames[:12] for h in NATIVE_IO_HINTS)
         and t.in_save
     ]
     # A FUSE or NFS client can leave the writer asleep (S) in the filesystem's own wait
@@ -61,104 +71,98 @@ def evaluate(facts: Facts) -> list[Finding]:
         t
         for t in facts.threads
         if t not in d_threads
-        and t.status != "busy"
-        and t.process_state not in ("T", "t")
+        and _running(t)
         and t.states
         and set(t.states) <= {"S", "D"}
         and any(w in t.wchan for w in FS_WCHAN)
     ]
-    timed_out = {d: p for d, p in facts.checkpoint_progress.items() if p["timed_out"]}
-    stat_stuck = facts.dump.process_rounds
-    stat_stuck = stat_stuck[stat_stuck["stat_timeout"]] if not stat_stuck.empty else stat_stuck
-    if not d_threads and not fs_waiters and not timed_out and stat_stuck.empty and not io_native:
+    timed_out = [c for c in facts.checkpoints if c.timed_out]
+    stat_stuck = facts.stat_timeouts
+    if not d_threads and not fs_waiters and not timed_out and not stat_stuck and not io_native:
         return []
-    growing = [d for d, p in facts.checkpoint_progress.items() if p["growing"] or p["temp_growing"]]
-    evidence: list[Evidence] = []
-    score = 0.0
+    case = Case(HANG_CLASS)
     pid = None
     if d_threads:
-        score += 0.5
+        case.add(0.5)
         pid = d_threads[0].pid
         for t in d_threads[:3]:
-            fs = any(w in t.wchan for w in FS_WCHAN)
-            score += 0.1 if fs else 0.0
-            evidence.append(thread_evidence(facts, t, "in uninterruptible I/O every round"))
-            kernel = _kernel_stack(facts, t.pid, t.tid)
-            if kernel:
-                evidence.append(
+            case.add(
+                0.1 if any(w in t.wchan for w in FS_WCHAN) else 0.0,
+                thread_evidence(facts, t, "in uninterruptible I/O every round"),
+            )
+            if t.kernel_stack:
+                case.add(
+                    0,
                     Evidence(
-                        f"{t.label} kernel stack: {kernel}",
-                        f"processes/{t.pid}/round-*/procfs.json",
-                        facts.role(t.pid),
-                    )
+                        f"{t.label} kernel stack: {' <- '.join(t.kernel_stack[:8])}",
+                        facts.sources.procfs(t.pid),
+                        t.role,
+                    ),
                 )
     if fs_waiters:
-        score += 0.45 if not d_threads else 0.1
         pid = pid or fs_waiters[0].pid
-        evidence += [
-            thread_evidence(facts, t, f"waiting inside the filesystem ({t.wchan}) every round")
-            for t in fs_waiters[:3]
-        ]
+        case.add(
+            0.45 if not d_threads else 0.1,
+            *(
+                thread_evidence(facts, t, f"waiting inside the filesystem ({t.wchan}) every round")
+                for t in fs_waiters[:3]
+            ),
+        )
     stalled = [
-        d
-        for d, p in facts.checkpoint_progress.items()
-        if isinstance(p["sizes"], list)
-        and len(p["sizes"]) > 1
-        and not (p["growing"] or p["temp_growing"])
+        c for c in facts.checkpoints if len(c.sizes) > 1 and not (c.growing or c.temp_growing)
     ]
     if stalled and (d_threads or fs_waiters):
-        score += 0.1
-        evidence.append(
-            Evidence(f"{stalled[0]} did not grow during the capture", "checkpoint/*/round-*.json")
+        case.add(
+            0.1,
+            Evidence(
+                f"{stalled[0].dir} did not grow during the capture",
+                facts.checkpoint_source(stalled[0].dir),
+            ),
         )
     if io_native:
-        score += 0.15
         pid = pid or io_native[0].pid
         t = io_native[0]
-        evidence.append(
+        case.add(
+            0.15,
             Evidence(
-                f"{t.label} native stack: " + " <- ".join(f.function for f in t.native_stack[:6]),
-                f"processes/{t.pid}/round-*/native.*.txt",
-                facts.role(t.pid),
-            )
+                f"{t.label} native stack: "
+                + " <- ".join(f.function for f in t.native_stack.frames[:6]),
+                facts.sources.native(t.pid),
+                t.role,
+            ),
         )
-    for directory in timed_out:
-        score += 0.25
-        evidence.append(
+    for progress in timed_out:
+        case.add(
+            0.25,
             Evidence(
-                f"listing {directory} did not return within the capture's "
+                f"listing {progress.dir} did not return within the capture's "
                 "time bound: the filesystem does not answer",
-                "checkpoint/*/round-*.json",
-            )
+                facts.checkpoint_source(progress.dir),
+            ),
         )
-    for row in records(stat_stuck):
-        score += 0.1
-        pid = pid or int(row["pid"])
-        evidence.append(
+    for stuck_pid, _round in stat_stuck[:1]:
+        pid = pid or stuck_pid
+        case.add(
+            0.1,
             Evidence(
-                f"stat() of a file {facts.role(int(row['pid']))} has open did not return",
-                f"processes/{row['pid']}/round-{int(row['round']):03d}/procfs.json",
-                facts.role(int(row["pid"])),
-            )
+                f"stat() of a file {facts.role(stuck_pid)} has open did not return",
+                facts.sources.procfs(stuck_pid),
+                facts.role(stuck_pid),
+            ),
         )
-        break
     rate = facts.write_rates.get(pid, 0.0) if pid is not None else 0.0
-    if rate >= MIN_WRITE_RATE:
-        score -= 0.4
-        evidence.append(
+    if rate >= MIN_WRITE_RATE and pid is not None:
+        case.add(
+            -0.4,
             Evidence(
-                f"but {facts.role(pid)} writes {rate / 1e6:.2f} MB/s: slow, not stuck",
-                f"processes/{pid}/round-*/procfs.json",
+                f"but {facts.role(pid)} writes {rate / 1e6:.2f} MB/s elsewhere",
+                facts.sources.procfs(pid),
                 facts.role(pid),
-            )
+            ),
         )
-    if growing:
-        score -= 0.4
-        evidence.append(Evidence(f"but {growing[0]} grew during the capture", "checkpoint/"))
     savers = [t for t in facts.threads if t.in_save and (pid is None or t.pid == pid)]
     if savers:
-        score += 0.15
-        evidence.append(thread_evidence(facts, savers[0], "inside a save"))
+        case.add(0.15, thread_evidence(facts, savers[0], "inside a save"))
     if pid is None and savers:
         pid = savers[0].pid
     role = facts.role(pid) if pid is not None else None
@@ -174,41 +178,17 @@ def evaluate(facts: Facts) -> list[Finding]:
         f"The checkpoint write is stuck in the kernel: {where} on {role} waits on storage "
         f"that does not answer, and the checkpoint does not grow."
     )
-    return [
-        Finding(
-            HangClass.STORAGE_STALL,
-            max(0.05, min(score, 0.95)),
-            summary,
-            FIX,
-            culprit(facts, role, "blocked writing the checkpoint"),
-            op,
-            tuple(evidence),
-        )
-    ]
+    return [case.finding(summary, FIX, culprit(facts, role, "blocked writing the checkpoint"), op)]
 
 
 def _open_checkpoint_files(facts: Facts, pid: int | None) -> list[str]:
-    files = facts.dump.files
-    if pid is None or files.empty:
+    if pid is None:
         return []
-    mine = files[files["pid"] == pid]
     dirs = tuple(facts.checkpoint_progress)
     hits = [
-        str(p)
-        for p in mine["path"].unique()
-        if (dirs and str(p).startswith(dirs)) or CHECKPOINT_PART.search(str(p))
+        p
+        for p in facts.open_files(pid)
+        if (dirs and p.startswith(dirs)) or CHECKPOINT_PART.search(p)
     ]
     # Checkpoint parts being written first, then anything else open in the directory.
     return sorted(hits, key=lambda p: (not CHECKPOINT_PART.search(p), p))
-
-
-def _kernel_stack(facts: Facts, pid: int, tid: int) -> str:
-    """The last kernel stack captured for a thread in D (root-only in /proc), shortened."""
-    threads = facts.dump.threads
-    mine = threads[(threads["pid"] == pid) & (threads["tid"] == tid)]
-    stacks = [str(s) for s in mine.sort_values("round")["kernel_stack"] if s and str(s) != "nan"]
-    if not stacks:
-        return ""
-    # "[<0>] fuse_perform_write+0x1a/0x60" -> "fuse_perform_write"
-    frames = [f.split("] ", 1)[-1].split("+", 1)[0] for f in stacks[-1].split(" <- ")]
-    return " <- ".join(frames[:8])

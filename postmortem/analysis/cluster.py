@@ -1,0 +1,283 @@
+"""The cluster as a whole: which member cannot answer, who is connected to whom, who waits
+on whom.
+
+Health comes from the process table (stopped, exited, every thread in D), the sockets
+(an accept backlog that never drains, CLOSE_WAIT connections with unread bytes), the TF
+profiler (a server that did not answer) and, for members absent from the dump, whether
+anything listens at their address. The wait-for graph joins a process stuck in
+session.run to the members it holds connections to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, cast
+
+import pandas as pd
+
+from postmortem.analysis.roles import host_of, is_local, port_of
+from postmortem.loading import Dump, as_int
+from postmortem.model import Member, Status, Thread, WaitEdge, WaitKind
+
+CLUSTER_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE)
+
+
+@dataclass
+class Health:
+    """Why a member cannot answer, in words, and the dump file that shows it."""
+
+    member: Member
+    problems: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def unresponsive(self) -> bool:
+        return bool(self.problems)
+
+
+class Cluster:
+    def __init__(
+        self,
+        dump: Dump,
+        members: list[Member],
+        threads: list[Thread],
+        grouped: set[int],
+        exited: set[int],
+        unanswered: dict[str, str],
+        procfs_source: dict[int, str],
+        spec_source: str,
+    ) -> None:
+        self.dump = dump
+        self.host = dump.host
+        self.members = members
+        self.threads = threads
+        self.grouped = grouped  # pids with parked or stopped threads kept as groups
+        self.exited = exited
+        self.unanswered = unanswered  # TF server address -> why it did not answer
+        self.procfs_source = procfs_source  # pid -> its last procfs.json in the dump
+        self.spec_source = spec_source  # a file that names the cluster (a process.json)
+        self._threads_by_pid: dict[int, list[Thread]] = {}
+        for t in threads:
+            self._threads_by_pid.setdefault(t.pid, []).append(t)
+
+    @cached_property
+    def process_states(self) -> dict[int, str]:
+        """pid -> kernel states per round ('TTT'); '' when no round read it."""
+        pr = self.dump.process_rounds
+        out: dict[int, str] = {}
+        if not pr.empty:
+            for pid, grp in pr.sort_values("round").groupby("pid"):
+                out[as_int(pid)] = "".join(str(s) for s in grp["state"])
+        return out
+
+    @cached_property
+    def listening_everywhere(self) -> set[int] | None:
+        """Ports listening anywhere in the captured network namespace, when recorded."""
+        pr = self.dump.process_rounds
+        if "host_listening" not in pr.columns or pr.empty:
+            return None
+        addresses: set[str] = set()
+        recorded = False
+        for value in pr["host_listening"]:
+            if isinstance(value, list):
+                recorded = True
+                addresses.update(map(str, value))
+        ports = {p for p in map(port_of, addresses) if p is not None}
+        return ports if recorded else None
+
+    @cached_property
+    def health(self) -> dict[str, Health]:
+        return {m.role: self._health(m) for m in self.members}
+
+    def _health(self, m: Member) -> Health:
+        h = Health(m)
+        if m.pid is None:
+            h.source = self.spec_source
+            self._absent_health(m, h)
+            return h
+        h.source = self.procfs_source.get(m.pid, "manifest.json")
+        states = self.process_states.get(m.pid, "")
+        if m.pid in self.exited:
+            h.problems.append("exited during the capture")
+        if states and set(states) <= {"T", "t"}:
+            h.problems.append(
+                f"stopped (state T in all {len(states)} rounds: SIGSTOP or a debugger)"
+            )
+        elif states and set(states) <= {"Z", "X"}:
+            h.problems.append("zombie: the process has exited")
+        threads = self._threads_by_pid.get(m.pid, [])
+        if (
+            threads
+            and m.pid not in self.grouped
+            and all(t.states and set(t.states) <= {"D"} for t in threads)
+        ):
+            h.problems.append("every thread in uninterruptible I/O (state D)")
+        if m.address and m.address in self.unanswered:
+            h.problems.append(f"its profiler service did not answer: {self.unanswered[m.address]}")
+        if not self.dump.sockets.empty and m.address:
+            port = port_of(m.address)
+            backlog = self._listen_backlogs.get((m.pid, port), []) if port is not None else []
+            if backlog and all(v > 0 for v in backlog):
+                h.problems.append(
+                    f"{int(backlog[-1])} connection(s) waiting in its accept "
+                    f"backlog on port {port}: it does not accept"
+                )
+            stale = self._stale_close_wait.get(m.pid)
+            if stale is not None and h.problems:
+                h.problems.append(f"{stale} CLOSE_WAIT connection(s) with unread bytes")
+        return h
+
+    def _absent_health(self, m: Member, h: Health) -> None:
+        port = port_of(m.address) if m.address else None
+        listening = self.listening_everywhere
+        # Whether anything listens at its address is known only for this host.
+        seen = (
+            listening is not None
+            and port is not None
+            and bool(m.address)
+            and is_local(m.address or "", self.host)
+        )
+        if seen and port not in (listening or set()):
+            h.problems.append(f"not running: nothing listens on {m.address}")
+        elif seen:
+            pass  # alive but not captured: nothing says it is unresponsive
+        elif m.address and m.address in self.unanswered:
+            h.problems.append(f"its profiler did not answer ({self.unanswered[m.address]})")
+            h.source = "manifest.json"
+        elif (
+            not self.dump.sockets.empty
+            and self._peer_connections(m.address) == 0
+            and self._any_waiting_on_cluster()
+        ):
+            h.problems.append(
+                f"not in the dump and no captured process holds a "
+                f"connection to {m.address}: likely dead"
+            )
+
+    @cached_property
+    def _listen_backlogs(self) -> dict[tuple[int, int], list[float]]:
+        """(pid, listening port) -> the largest accept backlog of each round, by round."""
+        s = self.dump.sockets
+        if s.empty:
+            return {}
+        lis = s[s["tcp_state"] == "LISTEN"]
+        ports = _ports(lis["local"])
+        per_round = lis.assign(port=ports).groupby(["pid", "port", "round"])["rx_queue"].max()
+        out: dict[tuple[int, int], list[float]] = {}
+        for key, value in cast("dict[tuple[Any, Any, Any], Any]", per_round.to_dict()).items():
+            out.setdefault((as_int(key[0]), as_int(key[1])), []).append(value)
+        return out
+
+    @cached_property
+    def _stale_close_wait(self) -> dict[int, int]:
+        """pid -> how many fds hold CLOSE_WAIT connections with unread bytes."""
+        s = self.dump.sockets
+        if s.empty:
+            return {}
+        stale = s[(s["tcp_state"] == "CLOSE_WAIT") & (s["rx_queue"] > 0)]
+        return {as_int(pid): int(n) for pid, n in stale.groupby("pid")["fd"].nunique().items()}
+
+    @cached_property
+    def _established_remote_ports(self) -> dict[int, int]:
+        """port -> how many ESTABLISHED socket rows (all rounds) have it as remote port."""
+        s = self.dump.sockets
+        if s.empty:
+            return {}
+        established = s[s["tcp_state"] == "ESTABLISHED"]
+        counts = _ports(established["remote"]).value_counts()
+        return {as_int(port): int(n) for port, n in counts.items()}
+
+    def _peer_connections(self, address: str | None) -> int:
+        if not address or self.dump.sockets.empty:
+            return 0
+        port = port_of(address)
+        return self._established_remote_ports.get(port, 0) if port is not None else 0
+
+    def _any_waiting_on_cluster(self) -> bool:
+        return any(t.status is Status.STUCK and t.waits_on in CLUSTER_WAITS for t in self.threads)
+
+    # -- connections and the wait-for graph -----------------------------------------------
+
+    def connected_members(self, pid: int) -> list[str]:
+        """Roles of cluster members this process holds TCP connections to."""
+        remotes = self._remotes_by_pid.get(pid)
+        if not remotes:
+            return []
+        found: set[int] = set()
+        for host, port in remotes:
+            for index, m in self._members_by_port.get(port, ()):
+                if m.pid != pid and host in _host_aliases(host_of(str(m.address))):
+                    found.add(index)
+        return [self.members[i].role for i in sorted(found)]
+
+    @cached_property
+    def _remotes_by_pid(self) -> dict[int, set[tuple[str, int]]]:
+        """pid -> (host, port) of the remote end of each of its non-LISTEN sockets."""
+        s = self.dump.sockets
+        if s.empty:
+            return {}
+        pairs = s.loc[s["tcp_state"] != "LISTEN", ["pid", "remote"]].drop_duplicates()
+        parsed = {r: (host_of(r), port_of(r)) for r in map(str, pairs["remote"].unique())}
+        out: dict[int, set[tuple[str, int]]] = {}
+        for pid, remote in zip(pairs["pid"].tolist(), pairs["remote"].tolist(), strict=True):
+            host, port = parsed[str(remote)]
+            if port is not None:
+                out.setdefault(int(pid), set()).add((host, port))
+        return out
+
+    @cached_property
+    def _members_by_port(self) -> dict[int, list[tuple[int, Member]]]:
+        out: dict[int, list[tuple[int, Member]]] = {}
+        for index, m in enumerate(self.members):
+            port = port_of(m.address) if m.address else None
+            if port is not None:
+                out.setdefault(port, []).append((index, m))
+        return out
+
+    @cached_property
+    def wait_for(self) -> list[WaitEdge]:
+        """Edges (waiter, waited-for, why) between processes.
+
+        A process with a thread stuck in session.run waits on the cluster members it is
+        connected to; with no socket evidence, on every ps (replica_device_setter puts the
+        variables there) and on unresponsive members.
+        """
+        edges: list[WaitEdge] = []
+        unresponsive = [r for r, h in self.health.items() if h.unresponsive]
+        roles = {m.pid: m.role for m in self.members if m.pid is not None}
+        for pid, role in roles.items():
+            stuck = [
+                t
+                for t in self._threads_by_pid.get(pid, [])
+                if t.status is Status.STUCK and t.waits_on in CLUSTER_WAITS
+            ]
+            if not stuck:
+                continue
+            why = "session.run in " + stuck[0].label
+            targets = set(self.connected_members(pid))
+            targets |= {r for r in unresponsive if r != role}
+            if not targets:
+                targets = {m.role for m in self.members if m.job == "ps"}
+            edges.extend(
+                WaitEdge(role, target, why) for target in sorted(targets) if target != role
+            )
+        return edges
+
+    @cached_property
+    def wait_for_sinks(self) -> list[str]:
+        """Members that others wait on and that wait on nobody: where a hang bottoms out."""
+        waiting = {e.waiter for e in self.wait_for}
+        return sorted({e.waits_on for e in self.wait_for if e.waits_on not in waiting})
+
+
+def _ports(addresses: pd.Series) -> pd.Series:
+    """port_of over a column, parsing each distinct address once."""
+    parsed = {a: port_of(str(a)) for a in addresses.unique()}
+    return addresses.map(parsed)
+
+
+def _host_aliases(host: str) -> set[str]:
+    if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+        return {"127.0.0.1", "::1", "localhost", "0.0.0.0"}
+    return {host}

@@ -1,0 +1,141 @@
+"""Reading an untrusted dump: only regular files inside it, each read bounded.
+
+A dump is mailed around and attached to incidents; whoever made it may have put a symlink
+to /etc/shadow, a FIFO, /dev/zero, or JSON nested 200,000 deep where a file should be.
+Every read of a dump goes through `DumpReader`, which resolves the path, refuses anything
+that leaves the dump directory or is not a regular file, reads at most a size limit, and
+turns every failure into a problem row (file, what is wrong) instead of an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+MANIFEST_LIMIT = 256 * MIB
+JSON_LIMIT = 64 * MIB
+TEXT_LIMIT = 32 * MIB
+
+
+class NotReadable(Exception):
+    """A dump file that cannot be used; the message says why, in words."""
+
+
+@dataclass
+class DumpReader:
+    root: Path
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    read: set[str] = field(default_factory=set)  # relative paths read successfully
+
+    def __post_init__(self) -> None:
+        self.real_root = os.path.realpath(self.root)
+
+    # -- paths ----------------------------------------------------------------------------
+
+    def inside(self, relative: str) -> str:
+        """The real path of `relative`, which must stay inside the dump."""
+        if not isinstance(relative, str) or not relative or "\0" in relative:
+            raise NotReadable("not a path")
+        if os.path.isabs(relative):
+            raise NotReadable("an absolute path: outside the dump")
+        real = os.path.realpath(os.path.join(self.real_root, relative))
+        if real != self.real_root and not real.startswith(self.real_root + os.sep):
+            raise NotReadable("leads outside the dump")
+        return real
+
+    def list_dir(self, relative: str) -> list[str]:
+        """Names in a directory of the dump ([] when it is absent or not a directory)."""
+        try:
+            real = self.inside(relative)
+            with os.scandir(real) as entries:
+                return sorted(e.name for e in entries)
+        except (NotReadable, OSError):
+            return []
+
+    def is_dir(self, relative: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(self.inside(relative)).st_mode)
+        except (NotReadable, OSError):
+            return False
+
+    def exists(self, relative: str) -> bool:
+        try:
+            os.stat(self.inside(relative))
+        except (NotReadable, OSError):
+            return False
+        return True
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def read_bytes(self, relative: str, limit: int = TEXT_LIMIT) -> bytes:
+        """The file's bytes; NotReadable when it is not a regular file inside the dump, or
+        larger than `limit`."""
+        real = self.inside(relative)
+        try:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        except FileNotFoundError as exc:
+            raise NotReadable("missing") from exc
+        except OSError as exc:
+            raise NotReadable(exc.strerror or str(exc)) from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise NotReadable("not a regular file (a directory, FIFO, device or socket)")
+            if info.st_size > limit:
+                raise NotReadable(f"too large ({info.st_size:,} bytes; the limit is {limit:,})")
+            chunks = []
+            remaining = limit + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 4 * MIB))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            data = b"".join(chunks)
+            if len(data) > limit:
+                raise NotReadable(f"too large (more than {limit:,} bytes)")
+        except OSError as exc:
+            raise NotReadable(exc.strerror or str(exc)) from exc
+        finally:
+            os.close(fd)
+        self.read.add(relative)
+        return data
+
+    def read_json(self, relative: str, limit: int = JSON_LIMIT) -> Any:
+        data = self.read_bytes(relative, limit)
+        try:
+            return json.loads(data)
+        except RecursionError as exc:
+            raise NotReadable("corrupt: JSON nested too deeply") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise NotReadable(f"corrupt: {exc}") from exc
+
+    # -- reads that record their own failure --------------------------------------------------
+
+    def problem(self, relative: str, what: str) -> None:
+        self.problems.append({"file": relative, "problem": what})
+
+    def try_json(self, relative: str, limit: int = JSON_LIMIT, required: bool = True) -> Any:
+        """The parsed file, or None with a problem row (none for a missing optional file)."""
+        try:
+            return self.read_json(relative, limit)
+        except NotReadable as exc:
+            if required or str(exc) != "missing":
+                self.problem(relative, str(exc))
+            return None
+
+    def try_bytes(
+        self, relative: str, limit: int = TEXT_LIMIT, required: bool = True
+    ) -> bytes | None:
+        try:
+            return self.read_bytes(relative, limit)
+        except NotReadable as exc:
+            if required or str(exc) != "missing":
+                self.problem(relative, str(exc))
+            return None

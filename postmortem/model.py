@@ -1,0 +1,592 @@
+"""The incident model: everything the analysis found in one dump, as frozen records.
+
+Analysis (`postmortem.analyze`) builds one `Incident`; every renderer (text, JSON, the
+HTML report, speedscope, folded, chrome-trace) draws from it and computes nothing of its
+own. Standard library only: a script, a notebook or a renderer imports it without pandas.
+`--json` is its one serialization (`postmortem.serialize`, docs/incident-json.md).
+
+Conventions: times are Unix seconds (`Seconds`) unless a name ends in `_s` (a duration);
+a `Role` is "ps:0", "worker:1", "chief:0", or "pid:123" when the dump names no role; every
+stack lists its frames innermost first, as py-spy prints them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from collectors.layout import CollectorStatus, FailureKind, StackSource
+
+Seconds = float
+Bytes = int
+Role = str
+Confidence = float  # 0..1
+
+__all__ = [
+    "Bytes",
+    "CaptureProblem",
+    "CaptureRound",
+    "CheckpointFile",
+    "CheckpointProgress",
+    "CollectorStatus",
+    "Confidence",
+    "Culprit",
+    "DumpInfo",
+    "Evidence",
+    "FailureKind",
+    "Finding",
+    "Frame",
+    "HangClass",
+    "Incident",
+    "LoadProblem",
+    "LogEvent",
+    "LogKind",
+    "LogSummary",
+    "Member",
+    "Outlier",
+    "Process",
+    "Role",
+    "Seconds",
+    "Stack",
+    "StackClass",
+    "StackNode",
+    "StackSample",
+    "StackSource",
+    "Status",
+    "StepPoint",
+    "StepSeries",
+    "TfEvent",
+    "TfEventKind",
+    "Thread",
+    "ThreadGroup",
+    "Timeline",
+    "Verdict",
+    "WaitEdge",
+    "WaitKind",
+]
+
+
+class HangClass(str, enum.Enum):
+    """What the verdict says happened. docs/hang-classes.md explains each."""
+
+    OVERSIZED_TENSOR_TRANSFER = "oversized-tensor-transfer"
+    PEER_UNRESPONSIVE = "peer-unresponsive"
+    STORAGE_STALL = "storage-stall"
+    TRAINING_STALLED = "training-stalled"
+    LOCK_DEADLOCK = "lock-deadlock"
+    PEER_UNREACHABLE = "peer-unreachable"
+    SAVE_PROGRESSING = "save-progressing"
+    NO_HANG_FOUND = "no-hang-found"
+
+    @property
+    def is_hang(self) -> bool:
+        return self not in (HangClass.SAVE_PROGRESSING, HangClass.NO_HANG_FOUND)
+
+
+class Status(str, enum.Enum):
+    """What a thread did over the capture, most telling first."""
+
+    STUCK = "stuck"  # same place every round, waiting on something, no progress
+    BUSY = "busy"  # using CPU
+    STOPPED = "stopped"  # its process is stopped (SIGSTOP, a debugger)
+    PARKED = "parked"  # waiting for work: a timer, a queue, sleep
+    UNKNOWN = "unknown"
+
+    @property
+    def rank(self) -> int:
+        return list(Status).index(self)
+
+
+class WaitKind(str, enum.Enum):
+    """What a waiting thread waits on, read from its stack and source line."""
+
+    NONE = ""
+    SESSION_RUN = "session-run"
+    SESSION_CREATE = "session-create"
+    LOCK = "lock"
+    JOIN = "join"
+    QUEUE = "queue"
+    IO = "io"
+    SLEEP = "sleep"
+    SERVE = "serve"  # a ps main thread in Server.join: serving, healthy
+
+
+class LogKind(str, enum.Enum):
+    ERROR = "error"
+    WAITING = "waiting"  # "CreateSession still waiting ..."
+    SAVE = "save"
+    STEP = "step"
+
+
+class TfEventKind(str, enum.Enum):
+    CHECKPOINT_OP = "checkpoint op"
+    TRANSFER = "transfer"
+    OP = "TF op"
+
+
+# -- stacks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    function: str
+    filename: str = ""
+    line: int = 0
+    code: str = ""  # the source line, when the capture kept it
+    native: bool = False
+
+    @property
+    def short_file(self) -> str:
+        return self.filename.rsplit("/", 1)[-1]
+
+    @property
+    def label(self) -> str:
+        """'Saver.save (saver.py:1300)'."""
+        if not self.filename:
+            return self.function
+        where = f"{self.short_file}:{self.line}" if self.line else self.short_file
+        return f"{self.function} ({where})"
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """One thread's frames at one moment, innermost first."""
+
+    frames: tuple[Frame, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self.frames)
+
+    @property
+    def innermost(self) -> Frame | None:
+        return self.frames[0] if self.frames else None
+
+    def root_first(self) -> tuple[Frame, ...]:
+        return self.frames[::-1]
+
+    def functions(self) -> tuple[str, ...]:
+        return tuple(f.function for f in self.frames)
+
+
+@dataclass(frozen=True, slots=True)
+class StackSample:
+    """One thread's stack in one round, from one tool."""
+
+    pid: int
+    tid: int
+    thread_name: str
+    round: int
+    source: StackSource
+    stack: Stack
+
+
+@dataclass(frozen=True, slots=True)
+class StackClass:
+    """Threads across processes that stand at the same Python stack (STAT-style)."""
+
+    stack: Stack
+    threads: tuple[tuple[int, int], ...]  # (pid, tid)
+    processes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StackNode:
+    """A node of the merged stack tree: one frame reached through one path from the root;
+    `frame` is None at the root."""
+
+    frame: Frame | None
+    threads: tuple[str, ...]  # "MainThread (worker:0)" for each thread through this node
+    processes: tuple[int, ...]
+    status: Status  # the most telling status of those threads
+    children: tuple[StackNode, ...] = ()
+
+    def walk(self) -> Iterator[tuple[StackNode, StackNode | None]]:
+        """(node, parent) breadth first."""
+        queue: list[tuple[StackNode, StackNode | None]] = [(self, None)]
+        while queue:
+            node, parent = queue.pop(0)
+            yield node, parent
+            queue.extend((child, node) for child in node.children)
+
+
+# -- the cluster --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A task of the cluster spec, or a captured process that no spec names."""
+
+    role: Role
+    job: str
+    task: int
+    address: str | None
+    pid: int | None  # None: not in the dump (dead, never started, or not captured)
+    host: str
+    problems: tuple[str, ...] = ()  # why it cannot answer, in words
+    problems_source: str = ""  # the dump file they were read from
+
+    @property
+    def captured(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def unresponsive(self) -> bool:
+        return bool(self.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    pid: int
+    role: Role
+    host: str
+    comm: str
+    exe: str
+    cwd: str
+    cmdline: tuple[str, ...]
+    python: bool | None
+    tensorflow: bool | None
+    states: str  # kernel state letter per round, e.g. "TTT"
+    exited: bool = False  # it ended before or during the capture
+    rss_bytes: Bytes | None = None  # the largest seen
+
+    @property
+    def label(self) -> str:
+        """'worker:0 (pid 123)', or 'python (pid 123)' when no role is known."""
+        if self.role and not self.role.startswith("pid:"):
+            return f"{self.role} (pid {self.pid})"
+        return f"{self.comm or 'process'} (pid {self.pid})"
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    pid: int
+    tid: int
+    name: str
+    role: Role
+    status: Status
+    waits_on: WaitKind
+    states: str  # kernel state letter per round seen, e.g. "SSS"; "" when not read
+    wchan: str
+    cpu_seconds: float
+    elapsed_s: float
+    python: bool  # py-spy saw it (a Python thread)
+    stack: Stack  # its Python stack in the last round that saw it
+    native_stack: Stack = Stack()
+    lock_expr: str = ""  # the lock a lock waiter stands at
+    in_save: bool = False
+    same_stack: bool = True
+    kernel_stack: tuple[str, ...] = ()  # for a thread in D, where in the kernel it waits
+    state_rounds: tuple[int, ...] = ()  # the round each letter of `states` was read in
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (tid {self.tid})"
+
+    @property
+    def kernel_states(self) -> tuple[tuple[int, str], ...]:
+        """(round, state letter) of every round that read the thread."""
+        return tuple(zip(self.state_rounds, self.states, strict=False))
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadGroup:
+    """Threads of one process that the capture cannot tell apart: no stack, the same name
+    family, status and kernel state in every round (a pool's idle workers, gRPC pollers).
+    Kept as one record so a 1,000-process dump stays readable."""
+
+    pid: int
+    role: Role
+    family: str  # the name without its trailing number: "tf_Eigen"
+    status: Status
+    tids: tuple[int, ...]
+    wchan: str
+    states: str = ""
+    state_rounds: tuple[int, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.tids)
+
+    @property
+    def kernel_states(self) -> tuple[tuple[int, str], ...]:
+        return tuple(zip(self.state_rounds, self.states, strict=False))
+
+
+@dataclass(frozen=True, slots=True)
+class WaitEdge:
+    waiter: Role
+    waits_on: Role
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outlier:
+    role: Role
+    why: str
+
+
+# -- over time ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRound:
+    index: int
+    started_at: Seconds
+    ended_at: Seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """A log line worth a mark on a timeline."""
+
+    pid: int | None  # None for a --log file
+    role: Role
+    stream: str  # "stderr", "stdout", or the --log file's path
+    track: str  # where a timeline draws it: "worker:0 (pid 12) stderr"
+    line_no: int
+    text: str
+    kind: LogKind
+    time: Seconds | None  # None when the line carries no timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class TfEvent:
+    """One event of a TF profiler trace."""
+
+    address: str
+    pid: int | None  # the process that listens there, when the dump holds it
+    track: str
+    plane: str
+    line: str
+    name: str
+    node: str
+    op: str
+    kind: TfEventKind
+    start: Seconds
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepPoint:
+    time: Seconds | None
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepSeries:
+    """The steps one process logged, in order."""
+
+    role: Role
+    pid: int | None
+    track: str  # the log it was read from, as timelines name it
+    points: tuple[StepPoint, ...]
+
+    @property
+    def last_step(self) -> int | None:
+        return self.points[-1].step if self.points else None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    rounds: tuple[CaptureRound, ...] = ()
+    log_events: tuple[LogEvent, ...] = ()
+    tf_events: tuple[TfEvent, ...] = ()
+    steps: tuple[StepSeries, ...] = ()
+    tf_events_without_time: int = 0
+    step_lines_omitted: int = 0  # step lines left out of log_events (kept in `steps`)
+
+    @property
+    def untimed_log_events(self) -> int:
+        return sum(1 for e in self.log_events if e.time is None)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSummary:
+    role: Role
+    last_step: int | None
+    save_lines: int
+    saves_after_last_step: int
+    errors: tuple[str, ...]
+    create_session_waits: tuple[str, ...]
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointFile:
+    name: str
+    sizes: tuple[Bytes | None, ...]  # per round of the directory (None: absent that round)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointProgress:
+    """A watched checkpoint directory across the rounds."""
+
+    dir: str
+    rounds: tuple[int, ...]
+    times: tuple[Seconds, ...]
+    sizes: tuple[Bytes, ...]  # all files, per round
+    temp_sizes: tuple[Bytes, ...]  # in-progress files (*_temp*, *.tempstate*), per round
+    timed_out_rounds: tuple[int, ...]  # rounds whose listing did not return
+    last_checkpoint: str  # from the `checkpoint` state file
+    files: tuple[CheckpointFile, ...] = ()  # the largest files, with sizes per round
+    exists: bool | None = None
+
+    @property
+    def growing(self) -> bool:
+        return len(self.sizes) > 1 and self.sizes[-1] > self.sizes[0]
+
+    @property
+    def temp_growing(self) -> bool:
+        return len(self.temp_sizes) > 1 and self.temp_sizes[-1] > self.temp_sizes[0]
+
+    @property
+    def timed_out(self) -> bool:
+        return bool(self.timed_out_rounds)
+
+
+# -- what could not be read -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureProblem:
+    """A collector that did not succeed, as the capture recorded it."""
+
+    target: str
+    collector: str
+    status: CollectorStatus
+    round: int | None
+    reason: str
+    kind: FailureKind
+
+
+@dataclass(frozen=True, slots=True)
+class LoadProblem:
+    """A file of the dump the loader could not use."""
+
+    file: str
+    problem: str
+
+
+# -- the verdict ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One fact behind a finding, and the dump file a person can check it in."""
+
+    what: str
+    source: str  # a path inside the dump (manifest.json, processes/12/round-002/pyspy.json)
+    process: str = ""  # the role (or label) the fact is about
+
+
+@dataclass(frozen=True, slots=True)
+class Culprit:
+    role: Role | None
+    pid: int | None  # None when the process is absent from the dump
+    host: str | None
+    state: str = ""  # what is wrong with it, in words
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    hang_class: HangClass
+    confidence: Confidence
+    summary: str
+    fix: str
+    culprit: Culprit | None = None
+    blocking_op: str = ""
+    evidence: tuple[Evidence, ...] = ()
+    # Set when the ranking decided another finding explains this one (a symptom of it).
+    explained_by: HangClass | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    finding: Finding  # the top one
+    findings: tuple[Finding, ...]  # every finding, ranked; the first is `finding`
+
+    @property
+    def hang_class(self) -> HangClass:
+        return self.finding.hang_class
+
+    @property
+    def culprit(self) -> Culprit | None:
+        return self.finding.culprit
+
+
+# -- the whole ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DumpInfo:
+    """Where the facts came from: the dump and the capture that wrote it."""
+
+    path: str
+    name: str
+    host: str
+    started_at: Seconds | None
+    ended_at: Seconds | None
+    complete: bool
+    interrupted: bool
+    command: tuple[str, ...]
+    options: tuple[tuple[str, str], ...]
+    tool_version: str
+    schema_version: int
+    processes_in_manifest: int  # targets the manifest lists
+    processes_loaded: int  # of those, the ones the loader could read
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    dump: DumpInfo
+    verdict: Verdict
+    members: tuple[Member, ...] = ()
+    processes: tuple[Process, ...] = ()
+    threads: tuple[Thread, ...] = ()  # every thread with a stack, and every stuck or busy one
+    thread_groups: tuple[ThreadGroup, ...] = ()  # the others, alike ones together
+    wait_for: tuple[WaitEdge, ...] = ()
+    wait_for_sinks: tuple[Role, ...] = ()
+    outliers: tuple[Outlier, ...] = ()
+    stack_classes: tuple[StackClass, ...] = ()
+    stack_samples: tuple[StackSample, ...] = ()
+    stack_tree: StackNode | None = None  # last round of every thread, from `tree_source`
+    tree_source: StackSource | None = None
+    timeline: Timeline = field(default_factory=Timeline)
+    checkpoints: tuple[CheckpointProgress, ...] = ()
+    logs: tuple[LogSummary, ...] = ()
+    capture_problems: tuple[CaptureProblem, ...] = ()
+    load_problems: tuple[LoadProblem, ...] = ()
+
+    def process(self, pid: int) -> Process | None:
+        return next((p for p in self.processes if p.pid == pid), None)
+
+    def role_of(self, pid: int) -> Role:
+        found = self.process(pid)
+        return found.role if found is not None else f"pid:{pid}"
+
+    def process_labels(self) -> dict[int, str]:
+        return {p.pid: p.label for p in self.processes}
+
+    def status_counts(self, pid: int | None = None) -> dict[Status, int]:
+        """Threads per status, of one process or of all, groups included."""
+        counts: dict[Status, int] = {}
+        for t in self.threads:
+            if pid is None or t.pid == pid:
+                counts[t.status] = counts.get(t.status, 0) + 1
+        for g in self.thread_groups:
+            if pid is None or g.pid == pid:
+                counts[g.status] = counts.get(g.status, 0) + g.count
+        return counts
+
+    def stack_sources(self) -> tuple[StackSource, ...]:
+        present = {s.source for s in self.stack_samples}
+        return tuple(s for s in StackSource if s in present)
