@@ -22,6 +22,8 @@ class Target:
     # Open regular files seen by the last procfs round: checkpoint-dir discovery reuses
     # them instead of walking /proc/PID/fd a second time.
     open_files: list[dict[str, Any]] = field(default_factory=list)
+    # Its Python threads, as py-spy last saw them: the threads the watch follows.
+    python_tids: list[int] = field(default_factory=list)
 
 
 class CollectorFailure(Exception):

@@ -13,13 +13,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collectors import checkpoint, layout, logs, procfs, tf_profiler
+from collectors import checkpoint, layout, logs, procfs, tf_profiler, watch
 from collectors.base import CollectorFailure, ProcessCollector, Target
 from collectors.dump import DumpWriter, Outcome, RoundInfo, prepare_output
 from collectors.layout import CollectorStatus, FailureKind
@@ -48,6 +48,7 @@ INTERRUPT_GRACE = 5.0  # how long Ctrl-C waits for in-flight collectors (their t
 # A round runs every target at once: each worker mostly waits on a py-spy child, so more
 # workers than CPUs is right; the cap bounds the attach load on a big host.
 MAX_WORKERS = 64
+LAST_WATCH = 1.0  # seconds the threads are watched after the last round
 EXITED_STATES = ("Z", "X", "x")  # a zombie has no memory to read: it has exited
 
 # Progress: (what is happening, units done, units in all).
@@ -67,6 +68,7 @@ class CaptureOptions:
     checkpoint_dirs: tuple[Path, ...] = ()
     tf_servers: tuple[str, ...] = ()
     tf_trace_ms: int = 500
+    watch_stacks: bool = True  # one more non-pausing py-spy dump midway between rounds
     force: bool = False
     command: tuple[str, ...] = ()
 
@@ -147,16 +149,15 @@ class Capture:
         self.progress = progress or (lambda what, done, total: None)
         self.targets = [Target(pid) for pid in options.pids]
         self.problems: list[Problem] = []
-        self.collectors: list[ProcessCollector] = [
-            procfs.ProcfsCollector(),
-            PySpyCollector(native=options.native, nonblocking=options.nonblocking),
-        ]
+        self.pyspy = PySpyCollector(native=options.native, nonblocking=options.nonblocking)
+        self.collectors: list[ProcessCollector] = [procfs.ProcfsCollector(), self.pyspy]
         if options.all_threads:
             self.collectors.append(NativeAllThreadsCollector())
         self.checkpoint_dirs: list[Path] = [p.resolve() for p in options.checkpoint_dirs]
         self.lock = threading.Lock()
         self.writer: DumpWriter | None = None
         self.stopping = threading.Event()  # set on Ctrl-C: start no new collector
+        self.log_sizes: dict[int, list[dict[str, Any]]] = {}  # --log index -> per round
 
     # -- helpers -------------------------------------------------------------------
     def _record(
@@ -169,6 +170,7 @@ class Capture:
         started: float | None = None,
         files: list[str] | None = None,
         kind: FailureKind = FailureKind.NONE,
+        problem: bool = True,
     ) -> None:
         """Add one outcome to the manifest; a failure is also a problem for the exit code."""
         assert self.writer is not None
@@ -180,7 +182,7 @@ class Capture:
         )
         with self.lock:
             self.writer.add_outcome(outcome)
-            if status is CollectorStatus.FAILED:
+            if status is CollectorStatus.FAILED and problem:
                 label = f"{collector} {target}"
                 if round_index is not None:
                     label += f" round {round_index}"
@@ -376,39 +378,64 @@ class Capture:
                 self._record(pid, "log:stdout", CollectorStatus.FAILED, None, reason)
                 continue
             seen: set[str] = set()
+            tails: dict[str, dict[str, int]] = {}
             for stream, path in streams.items():
                 if path in seen:
                     continue
                 seen.add(path)
                 fd = 1 if stream == "stdout" else 2
-                self._tail(
+                got = self._tail(
                     pid,
                     f"log:{stream}",
                     f"/proc/{target.pid}/fd/{fd}",
                     layout.std_stream_file(target.pid, stream),
                 )
+                if got is not None:
+                    tails[stream] = got.to_json()
             with self.lock:
                 for entry in self.writer.manifest["targets"]:
                     if entry["pid"] == target.pid:
                         entry["std_streams"] = streams
+                        # Byte offsets of the tails: with each round's file size (procfs
+                        # files of fd 1 and 2) they place untimed lines between rounds.
+                        entry["log_tails"] = tails
         for index, log_path in enumerate(self.options.logs):
             relative = layout.extra_log_file(index, log_path.name)
-            if self._tail(str(log_path), "log", str(log_path), relative):
+            got = self._tail(str(log_path), "log", str(log_path), relative)
+            if got is not None:
                 with self.lock:
-                    self.writer.manifest["logs"].append({"path": str(log_path), "file": relative})
+                    self.writer.manifest["logs"].append(
+                        {
+                            "path": str(log_path),
+                            "file": relative,
+                            **got.to_json(),
+                            "sizes": self.log_sizes.get(index, []),
+                        }
+                    )
 
-    def _tail(self, target: str, collector: str, source: str, relative: str) -> bool:
+    def _log_sizes_round(self, round_index: int) -> None:
+        """The size of each --log file at this round: when its lines were written."""
+        for index, log_path in enumerate(self.options.logs):
+            try:
+                size = call_bounded(partial(logs.size_of, log_path), LOG_TIMEOUT)
+            except (OSError, BoundedCallTimeout):
+                continue
+            self.log_sizes.setdefault(index, []).append(
+                {"round": round_index, "time": time.time(), "size": size}
+            )
+
+    def _tail(self, target: str, collector: str, source: str, relative: str) -> logs.Tail | None:
         """Copy the tail of a log into the dump, bounded in time (a log on a hung mount)."""
         assert self.writer is not None
         started = time.monotonic()
         try:
-            data = call_bounded(partial(logs.tail, source), LOG_TIMEOUT)
-            self.writer.write_bytes(relative, data)
+            got = call_bounded(partial(logs.tail, source), LOG_TIMEOUT)
+            self.writer.write_bytes(relative, got.data)
         except (OSError, BoundedCallTimeout) as exc:
             self._record(target, collector, CollectorStatus.FAILED, None, str(exc), started)
-            return False
+            return None
         self._record(target, collector, CollectorStatus.OK, None, "", started, [relative])
-        return True
+        return got
 
     # -- the run ---------------------------------------------------------------------
     def _flush(self, complete: bool = False) -> None:
@@ -427,12 +454,63 @@ class Capture:
             for future in futures:
                 future.result()
             self._checkpoint_round(round_index)
+            self._log_sizes_round(round_index)
             with self.lock:
                 self.writer.add_round(RoundInfo(round_index, started, time.time()))
                 self.writer.manifest["pauses"] = {str(t.pid): list(t.pauses) for t in self.targets}
             self._flush()
-            if round_index + 1 < options.samples:
-                time.sleep(max(0.0, started + options.interval - time.time()))
+            last = round_index + 1 == options.samples
+            window = (
+                min(options.interval, LAST_WATCH)
+                if last
+                else max(0.0, started + options.interval - time.time())
+            )
+            self._watch(pool, round_index, window)
+
+    def _watch(self, pool: ThreadPoolExecutor, round_index: int, seconds: float) -> None:
+        """Until the next round: the watched threads' wakeups, and halfway through one more
+        look at every stack without pausing anyone."""
+        assert self.writer is not None
+        if seconds <= 0 or self.stopping.is_set():
+            return
+        alive = [t for t in self.targets if not t.gone]
+        tids = {t.pid: t.python_tids or [t.pid] for t in alive}
+        samples: list[Future[None]] = []
+
+        def midway() -> None:
+            if self.options.watch_stacks and self.pyspy.binary is not None:
+                samples.extend(pool.submit(self._sample, t, round_index) for t in alive)
+
+        results = watch.watch(tids, seconds, self.stopping, midway=midway)
+        for future in samples:
+            future.result()
+        for target in alive:
+            if target.pid in results and procfs.exists(target.pid):
+                relative = layout.watch_file(target.pid, round_index)
+                self.writer.write_json(relative, results[target.pid])
+
+    def _sample(self, target: Target, round_index: int) -> None:
+        assert self.writer is not None
+        started = time.monotonic()
+        try:
+            files = self.pyspy.sample(target, round_index, self.writer)
+        except CollectorFailure as failure:
+            # Only a second look: its failure leaves the round's own dump standing.
+            gone = procfs.read_state(target.pid) in (*EXITED_STATES, None)
+            self._record(
+                str(target.pid),
+                "pyspy-watch",
+                CollectorStatus.SKIPPED if gone else CollectorStatus.FAILED,
+                round_index,
+                failure.reason,
+                started,
+                kind=failure.kind,
+                problem=False,
+            )
+            return
+        self._record(
+            str(target.pid), "pyspy-watch", CollectorStatus.OK, round_index, "", started, files
+        )
 
     def _start(self) -> DumpWriter:
         """Write process.json for each target and the first manifest."""
@@ -448,6 +526,7 @@ class Capture:
                 "all_threads": options.all_threads,
                 "nonblocking": options.nonblocking,
                 "tf_trace_ms": options.tf_trace_ms,
+                "watch_stacks": options.watch_stacks,
             },
         )
         for target in self.targets:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import enum
 
 FORMAT_NAME = "postmortem-dump"
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+# 2: per-thread context switches, watch.json and pyspy.watch.json between rounds, log tail
+# offsets and per-round --log sizes. 1 still loads (without them).
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -91,6 +93,16 @@ def procfs_file(pid: int, round_index: int) -> str:
 
 def pyspy_file(pid: int, round_index: int) -> str:
     return f"{round_dir(pid, round_index)}/pyspy.json"
+
+
+def pyspy_watch_file(pid: int, round_index: int) -> str:
+    """An extra py-spy dump taken without pausing, midway through the watch after a round."""
+    return f"{round_dir(pid, round_index)}/pyspy.watch.json"
+
+
+def watch_file(pid: int, round_index: int) -> str:
+    """Context switches of the watched threads between this round and the next."""
+    return f"{round_dir(pid, round_index)}/watch.json"
 
 
 def pyspy_stderr_file(pid: int, round_index: int) -> str:

@@ -7,6 +7,7 @@ target's position in its own log.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from collectors.procfs import PROC
@@ -14,16 +15,32 @@ from collectors.procfs import PROC
 TAIL_BYTES = 256 * 1024
 
 
-def tail(path: Path | str, limit: int = TAIL_BYTES) -> bytes:
+@dataclass(frozen=True)
+class Tail:
+    data: bytes
+    start: int  # byte offset of data[0] in the file: lines are placed in time by offset
+    end: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"start": self.start, "end": self.end}
+
+
+def tail(path: Path | str, limit: int = TAIL_BYTES) -> Tail:
     with open(path, "rb") as handle:
         handle.seek(0, os.SEEK_END)
         size = handle.tell()
-        handle.seek(max(0, size - limit))
+        start = max(0, size - limit)
+        handle.seek(start)
         data = handle.read(limit)
-    if size > limit:
+    if start > 0:
         # Drop the partial first line.
-        data = data.split(b"\n", 1)[-1]
-    return data
+        cut = data.find(b"\n") + 1
+        data, start = data[cut:], start + cut
+    return Tail(data, start, start + len(data))
+
+
+def size_of(path: Path | str) -> int:
+    return os.stat(path).st_size
 
 
 def std_stream_files(pid: int) -> dict[str, str]:

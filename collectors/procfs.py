@@ -155,6 +155,10 @@ def read_threads(pid: int) -> list[dict[str, Any]]:
             "utime": stat["utime"],
             "stime": stat["stime"],
         }
+        switches = read_switches(pid, int(entry.name))
+        if switches is not None:
+            # How often it slept and woke: the progress counter of a thread that waits.
+            record["voluntary"], record["nonvoluntary"] = switches
         if stat["state"] == "D":
             # Where in the kernel it waits (e.g. fuse_perform_write, nfs_file_write): the
             # only stack of a thread no tool can stop. Readable as root only.
@@ -164,6 +168,33 @@ def read_threads(pid: int) -> list[dict[str, Any]]:
                 pass
         threads.append(record)
     return threads
+
+
+VOLUNTARY = b"voluntary_ctxt_switches:"
+NONVOLUNTARY = b"nonvoluntary_ctxt_switches:"
+
+
+def read_switches(pid: int, tid: int) -> tuple[int, int] | None:
+    """(voluntary, involuntary) context switches of one thread, from its status file;
+    None when it has ended. A thread blocked for good does not switch at all."""
+    try:
+        fd = os.open(f"/proc/{pid}/task/{tid}/status", os.O_RDONLY)
+        try:
+            data = os.read(fd, 8192)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    voluntary = data.find(b"\n" + VOLUNTARY)
+    involuntary = data.find(NONVOLUNTARY)
+    if voluntary < 0 or involuntary < 0:
+        return None
+    try:
+        first = int(data[voluntary + 1 + len(VOLUNTARY) :].split(b"\n", 1)[0])
+        second = int(data[involuntary + len(NONVOLUNTARY) :].split(b"\n", 1)[0])
+    except ValueError:
+        return None
+    return first, second
 
 
 def read_io(pid: int) -> dict[str, int]:

@@ -138,7 +138,21 @@ class PySpyCollector:
             reason = f"py-spy: {first} {cause}".strip()
             raise CollectorFailure(reason, kind=classify_failure(" ".join(message)), files=files)
         files.append(self._write_sources(target, traces, out))
+        target.python_tids = _python_tids(traces, target.pid)
         return files
+
+    def sample(self, target: Target, round_index: int, out: DumpWriter) -> list[str]:
+        """One more dump, never pausing the target: a second look at where each thread
+        stands, midway between two rounds."""
+        if self.binary is None:
+            raise CollectorFailure("py-spy is not installed", kind=FailureKind.TOOL_MISSING)
+        run = self._dump(target.pid, True)
+        if run.interrupted:
+            raise CollectorFailure("interrupted (Ctrl-C)", kind=FailureKind.INTERRUPTED)
+        if run.timed_out or not run.stdout.strip().startswith(b"["):
+            text = run.stderr.decode(errors="replace").strip()[:200]
+            raise CollectorFailure(f"py-spy: {text or 'no output'}")
+        return [out.write_bytes(layout.pyspy_watch_file(target.pid, round_index), run.stdout)]
 
     @staticmethod
     def _write_sources(target: Target, traces: list[dict[str, object]], out: DumpWriter) -> str:
@@ -171,6 +185,17 @@ class PySpyCollector:
                     if number <= len(lines):
                         known[str(number)] = lines[number - 1].rstrip("\n")
         return out.write_json(relative, sources)
+
+
+def _python_tids(traces: list[dict[str, object]], pid: int) -> list[int]:
+    """The OS thread ids of a dump's Python threads, the main thread first."""
+    tids = [
+        t["os_thread_id"]
+        for t in traces
+        if isinstance(t, dict) and isinstance(t.get("os_thread_id"), int)
+    ]
+    ordered = sorted({int(tid) for tid in tids if isinstance(tid, int)}, key=lambda t: t != pid)
+    return ordered
 
 
 class NativeAllThreadsCollector:

@@ -10,6 +10,7 @@ an incident is still worth analyzing. Analysis needs no TensorFlow.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -59,8 +60,42 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "rss_bytes",
         "host_listening",
     ),
-    "threads": ("pid", "round", "tid", "name", "state", "wchan", "cpu_seconds", "kernel_stack"),
-    "py_threads": ("pid", "round", "tid", "thread_name", "active", "owns_gil", "source"),
+    "threads": (
+        "pid",
+        "round",
+        "tid",
+        "name",
+        "state",
+        "wchan",
+        "cpu_seconds",
+        "kernel_stack",
+        "voluntary",
+        "nonvoluntary",
+    ),
+    "py_threads": (
+        "pid",
+        "round",
+        "tid",
+        "thread_name",
+        "active",
+        "owns_gil",
+        "source",
+        "sample",
+    ),
+    # Between a round and the next: how often each watched thread woke (schema 2).
+    "watch": (
+        "pid",
+        "round",
+        "tid",
+        "looks",
+        "woke",
+        "voluntary",
+        "nonvoluntary",
+        "started",
+        "ended",
+    ),
+    # The size of a log at each round, to place untimed lines between rounds (schema 2).
+    "log_sizes": ("pid", "stream", "round", "time", "size"),
     "frames": (
         "pid",
         "round",
@@ -73,6 +108,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "native",
         "source",
         "code",
+        "sample",
     ),
     "files": ("pid", "round", "fd", "path", "size", "pos", "flags"),
     "sockets": (
@@ -97,7 +133,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "total_bytes",
         "file_count",
     ),
-    "log_lines": ("pid", "stream", "line_no", "text"),
+    "log_lines": ("pid", "stream", "line_no", "text", "offset"),
     "tf_events": ("address", "plane", "line", "name", "node", "op", "start_ns", "duration_ns"),
     "tf_servers": ("address", "status", "reason", "kind", "answered", "idle"),
     "outcomes": ("target", "collector", "status", "round", "reason", "seconds", "kind"),
@@ -211,8 +247,14 @@ def read_manifest(path: Path, reader: DumpReader | None = None) -> dict[str, Any
 
 
 def parse_pyspy(
-    raw: Any, pid: int, round_index: int, sources: dict[str, dict[str, str]]
+    raw: Any,
+    pid: int,
+    round_index: int,
+    sources: dict[str, dict[str, str]],
+    sample: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """py-spy's JSON -> thread and frame rows; `sample` 0 is the round's own dump, 1 the
+    watch's second look between rounds."""
     threads, frames = [], []
     for thread in raw:
         if not isinstance(thread, dict):
@@ -228,6 +270,7 @@ def parse_pyspy(
                 "active": bool(thread.get("active")),
                 "owns_gil": bool(thread.get("owns_gil")),
                 "source": "pyspy",
+                "sample": sample,
             }
         )
         for depth, frame in enumerate(thread.get("frames") or []):
@@ -247,6 +290,7 @@ def parse_pyspy(
                     "native": native,
                     "source": "pyspy",
                     "code": sources.get(filename, {}).get(str(line), "").strip(),
+                    "sample": sample,
                 }
             )
     return threads, frames
@@ -300,6 +344,7 @@ def parse_native_text(text: str, pid: int, round_index: int, source: str) -> lis
                 "native": native,
                 "source": source,
                 "code": "",
+                "sample": 0,
             }
         )
     flush()
@@ -409,10 +454,13 @@ def _load_dump(path: Path | str) -> Dump:
                 columns,
                 guard,
             )
+        tails: Any = target.get("log_tails")
         for stream in ("stdout", "stderr"):
             data = reader.try_bytes(layout.std_stream_file(pid, stream), required=False)
             if data is not None:
-                _add_log_lines(rows, pid, stream, data)
+                tail: Any = tails.get(stream) if isinstance(tails, dict) else None
+                start = _int(tail.get("start")) if isinstance(tail, dict) else None
+                _add_log_lines(rows, pid, stream, data, start)
 
     for target in manifest["targets"]:
         guard.run(f"{MANIFEST} target {str(target)[:60]}", load_target, target)
@@ -430,8 +478,21 @@ def _load_dump(path: Path | str) -> Dump:
         if not isinstance(entry, dict):
             continue
         data = reader.try_bytes(str(entry.get("file", "")))
-        if data is not None:
-            _add_log_lines(rows, None, str(entry.get("path", entry.get("file"))), data)
+        if data is None:
+            continue
+        stream = str(entry.get("path", entry.get("file")))
+        _add_log_lines(rows, None, stream, data, _int(entry.get("start")))
+        for size in entry.get("sizes") or []:
+            if isinstance(size, dict) and _int(size.get("size")) is not None:
+                rows["log_sizes"].append(
+                    {
+                        "pid": None,
+                        "stream": stream,
+                        "round": _int(size.get("round")),
+                        "time": _number(size.get("time")),
+                        "size": _int(size.get("size")),
+                    }
+                )
 
     def load_checkpoint_dir(entry: Any) -> None:
         index = _int(entry.get("index"))
@@ -542,6 +603,10 @@ def _load_round(
     guard.run(procfs, _load_procfs, reader, procfs, pid, round_index, rows, columns)
     pyspy = layout.pyspy_file(pid, round_index)
     guard.run(pyspy, _load_pyspy, reader, pyspy, pid, round_index, sources, rows)
+    second = layout.pyspy_watch_file(pid, round_index)
+    guard.run(second, _load_pyspy, reader, second, pid, round_index, sources, rows, 1)
+    watched = layout.watch_file(pid, round_index)
+    guard.run(watched, _load_watch, reader, watched, pid, round_index, rows)
     for source in (StackSource.PYSTACK, StackSource.GDB):
         native = layout.native_file(pid, round_index, source)
         guard.run(native, _load_native, reader, native, pid, round_index, source, rows)
@@ -597,6 +662,23 @@ def _load_procfs(
     cols["cpu_seconds"].extend(
         [_cpu(int(t.get("utime") or 0) + int(t.get("stime") or 0), clk) for t in threads]
     )
+    cols["voluntary"].extend([_int(t.get("voluntary")) for t in threads])
+    cols["nonvoluntary"].extend([_int(t.get("nonvoluntary")) for t in threads])
+    for item in data.get("files") or []:
+        if (
+            isinstance(item, dict)
+            and item.get("fd") in (1, 2)
+            and _int(item.get("size")) is not None
+        ):
+            rows["log_sizes"].append(
+                {
+                    "pid": pid,
+                    "stream": "stdout" if item["fd"] == 1 else "stderr",
+                    "round": round_index,
+                    "time": data.get("time"),
+                    "size": _int(item.get("size")),
+                }
+            )
     for name in ("files", "sockets"):
         items = [item for item in data.get(name) or [] if isinstance(item, dict)]
         cols = columns[name]
@@ -613,6 +695,7 @@ def _load_pyspy(
     round_index: int,
     sources: dict[str, dict[str, str]],
     rows: dict[str, list[dict[str, Any]]],
+    sample: int = 0,
 ) -> None:
     raw = reader.try_bytes(relative, JSON_LIMIT, required=False)
     if raw is None or not raw.strip():
@@ -628,9 +711,70 @@ def _load_pyspy(
     if not isinstance(traces, list):
         reader.problem(relative, "unexpected content: not a list of threads")
         return
-    threads, frames = parse_pyspy(traces, pid, round_index, sources)
+    threads, frames = parse_pyspy(traces, pid, round_index, sources, sample)
     rows["py_threads"].extend(threads)
     rows["frames"].extend(frames)
+
+
+def _load_watch(
+    reader: DumpReader,
+    relative: str,
+    pid: int,
+    round_index: int,
+    rows: dict[str, list[dict[str, Any]]],
+) -> None:
+    data = reader.try_json(relative, required=False)
+    if data is None:
+        return
+    if not isinstance(data, dict) or not isinstance(data.get("threads"), list):
+        reader.problem(relative, "unexpected content: not a watch record")
+        return
+    started, ended = _number(data.get("started")), _number(data.get("ended"))
+    fine = set()
+    for t in data["threads"]:
+        tid = _int(t.get("tid")) if isinstance(t, dict) else None
+        if tid is None:
+            continue
+        fine.add(tid)
+        rows["watch"].append(
+            {
+                "pid": pid,
+                "round": round_index,
+                "tid": tid,
+                "looks": _int(t.get("looks")) or 0,
+                "woke": _int(t.get("woke")) or 0,
+                "voluntary": _int(t.get("voluntary")),
+                "nonvoluntary": _int(t.get("nonvoluntary")),
+                "started": started,
+                "ended": ended,
+            }
+        )
+    for entry in data.get("all") or []:
+        # [tid, voluntary, involuntary] of every thread, looked at twice.
+        if not isinstance(entry, list) or len(entry) != 3 or _int(entry[0]) in fine:
+            continue
+        tid, voluntary, involuntary = (_int(v) for v in entry)
+        if tid is None:
+            continue
+        rows["watch"].append(
+            {
+                "pid": pid,
+                "round": round_index,
+                "tid": tid,
+                "looks": 2,
+                "woke": 1 if (voluntary or 0) > 0 else 0,
+                "voluntary": voluntary,
+                "nonvoluntary": involuntary,
+                "started": started,
+                "ended": ended,
+            }
+        )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _load_native(
@@ -688,7 +832,26 @@ class _Guard:
 
 
 def _add_log_lines(
-    rows: dict[str, list[dict[str, Any]]], pid: int | None, stream: str, data: bytes
+    rows: dict[str, list[dict[str, Any]]],
+    pid: int | None,
+    stream: str,
+    data: bytes,
+    start: int | None = None,
 ) -> None:
-    for number, text in enumerate(data.decode(errors="replace").splitlines()):
-        rows["log_lines"].append({"pid": pid, "stream": stream, "line_no": number, "text": text})
+    """One row per line; `offset` is where the line ends in the file (when the capture
+    recorded where the tail starts), to place it between the rounds that saw that size."""
+    offset = start
+    for number, raw in enumerate(data.split(b"\n")):
+        if offset is not None:
+            offset += len(raw) + 1
+        if not raw and number == data.count(b"\n"):
+            break  # the empty string after a final newline
+        rows["log_lines"].append(
+            {
+                "pid": pid,
+                "stream": stream,
+                "line_no": number,
+                "text": raw.decode(errors="replace").rstrip("\r"),
+                "offset": offset,
+            }
+        )

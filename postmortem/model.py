@@ -42,11 +42,13 @@ __all__ = [
     "LoadProblem",
     "LogEvent",
     "LogKind",
+    "LogProgress",
     "LogSummary",
     "Member",
     "Outlier",
     "Process",
     "Role",
+    "SaveCadence",
     "Seconds",
     "Stack",
     "StackClass",
@@ -77,19 +79,27 @@ class HangClass(str, enum.Enum):
     LOCK_DEADLOCK = "lock-deadlock"
     PEER_UNREACHABLE = "peer-unreachable"
     SAVE_PROGRESSING = "save-progressing"
-    NO_HANG_FOUND = "no-hang-found"
+    DEGRADED = "degraded"  # a member is stopped or dead, but training goes on without it
+    HEALTHY = "healthy"  # training advances; nothing is stuck
+    NO_HANG_FOUND = "no-hang-found"  # cannot tell
 
     @property
     def is_hang(self) -> bool:
-        return self not in (HangClass.SAVE_PROGRESSING, HangClass.NO_HANG_FOUND)
+        return self not in (
+            HangClass.SAVE_PROGRESSING,
+            HangClass.DEGRADED,
+            HangClass.HEALTHY,
+            HangClass.NO_HANG_FOUND,
+        )
 
 
 class Status(str, enum.Enum):
     """What a thread did over the capture, most telling first."""
 
-    STUCK = "stuck"  # same place every round, waiting on something, no progress
+    STUCK = "stuck"  # same place in every sample, waiting on something, never woke
     BUSY = "busy"  # using CPU
     STOPPED = "stopped"  # its process is stopped (SIGSTOP, a debugger)
+    ACTIVE = "active"  # waits in calls that keep returning: it wakes, it makes progress
     PARKED = "parked"  # waiting for work: a timer, a queue, sleep
     UNKNOWN = "unknown"
 
@@ -185,6 +195,7 @@ class StackSample:
     round: int
     source: StackSource
     stack: Stack
+    sample: int = 0  # 0: the round's own dump; 1: the look between this round and the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +295,24 @@ class Thread:
     same_stack: bool = True
     kernel_stack: tuple[str, ...] = ()  # for a thread in D, where in the kernel it waits
     state_rounds: tuple[int, ...] = ()  # the round each letter of `states` was read in
+    # Between rounds the capture watched it (no ptrace, no pause): for how long, how many
+    # times it woke (voluntary context switches), and per round.
+    watched_s: float = 0.0
+    wakeups: int | None = None  # None: not watched (a dump before schema 2)
+    wakeups_by_round: tuple[tuple[int, int], ...] = ()  # (round, wakeups after it)
+    samples: int = 0  # stack samples of it (py-spy, each round and between rounds)
+    decided_by: str = ""  # the evidence its status rests on, in words
 
     @property
     def label(self) -> str:
         return f"{self.name} (tid {self.tid})"
+
+    @property
+    def wake_rate(self) -> float | None:
+        """Wakeups per second watched; None when it was not watched."""
+        if self.wakeups is None or self.watched_s <= 0:
+            return None
+        return self.wakeups / self.watched_s
 
     @property
     def kernel_states(self) -> tuple[tuple[int, str], ...]:
@@ -353,7 +378,8 @@ class LogEvent:
     line_no: int
     text: str
     kind: LogKind
-    time: Seconds | None  # None when the line carries no timestamp
+    time: Seconds | None  # None when neither a timestamp nor the capture can place it
+    estimated: bool = False  # no timestamp: placed between the capture rounds around it
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +403,7 @@ class TfEvent:
 class StepPoint:
     time: Seconds | None
     step: int
+    estimated: bool = False  # the line has no timestamp: placed between capture rounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +432,37 @@ class Timeline:
     @property
     def untimed_log_events(self) -> int:
         return sum(1 for e in self.log_events if e.time is None)
+
+
+@dataclass(frozen=True, slots=True)
+class LogProgress:
+    """How one process's training moved during the capture, from its log."""
+
+    role: Role
+    pid: int | None
+    source: str  # the dump file the lines are in
+    steps_in_window: int  # steps it advanced while the capture watched
+    step_lines_in_window: int
+    rate: float | None  # steps per second in the window (or as TensorFlow logged it)
+    last_step: int | None
+    last_step_age_s: float | None  # from its last step line to the capture's end
+    interval_s: float | None  # typical time between its step lines
+    window_s: float
+
+    @property
+    def moved(self) -> bool:
+        return self.steps_in_window > 0
+
+
+@dataclass(frozen=True, slots=True)
+class SaveCadence:
+    """When checkpoints are written, from the .index files a checkpoint directory keeps."""
+
+    dir: str
+    saves: int
+    last_save_age_s: float | None  # from the newest checkpoint to the capture's end
+    interval_s: float | None  # typical time between two checkpoints
+    during_capture: int  # checkpoints written while the capture ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,6 +620,9 @@ class Incident:
     tree_source: StackSource | None = None
     timeline: Timeline = field(default_factory=Timeline)
     checkpoints: tuple[CheckpointProgress, ...] = ()
+    progress: tuple[LogProgress, ...] = ()  # each log's steps during the capture
+    saves: tuple[SaveCadence, ...] = ()  # each checkpoint directory's cadence
+    window: tuple[Seconds, Seconds] | None = None  # the capture: first round to its end
     logs: tuple[LogSummary, ...] = ()
     capture_problems: tuple[CaptureProblem, ...] = ()
     load_problems: tuple[LoadProblem, ...] = ()

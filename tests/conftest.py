@@ -216,6 +216,7 @@ def hand_facts(root: Path, members: list[Any] | None = None, **blocks: Any) -> A
     defaults: dict[str, Any] = {
         "threads": [], "health": health, "logs": {}, "checkpoints": [], "write_rates": {},
         "wait_for": [], "outliers": [], "stat_timeouts": [], "exited_pids": set(),
+        "progress": [], "saves": [],
     }
     defaults.update(blocks)
     for name, value in defaults.items():

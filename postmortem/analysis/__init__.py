@@ -37,6 +37,16 @@ def _save_stuck(facts: Facts) -> bool:
     return any(t.in_save and t.status is Status.STUCK for t in facts.threads)
 
 
+def _others_step(facts: Facts) -> bool:
+    down = {h.member.role for h in facts.health.values() if h.unresponsive}
+    return any(p.moved and p.pid is not None and p.role not in down for p in facts.progress)
+
+
+def _every_log_steps(facts: Facts) -> bool:
+    logs = [p for p in facts.progress if p.pid is not None]
+    return bool(logs) and all(p.moved for p in logs)
+
+
 @dataclass(frozen=True)
 class Precedence:
     """When both fire and `when` holds, `winner` explains `loser`: the loser is a symptom."""
@@ -60,6 +70,24 @@ PRECEDENCE: tuple[Precedence, ...] = (
         HangClass.PEER_UNRESPONSIVE,
         lambda _winner, loser, facts: _job(loser) in ("worker", "chief") and not _save_stuck(facts),
         "a stopped replica with the others waiting in training is a stalled training loop",
+    ),
+    *(
+        Precedence(
+            HangClass.DEGRADED,
+            symptom,
+            lambda _winner, _loser, facts: _others_step(facts),
+            "the job still steps without the member that is out: degraded, not stuck",
+        )
+        for symptom in (HangClass.TRAINING_STALLED, HangClass.PEER_UNRESPONSIVE)
+    ),
+    *(
+        Precedence(
+            HangClass.HEALTHY,
+            symptom,
+            lambda _winner, _loser, facts: _every_log_steps(facts),
+            "every log shows training advancing during the capture",
+        )
+        for symptom in (HangClass.TRAINING_STALLED, HangClass.SAVE_PROGRESSING)
     ),
     *(
         Precedence(
@@ -100,17 +128,41 @@ def rank(findings: list[Finding], facts: Facts) -> list[Finding]:
 
 def _no_hang(facts: Facts) -> Finding:
     stuck = [t for t in facts.threads if t.status is Status.STUCK]
-    summary = "No known hang pattern matched."
+    summary = "Cannot tell: no known hang pattern matched, and no sign of progress either."
     if stuck:
         summary += f" {len(stuck)} thread(s) look stuck; see the evidence."
     return Finding(
         HangClass.NO_HANG_FOUND,
         NO_HANG_CONFIDENCE,
         summary,
-        NO_HANG_FIX,
+        _capture_next(facts),
         None,
         "",
         tuple(thread_evidence(facts, t, f"in {frames_text(t.stack, 4)}") for t in stuck[:5]),
+    )
+
+
+def _capture_next(facts: Facts) -> str:
+    """What the next capture should add, from what this dump lacked."""
+    advice = []
+    if facts.rounds < 3:
+        advice.append("more rounds (--samples 5 --interval 2)")
+    if facts.dump.watch.empty and facts.rounds > 0:
+        advice.append("a current postmortem, which watches how often threads wake")
+    if facts.dump.log_lines.empty:
+        advice.append(
+            "the job's logs (--log FILE for each worker's log, when stdout/stderr are not files)"
+        )
+    if not facts.checkpoints:
+        advice.append("--checkpoint-dir DIR for the checkpoint directory")
+    if not any(m.job == "ps" and m.captured for m in facts.members):
+        advice.append("every ps and worker pid together (or --discover)")
+    if facts.dump.frames.empty or set(facts.dump.frames["source"]) == {"pyspy"}:
+        advice.append("--all-threads for native stacks")
+    return (
+        "Capture again while the job misbehaves, with " + "; ".join(advice) + "."
+        if advice
+        else NO_HANG_FIX
     )
 
 

@@ -65,6 +65,9 @@ def build_incident(facts: Facts, verdict: Verdict) -> Incident:
         tree_source=tree_source,
         timeline=_timeline(facts, labels),
         checkpoints=tuple(facts.checkpoints),
+        progress=tuple(facts.progress),
+        saves=tuple(facts.saves),
+        window=facts.window,
         logs=tuple(
             LogSummary(
                 f.role,
@@ -166,17 +169,22 @@ def _timeline(facts: Facts, labels: dict[int, str]) -> Timeline:
         if start is None or not isinstance(r["index"], int):
             continue
         rounds.append(CaptureRound(int(r["index"]), start, end if end is not None else start))
-    lines = [
-        log_facts.LogLine(
-            None if pd.isna(r["pid"]) else int(r["pid"]),
-            str(r["stream"]),
-            int(r["line_no"]),
-            str(r["text"]),
+    placed = facts.placed_lines
+    lines = []
+    for r in records(dump.log_lines):
+        pid = None if pd.isna(r["pid"]) else int(r["pid"])
+        where = placed.get((pid, str(r["stream"]), int(r["line_no"])))
+        lines.append(
+            log_facts.LogLine(
+                pid,
+                str(r["stream"]),
+                int(r["line_no"]),
+                str(r["text"]),
+                where.time if where else None,
+                bool(where and where.estimated),
+            )
         )
-        for r in records(dump.log_lines)
-    ]
-    year = log_facts.capture_year(dump.manifest.get("started_at"))
-    events = log_facts.log_events(lines, facts.labels, labels, year)
+    events = log_facts.log_events(lines, facts.labels, labels)
     kept, omitted = log_facts.trim_steps(events)
     tf_events, untimed = _tf_events(facts, labels)
     return Timeline(

@@ -18,6 +18,7 @@ from collectors import layout
 from collectors.layout import FailureKind, StackSource
 from postmortem.analysis import checkpoint as checkpoint_facts
 from postmortem.analysis import logs as log_facts
+from postmortem.analysis import progress as progress_facts
 from postmortem.analysis.cluster import Cluster, Health
 from postmortem.analysis.logs import LogFacts
 from postmortem.analysis.roles import build_cluster
@@ -26,7 +27,9 @@ from postmortem.analysis.threads import ThreadViews, thread_views
 from postmortem.loading import Dump, as_int, records
 from postmortem.model import (
     CheckpointProgress,
+    LogProgress,
     Member,
+    SaveCadence,
     StackClass,
     Thread,
     ThreadGroup,
@@ -134,7 +137,9 @@ class Facts:
     @cached_property
     def _thread_views(self) -> ThreadViews:
         d = self.dump
-        return thread_views(d.threads, d.frames, d.py_threads, d.process_rounds, self.labels)
+        return thread_views(
+            d.threads, d.frames, d.py_threads, d.process_rounds, self.labels, d.watch
+        )
 
     @cached_property
     def threads(self) -> list[Thread]:
@@ -314,6 +319,83 @@ class Facts:
             self.dump.checkpoint_files, directory, progress.last_checkpoint
         )
 
+    # -- progress over the capture's window -------------------------------------------------
+
+    @cached_property
+    def window(self) -> tuple[float, float] | None:
+        """From the first round's start to the capture's end (its last watch, its logs)."""
+        rounds = [(r["index"], r["started_at"], r["ended_at"]) for r in records(self.dump.rounds)]
+        starts = [s for _, s, _ in rounds if progress_facts._finite(s)]
+        if not starts:
+            return None
+        ends = [e for _, _, e in rounds if progress_facts._finite(e)]
+        ended: Any = self.dump.manifest.get("ended_at")
+        end = float(ended) if progress_facts._finite(ended) else max(ends or starts)
+        return float(min(starts)), max(end, float(min(starts)))
+
+    @cached_property
+    def placed_lines(self) -> dict[tuple[Any, str, int], progress_facts.Placed]:
+        window = self.window
+        rounds = [
+            (int(r["index"]), float(r["started_at"]))
+            for r in records(self.dump.rounds)
+            if isinstance(r["index"], int) and progress_facts._finite(r["started_at"])
+        ]
+        return progress_facts.place_lines(
+            self.dump.log_lines,
+            self.dump.log_sizes,
+            rounds,
+            window[1] if window else None,
+            log_facts.capture_year(self.dump.manifest.get("started_at")),
+        )
+
+    @cached_property
+    def progress(self) -> list[LogProgress]:
+        """Each log's steps during the capture (a process's stdout and stderr apart)."""
+        window = self.window
+        lines = self.dump.log_lines
+        if window is None or lines.empty:
+            return []
+        placed = self.placed_lines
+        out = []
+        extra = self._extra_log_sources
+        group: Any
+        for group, grp in lines.groupby(["pid", "stream"], dropna=False, sort=False):
+            pid, stream = group
+            pid_int = None if pid is None or pd.isna(pid) else as_int(pid)
+            texts = [
+                (str(r["text"]), placed[(pid_int, str(stream), int(r["line_no"]))])
+                for r in records(grp.sort_values("line_no"))
+            ]
+            if pid_int is not None:
+                role = self.role(pid_int)
+                source = layout.std_stream_file(pid_int, str(stream))
+            else:
+                role, source = "log", extra.get(str(stream), layout.MANIFEST)
+            found = progress_facts.step_progress(role, pid_int, source, texts, window)
+            if found is not None:
+                out.append(found)
+        return out
+
+    @cached_property
+    def _extra_log_sources(self) -> dict[str, str]:
+        return {
+            str(e.get("path")): str(e.get("file"))
+            for e in self.dump.manifest.get("logs") or []
+            if isinstance(e, dict)
+        }
+
+    @cached_property
+    def saves(self) -> list[SaveCadence]:
+        window = self.window
+        if window is None:
+            return []
+        found = (
+            progress_facts.save_cadence(c, self.dump.checkpoint_files, window)
+            for c in self.checkpoints
+        )
+        return [c for c in found if c is not None]
+
     # -- logs ----------------------------------------------------------------------------------
 
     @cached_property
@@ -323,11 +405,7 @@ class Facts:
         if lines_df.empty:
             return out
         ordered = lines_df.sort_values(["stream", "line_no"], kind="stable")
-        extra = {
-            str(e.get("path")): str(e.get("file"))
-            for e in self.dump.manifest.get("logs") or []
-            if isinstance(e, dict)
-        }
+        extra = self._extra_log_sources
         key_pid: Any
         for (key_pid, stream), grp in ordered.groupby(["pid", "stream"], dropna=False, sort=False):
             pid = key_pid

@@ -38,6 +38,11 @@ SAVE_LINE = re.compile(
 SAVE_TRACEBACK = re.compile(r'saver\.py", line \d+, in save\b')
 # A step line names a step; "step" alone in prose ("stepping") must not count.
 STEP_LINE = re.compile(r"\b(?:global[_ ]step|step)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
+GLOBAL_STEP = re.compile(r"\bglobal[_ ]step\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
+# "Saving checkpoints for 300 into ...": the step a CheckpointSaverHook saves at.
+SAVE_STEP = re.compile(r"Saving checkpoints? for (\d+)", re.IGNORECASE)
+# tf.logging's StepCounterHook: "global_step/sec: 12.5"; Keras-style "steps/sec: 3.1".
+STEP_RATE = re.compile(r"\b(?:global_step|steps?)/sec(?:ond)?\s*[:=]\s*([0-9]*\.?[0-9]+)", re.I)
 ERROR_LINE = re.compile(
     r"\b(?:ERROR|CRITICAL|FATAL)\b|^[EF]\d{4} |Traceback \(most recent call last\)|"
     r"\b\w*(?:Error|Exception):"
@@ -187,6 +192,21 @@ def oversized_details(logs: list[LogFacts]) -> dict[str, object]:
 # -- the timeline -----------------------------------------------------------------------------
 
 
+def step_of(text: str) -> int | None:
+    """The training step a log line reports: the global step when it names one."""
+    match = GLOBAL_STEP.search(text) or SAVE_STEP.search(text) or STEP_LINE.search(text)
+    return int(match.group(1)) if match else None
+
+
+def rate_of(text: str) -> float | None:
+    """Steps per second a log line reports (StepCounterHook's global_step/sec)."""
+    match = STEP_RATE.search(text)
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:
+        return None
+
+
 def classify_line(text: str) -> LogKind | None:
     if not notable(text):
         return LogKind.STEP if STEP_LINE.search(text) else None
@@ -203,10 +223,12 @@ def classify_line(text: str) -> LogKind | None:
 
 def parse_log_time(text: str, year: int) -> Seconds | None:
     """Unix time of a log line's leading timestamp, read as local time; None if absent."""
-    return _parse_log_time(text, year, {})
+    return parse_log_time_cached(text, year, {})
 
 
-def _parse_log_time(text: str, year: int, seconds: dict[tuple[str, ...], float]) -> Seconds | None:
+def parse_log_time_cached(
+    text: str, year: int, seconds: dict[tuple[str, ...], float]
+) -> Seconds | None:
     """parse_log_time with a cache of whole seconds: lines logged in the same second share
     the costly local-time conversion."""
     match = ISO_TIME.match(text)
@@ -244,14 +266,15 @@ class LogLine:
     stream: str
     line_no: int
     text: str
+    time: Seconds | None = None  # from its timestamp, or placed between capture rounds
+    estimated: bool = False
 
 
 def log_events(
-    lines: list[LogLine], roles: dict[int, str], labels: dict[int, str], year: int
+    lines: list[LogLine], roles: dict[int, str], labels: dict[int, str]
 ) -> list[LogEvent]:
     """Log lines worth a mark on a timeline: errors, session waits, saves, steps."""
     events = []
-    cache: dict[tuple[str, ...], float] = {}
     for line in lines:
         kind = classify_line(line.text)
         if kind is None:
@@ -270,7 +293,8 @@ def log_events(
                 line.line_no,
                 line.text,
                 kind,
-                _parse_log_time(line.text, year, cache),
+                line.time,
+                line.estimated,
             )
         )
     return events
@@ -283,10 +307,10 @@ def step_series(events: list[LogEvent]) -> list[StepSeries]:
     for event in events:
         if event.kind is not LogKind.STEP:
             continue
-        match = STEP_LINE.search(event.text)
-        if match is None:
+        step = step_of(event.text)
+        if step is None:
             continue
-        by_track.setdefault(event.track, []).append(StepPoint(event.time, int(match.group(1))))
+        by_track.setdefault(event.track, []).append(StepPoint(event.time, step, event.estimated))
         first.setdefault(event.track, event)
     return [
         StepSeries(first[track].role, first[track].pid, track, tuple(points))

@@ -107,7 +107,7 @@ def stack_samples(frames: pd.DataFrame) -> list[StackSample]:
     if frames.empty:
         return []
     ordered = frames.dropna(subset=["pid", "tid"]).sort_values(
-        ["source", "pid", "round", "tid", "depth"], kind="stable"
+        ["source", "pid", "round", "sample", "tid", "depth"], kind="stable"
     )
     cols: dict[str, list[Any]] = {
         c: ordered[c].tolist()
@@ -115,6 +115,7 @@ def stack_samples(frames: pd.DataFrame) -> list[StackSample]:
             "source",
             "pid",
             "round",
+            "sample",
             "tid",
             "thread_name",
             "function",
@@ -129,18 +130,9 @@ def stack_samples(frames: pd.DataFrame) -> list[StackSample]:
     n = len(cols["pid"])
     start = 0
     while start < n:
-        key = (cols["source"][start], cols["pid"][start], cols["round"][start], cols["tid"][start])
+        key = _sample_key(cols, start)
         end = start + 1
-        while (
-            end < n
-            and (
-                cols["source"][end],
-                cols["pid"][end],
-                cols["round"][end],
-                cols["tid"][end],
-            )
-            == key
-        ):
+        while end < n and _sample_key(cols, end) == key:
             end += 1
         raw = tuple(
             zip(
@@ -174,10 +166,21 @@ def stack_samples(frames: pd.DataFrame) -> list[StackSample]:
                 int(key[2]),
                 source,
                 stack,
+                _int(key[4]),
             )
         )
         start = end
     return samples
+
+
+def _sample_key(cols: dict[str, list[Any]], row: int) -> tuple[Any, ...]:
+    return (
+        cols["source"][row],
+        cols["pid"][row],
+        cols["round"][row],
+        cols["tid"][row],
+        cols["sample"][row],
+    )
 
 
 def _int(value: Any) -> int:
@@ -188,13 +191,18 @@ def _int(value: Any) -> int:
 
 
 def last_samples(samples: list[StackSample], source: StackSource) -> list[StackSample]:
-    """Each thread's stack from `source` in the last round that saw it."""
+    """Each thread's stack from `source` in the last round that saw it (the round's own
+    dump rather than the look between rounds)."""
     latest: dict[tuple[int, int], StackSample] = {}
+
+    def when(sample: StackSample) -> tuple[int, int]:
+        return (sample.round, sample.sample == 0)
+
     for s in samples:
         if s.source is not source:
             continue
         key = (s.pid, s.tid)
-        if key not in latest or s.round > latest[key].round:
+        if key not in latest or when(s) > when(latest[key]):
             latest[key] = s
     return [latest[k] for k in sorted(latest)]
 

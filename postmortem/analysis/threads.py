@@ -139,6 +139,9 @@ class Observed:
     native_stack: Stack
     active: bool
     process_state: str
+    samples: int = 1
+    wakeups: int | None = None
+    watched_s: float = 0.0
 
 
 def wait_kind(observed: Observed) -> tuple[WaitKind, str]:
@@ -183,21 +186,80 @@ BLOCKING_WAITS = (
 )
 
 
-def status_of(observed: Observed, waits_on: WaitKind) -> Status:
-    cpu_fraction = observed.cpu_seconds / observed.elapsed if observed.elapsed > 0 else 0.0
-    if observed.process_state in ("T", "t"):
-        return Status.STOPPED
-    if cpu_fraction >= BUSY_CPU_FRACTION or (observed.rounds == 1 and observed.active):
-        return Status.BUSY
-    if waits_on in BLOCKING_WAITS:
-        return Status.STUCK if observed.same_stack else Status.PARKED
-    if observed.states and set(observed.states) <= {"D"}:
-        return Status.STUCK
-    return Status.PARKED
+MIN_WATCH_S = 0.3  # less watching than this says nothing about wakeups
+# Wakeups per second a wait may show and still be stuck: polls that find nothing (the
+# session-creation loop logs every 10 s, Coordinator.join looks every second). Any other
+# blocking wait that wakes has returned: session.run finished a step, a lock was released.
+TIMER_WAKEUPS = {WaitKind.SESSION_CREATE: 1.0, WaitKind.JOIN: 1.5}
+
+
+def status_of(observed: Observed, waits_on: WaitKind) -> tuple[Status, str]:
+    o = observed
+    return judge(
+        o.states,
+        o.cpu_seconds,
+        o.elapsed,
+        o.process_state,
+        waits_on,
+        o.same_stack,
+        o.samples,
+        o.wakeups,
+        o.watched_s,
+        o.active and o.rounds == 1,
+    )
+
+
+def judge(
+    states: str,
+    cpu: float,
+    elapsed: float,
+    process_state: str,
+    waits_on: WaitKind,
+    same_stack: bool,
+    samples: int,
+    wakeups: int | None,
+    watched_s: float,
+    active_once: bool,
+) -> tuple[Status, str]:
+    """A thread's status, and the evidence it rests on in words.
+
+    Stuck needs positive evidence of no progress: a blocking wait, the same stack in every
+    sample, and no wakeup (beyond a poll's) in the time the capture watched it. A dump
+    without wakeup counts (schema 1) falls back to the same stack and no CPU.
+    """
+    if process_state in ("T", "t"):
+        return Status.STOPPED, "its process is stopped (state T)"
+    if elapsed > 0 and cpu / elapsed >= BUSY_CPU_FRACTION:
+        return Status.BUSY, f"{cpu:.2f}s of CPU in {elapsed:.1f}s"
+    if active_once:
+        return Status.BUSY, "py-spy saw it running"
+    watched = wakeups is not None and watched_s >= MIN_WATCH_S
+    blocking = waits_on in BLOCKING_WAITS or bool(states and set(states) <= {"D"})
+    where = f"the same stack in all {samples} samples" if samples > 1 else "one stack sample"
+    if blocking and watched:
+        assert wakeups is not None
+        rate = wakeups / watched_s
+        if rate > TIMER_WAKEUPS.get(waits_on, 0.0):
+            return (
+                Status.ACTIVE,
+                f"woke {wakeups} times in {watched_s:.1f}s watched ({rate:.0f}/s): it keeps "
+                "returning from its wait",
+            )
+        if not same_stack:
+            return Status.PARKED, "its stack changed between samples"
+        woke = "no wakeup" if wakeups == 0 else f"only {wakeups} poll wakeup(s)"
+        return Status.STUCK, f"{where}, {woke} in {watched_s:.1f}s watched"
+    if blocking:
+        if same_stack:
+            return Status.STUCK, f"{where} and no CPU (this dump has no wakeup counts)"
+        return Status.PARKED, "its stack changed between samples"
+    if watched and wakeups:
+        return Status.PARKED, f"waits for work; woke {wakeups} times in {watched_s:.1f}s"
+    return Status.PARKED, "waits for work"
 
 
 class _Stacks:
-    """Frames sorted once by (pid, tid, round, depth); each thread-round is a row range.
+    """Frames sorted once by (pid, tid, moment, depth); each thread-moment is a row range.
 
     Frame objects are built only for the rounds asked for (the last): the others are
     compared by their (function, line) signature.
@@ -209,13 +271,13 @@ class _Stacks:
             self.columns: list[list[Any]] = [[] for _ in range(5)]
             return
         ordered = frames.dropna(subset=["pid", "tid"]).sort_values(
-            ["pid", "tid", "round", "depth"], kind="stable"
+            ["pid", "tid", "round", "sample", "depth"], kind="stable"
         )
         names = ("function", "filename", "line", "code", "native")
         self.columns = [ordered[c].tolist() for c in names]
-        keys = zip(
-            ordered["pid"].tolist(), ordered["tid"].tolist(), ordered["round"].tolist(), strict=True
-        )
+        # A moment: the round's own dump is 2 x round, the watch's look after it 2 x round + 1.
+        moments = (ordered["round"] * 2 + ordered["sample"].fillna(0).astype(int)).tolist()
+        keys = zip(ordered["pid"].tolist(), ordered["tid"].tolist(), moments, strict=True)
         previous = None
         start = 0
         for index, key in enumerate(keys):
@@ -251,6 +313,7 @@ def thread_views(
     py_threads: pd.DataFrame,
     process_rounds: pd.DataFrame,
     roles: dict[int, str] | None = None,
+    watch: pd.DataFrame | None = None,
 ) -> ThreadViews:
     """One Thread per (pid, tid): each frame is sorted once and walked once, no per-thread
     pandas operations (a 1,000-process dump holds 500,000 thread rows)."""
@@ -258,6 +321,7 @@ def thread_views(
     views: list[Thread] = []
     if threads.empty and frames.empty:
         return ThreadViews(views, [])
+    wakes = _wakes(watch)
     pr = process_rounds[["pid", "round", "state", "time"]].to_dict("list")
     proc_state: dict[tuple[int, int], str] = {}
     times: dict[tuple[int, int], float] = {}
@@ -319,17 +383,34 @@ def thread_views(
             key = (pid, tid)
             if key not in py_by_thread and key not in native_rounds:
                 # Most threads of a TF process are native pool threads with no stack at
-                # all: judged from the kernel's view alone; the parked and stopped ones,
-                # alike in all the capture shows, are kept as groups, not one by one.
-                status = _stackless_status(
-                    str(states), cpu, elapsed, proc_state.get((pid, final_round), "")
+                # all: judged from the kernel's view alone; the parked and stopped ones in
+                # an idle kernel wait, alike in all the capture shows, become groups.
+                k = _Kernel(
+                    str(states),
+                    read_in,
+                    cpu,
+                    elapsed,
+                    str(wchans[end - 1] or ""),
+                    str(knames[end - 1]),
+                    final_round,
+                    _kernel_stack(kstacks[start:end]) if "D" in str(states) else (),
                 )
-                wchan = str(wchans[end - 1] or "")
-                if status in (Status.PARKED, Status.STOPPED) and wchan.startswith(IDLE_WCHANS):
-                    gkey = (pid, family(str(knames[end - 1])), status, str(states), read_in)
-                    groups.setdefault(gkey, []).append(tid)
-                    group_wchan.setdefault(gkey, wchan)
+                status, record = _stackless(
+                    pid,
+                    tid,
+                    k.name,
+                    roles.get(pid, f"pid:{pid}"),
+                    k,
+                    proc_state.get((pid, final_round), ""),
+                    wakes.get(key),
+                )
+                if record is not None:
+                    views.append(record)
                     continue
+                gkey = (pid, family(k.name), status, k.states, read_in)
+                groups.setdefault(gkey, []).append(tid)
+                group_wchan.setdefault(gkey, k.wchan)
+                continue
             kernel[key] = _Kernel(
                 str(states),
                 read_in,
@@ -368,12 +449,13 @@ def thread_views(
         if by_round:
             signatures = {py_stacks.signature(span) for span in by_round.values()}
             same = len(signatures) == 1
-            rounds = max(rounds, len(by_round))
-            last_py = max(by_round)
+            own = [m for m in by_round if m % 2 == 0] or list(by_round)
+            rounds = max(rounds, len(own))
+            last_py = max(own)  # the last round's own (consistent) dump
             fresh = py_stacks.stack(by_round[last_py])
             stack = interned.setdefault(fresh, fresh)
             if last_round < 0:
-                last_round = last_py
+                last_round = last_py // 2
         native = Stack()
         if key in native_rounds:
             span = native_stacks.ranges.get(key, {}).get(native_rounds[key])
@@ -383,10 +465,11 @@ def thread_views(
         name = names.get(key, k.name) or k.name
         role = roles.get(pid, f"pid:{pid}")
         process_state = proc_state.get((pid, last_round), "")
+        woke = wakes.get(key)
         if not stack and not native:
-            # Most threads of a TF process are native pool threads with no stack at all:
-            # judged from the kernel's view alone, without building anything else.
-            views.append(_stackless(pid, tid, name, role, k, rounds, process_state))
+            _status, record = _stackless(pid, tid, name, role, k, process_state, woke, False)
+            if record is not None:
+                views.append(record)
             continue
         observed = Observed(
             states=k.states,
@@ -399,15 +482,19 @@ def thread_views(
             native_stack=native,
             active=active.get(key, False),
             process_state=process_state,
+            samples=len(by_round) if by_round else 0,
+            wakeups=woke.wakeups if woke else None,
+            watched_s=woke.seconds if woke else 0.0,
         )
         waits_on, lock = wait_kind(observed)
+        status, why = status_of(observed, waits_on)
         views.append(
             Thread(
                 pid=pid,
                 tid=tid,
                 name=name,
                 role=role,
-                status=status_of(observed, waits_on),
+                status=status,
                 waits_on=waits_on,
                 states=k.states,
                 wchan=k.wchan,
@@ -421,6 +508,11 @@ def thread_views(
                 same_stack=same,
                 kernel_stack=k.kernel_stack,
                 state_rounds=k.rounds,
+                watched_s=woke.seconds if woke else 0.0,
+                wakeups=woke.wakeups if woke else None,
+                wakeups_by_round=woke.by_round if woke else (),
+                samples=observed.samples,
+                decided_by=why,
             )
         )
     return ThreadViews(views, thread_groups)
@@ -454,23 +546,35 @@ def family(name: str) -> str:
     return name.rstrip("0123456789-_/ ") or name
 
 
-def _stackless_status(states: str, cpu: float, elapsed: float, process_state: str) -> Status:
-    """status_of for a thread with no stack: it waits on nothing we can name, or on I/O."""
-    if process_state in ("T", "t"):
-        return Status.STOPPED
-    if elapsed > 0 and cpu / elapsed >= BUSY_CPU_FRACTION:
-        return Status.BUSY
-    if "D" in states:
-        return Status.STUCK
-    return Status.PARKED
-
-
 def _stackless(
-    pid: int, tid: int, name: str, role: str, k: _Kernel, rounds: int, process_state: str
-) -> Thread:
+    pid: int,
+    tid: int,
+    name: str,
+    role: str,
+    k: _Kernel,
+    process_state: str,
+    woke: _Wakes | None,
+    group_idle: bool = True,
+) -> tuple[Status, Thread | None]:
+    """A thread with no stack, judged from the kernel's view: it waits on nothing we can
+    name, or on I/O. Returns its status, and the record when it deserves one of its own
+    (not a parked or stopped thread in an idle kernel wait: those are grouped)."""
     waits_on = WaitKind.IO if "D" in k.states else WaitKind.NONE
-    status = _stackless_status(k.states, k.cpu, k.elapsed, process_state)
-    return Thread(
+    status, why = judge(
+        k.states,
+        k.cpu,
+        k.elapsed,
+        process_state,
+        waits_on,
+        True,
+        0,
+        woke.wakeups if woke else None,
+        woke.seconds if woke else 0.0,
+        False,
+    )
+    if group_idle and status in (Status.PARKED, Status.STOPPED) and k.wchan.startswith(IDLE_WCHANS):
+        return status, None
+    return status, Thread(
         pid,
         tid,
         name,
@@ -486,7 +590,39 @@ def _stackless(
         _NO_STACK,
         kernel_stack=k.kernel_stack,
         state_rounds=k.rounds,
+        watched_s=woke.seconds if woke else 0.0,
+        wakeups=woke.wakeups if woke else None,
+        wakeups_by_round=woke.by_round if woke else (),
+        decided_by=why,
     )
+
+
+class _Wakes(NamedTuple):
+    seconds: float
+    wakeups: int
+    by_round: tuple[tuple[int, int], ...]
+
+
+def _wakes(watch: pd.DataFrame | None) -> dict[tuple[int, int], _Wakes]:
+    """(pid, tid) -> what the watches between rounds saw of it, summed over rounds."""
+    if watch is None or watch.empty:
+        return {}
+    cols = watch[["pid", "tid", "round", "voluntary", "started", "ended"]].to_dict("list")
+    out: dict[tuple[int, int], list[tuple[int, int, float]]] = {}
+    for pid, tid, rnd, voluntary, started, ended in zip(*cols.values(), strict=True):
+        if voluntary is None or started is None or ended is None or voluntary != voluntary:
+            continue
+        out.setdefault((int(pid), int(tid)), []).append(
+            (int(rnd), int(voluntary), max(0.0, float(ended) - float(started)))
+        )
+    return {
+        key: _Wakes(
+            sum(s for _, _, s in rows),
+            sum(v for _, v, _ in rows),
+            tuple(sorted((r, v) for r, v, _ in rows)),
+        )
+        for key, rows in out.items()
+    }
 
 
 _NO_STACK = Stack()

@@ -67,6 +67,12 @@ TfServerOpt = Annotated[
 ]
 TfTraceMsOpt = Annotated[int, typer.Option(help="Length of the profiler trace, in ms.")]
 ForceOpt = Annotated[bool, typer.Option(help="Replace an existing dump at -o.")]
+WatchStacksOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Between rounds, one more py-spy dump of each target, without pausing it.",
+    ),
+]
 
 
 def capture(
@@ -82,6 +88,7 @@ def capture(
     checkpoint_dir: CheckpointDirOpt = None,
     tf_server: TfServerOpt = None,
     tf_trace_ms: TfTraceMsOpt = 500,
+    watch_stacks: WatchStacksOpt = True,
     force: ForceOpt = False,
 ) -> int:
     """Snapshot live ps and worker processes: stacks, thread states, sockets, logs,
@@ -121,6 +128,7 @@ def capture(
         checkpoint_dirs=tuple(checkpoint_dir or ()),
         tf_servers=tuple(tf_server or ()),
         tf_trace_ms=tf_trace_ms,
+        watch_stacks=watch_stacks,
         force=force,
     )
     options = replace(options, command=command_line(options))
@@ -157,6 +165,7 @@ def command_line(options: CaptureOptions) -> tuple[str, ...]:
         ("--native", options.native),
         ("--all-threads", options.all_threads),
         ("--nonblocking", options.nonblocking),
+        ("--no-watch-stacks", not options.watch_stacks),
         ("--force", options.force),
     ):
         if on:

@@ -35,7 +35,12 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def capture_command(
-    run: Any, output: Path, samples: int, interval: float, tf_trace: bool = True
+    run: Any,
+    output: Path,
+    samples: int,
+    interval: float,
+    tf_trace: bool = True,
+    discover: bool = False,
 ) -> list[str]:
     """The `postmortem capture` command line that captures a running scenario."""
     argv = [
@@ -51,8 +56,11 @@ def capture_command(
         "--interval",
         str(interval),
     ]
-    for pid in run.pids.values():
-        argv += ["--pid", str(pid)]
+    if discover:
+        argv.append("--discover")  # as an on-call engineer would: find the job's processes
+    else:
+        for pid in run.pids.values():
+            argv += ["--pid", str(pid)]
     if run.checkpoint_dir is not None:
         argv += ["--checkpoint-dir", str(run.checkpoint_dir)]
     if tf_trace:
@@ -73,6 +81,9 @@ def demo(
     samples: Annotated[int, typer.Option(help="Capture rounds.")] = 3,
     interval: Annotated[float, typer.Option(help="Seconds between capture rounds.")] = 1.5,
     tf_trace: Annotated[bool, typer.Option(help="Trace each live server's profiler.")] = True,
+    discover: Annotated[
+        bool, typer.Option(help="Capture with --discover instead of the cluster's pids.")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the hang.")] = 180.0,
     force: Annotated[bool, typer.Option(help="Replace an existing dump at -o.")] = False,
 ) -> int:
@@ -96,7 +107,7 @@ def demo(
         with chosen.start(Path(workdir), **params) as run:
             run.wait_established(timeout=timeout)
             console.print(f"hang established; capturing {dict(run.pids)}", markup=False)
-            argv = capture_command(run, out, samples, interval, tf_trace)
+            argv = capture_command(run, out, samples, interval, tf_trace, discover)
             result = subprocess.run(
                 argv, capture_output=True, text=True, timeout=CAPTURE_TIMEOUT, check=False
             )

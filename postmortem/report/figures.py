@@ -39,6 +39,7 @@ STATUS_COLORS = {
     Status.STUCK: "#d62728",
     Status.BUSY: "#ff9f1c",
     Status.STOPPED: "#7b3fb3",
+    Status.ACTIVE: "#59a14f",
     Status.PARKED: "#c9d3df",
     Status.UNKNOWN: "#eeeeee",
 }
@@ -246,6 +247,7 @@ class ThreadRow:
     count: int
     states: dict[int, str]  # round -> kernel state letter
     hover: str
+    wakeups: dict[int, int] = field(default_factory=dict)  # round -> wakeups after it
 
 
 def thread_rows(
@@ -264,6 +266,8 @@ def thread_rows(
         if t.stack:
             text = " <- ".join(f.function for f in t.stack.frames[:8])
             lines.append("stack: " + ptext(text, 200).replace(" &lt;- ", "<br>  &lt;- "))
+        if t.decided_by:
+            lines.append(f"why: {ptext(t.decided_by, 160)}")
         rows.append(
             ThreadRow(
                 f"{ptext(t.role)} \u00b7 {ptext(t.name, 40)} #{t.tid}",
@@ -273,6 +277,7 @@ def thread_rows(
                 1,
                 dict(t.kernel_states),
                 "<br>".join(lines),
+                dict(t.wakeups_by_round),
             )
         )
     for g in groups:
@@ -299,7 +304,7 @@ def thread_states_figure(
     rounds: Sequence[int],
     process_order: Sequence[int],
 ) -> FigureSpec:
-    legend = [(s.value, STATUS_COLORS[s]) for s in STATUS_ORDER[:4]]
+    legend = [(s.value, STATUS_COLORS[s]) for s in STATUS_ORDER[:-1]]
     rows = thread_rows(threads, groups, process_order)
     if not rows:
         return FigureSpec("threads", None, "The dump holds no thread states.", legend)
@@ -311,10 +316,21 @@ def thread_states_figure(
     z, text, hover = [], [], []
     for row in rows:
         z.append([row.status.rank if rnd in row.states else None for rnd in columns])
-        text.append([ptext(row.states.get(rnd, "")) for rnd in columns])
+        text.append(
+            [
+                ptext(row.states.get(rnd, ""))
+                + (f" {row.wakeups[rnd]}" if rnd in row.wakeups else "")
+                for rnd in columns
+            ]
+        )
         hover.append(
             [
                 f"{row.hover}<br>round {rnd}: kernel state {ptext(row.states.get(rnd, 'not read'))}"
+                + (
+                    f", then woke {row.wakeups[rnd]} time(s) before the next look"
+                    if rnd in row.wakeups
+                    else ""
+                )
                 for rnd in columns
             ]
         )
@@ -339,7 +355,7 @@ def thread_states_figure(
         "ygap": 2,
     }
     layout = base_layout(
-        "Threads across rounds (colour: status; letter: kernel state)",
+        "Threads across rounds (colour: status; letter: kernel state; number: wakeups after)",
         min(120 + 24 * len(rows), 7300),
     )
     layout.update(
@@ -358,6 +374,7 @@ TREE_COLORS = {
     Status.STUCK: "#e57373",
     Status.BUSY: "#ffb74d",
     Status.STOPPED: "#b39ddb",
+    Status.ACTIVE: "#9ccc65",
     Status.PARKED: "#b0c4de",
     Status.UNKNOWN: "#dddddd",
 }
@@ -370,7 +387,7 @@ def stack_tree_figure(
     culprit_pid: int | None = None,
 ) -> FigureSpec:
     """Icicle of the merged stacks; a frame's colour is the worst status through it."""
-    legend = [(s.value, TREE_COLORS[s]) for s in STATUS_ORDER[:4]]
+    legend = [(s.value, TREE_COLORS[s]) for s in STATUS_ORDER[:-1]]
     if root is None or not root.threads:
         return FigureSpec("stacks", None, "The dump holds no stacks.", legend)
     ids: list[str] = []
@@ -567,6 +584,105 @@ def timeline_figure(timeline: Timeline) -> FigureSpec:
     return FigureSpec("timeline", {"data": traces, "layout": layout}, note)
 
 
+# -- progress: steps over time ------------------------------------------------------------
+
+
+def progress_figure(timeline: Timeline, window: tuple[float, float] | None) -> FigureSpec:
+    """Global step over time per process, saves marked, the capture's rounds shaded: a
+    stalled job shows flat lines with saves going on (tensorflow#12090)."""
+    series = [s for s in timeline.steps if any(p.time is not None for p in s.points)]
+    if not series:
+        return FigureSpec(
+            "progress",
+            None,
+            "No step lines with a time: the logs were not captured (stdout/stderr not "
+            "files; pass --log), or the job logs no steps.",
+        )
+    traces: list[dict[str, Any]] = []
+    for s in series:
+        points = [p for p in s.points if p.time is not None]
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": ptext(s.track, 60),
+                "x": [local_time(p.time or 0.0) for p in points],
+                "y": [p.step for p in points],
+                "marker": {"size": 4},
+                "line": {"width": 2, "shape": "hv"},
+                "hovertext": [
+                    f"{ptext(s.role)}: step {p.step}"
+                    + (" (time placed between capture rounds)" if p.estimated else "")
+                    for p in points
+                ],
+                "hoverinfo": "text",
+            }
+        )
+    saves = [e for e in timeline.log_events if e.kind is LogKind.SAVE and e.time is not None]
+    if saves:
+        steps_by_track = {s.track: [p for p in s.points if p.time is not None] for s in series}
+
+        def step_at(track: str, when: float) -> int:
+            known = [p.step for p in steps_by_track.get(track, []) if (p.time or 0) <= when]
+            return known[-1] if known else 0
+
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "checkpoint save",
+                "x": [local_time(e.time or 0.0) for e in saves],
+                "y": [step_at(e.track, e.time or 0.0) for e in saves],
+                "marker": {
+                    "symbol": "diamond",
+                    "size": 11,
+                    "color": "#1f77b4",
+                    "line": {"width": 1, "color": "#333"},
+                },
+                "hovertext": [f"{ptext(e.track, 60)}<br>{ptext(e.text, 200)}" for e in saves],
+                "hoverinfo": "text",
+            }
+        )
+    shapes = []
+    if window is not None:
+        shapes.append(_band(window[0], window[1], "#f1f4f8"))
+    shapes += [_band(r.started_at, r.ended_at, "#c9d3df") for r in timeline.rounds]
+    layout = base_layout("Global step over time, saves marked, the capture shaded", 380)
+    layout.update(
+        {
+            "xaxis": {"type": "date", "title": {"text": "local time"}},
+            "yaxis": {"title": {"text": "step"}, "rangemode": "tozero"},
+            "shapes": shapes,
+            "legend": {"orientation": "h", "y": -0.25},
+            "hovermode": "closest",
+            "margin": {"l": 70, "r": 20, "t": 40, "b": 60},
+        }
+    )
+    note = ""
+    if any(p.estimated for s in series for p in s.points):
+        note = (
+            "Lines without a timestamp are placed between the capture rounds that saw the "
+            "log reach them."
+        )
+    return FigureSpec("progress", {"data": traces, "layout": layout}, note)
+
+
+def _band(start: float, end: float, color: str) -> dict[str, Any]:
+    return {
+        "type": "rect",
+        "xref": "x",
+        "yref": "paper",
+        "x0": local_time(start),
+        "x1": local_time(max(end, start + 0.05)),
+        "y0": 0,
+        "y1": 1,
+        "fillcolor": color,
+        "opacity": 0.6,
+        "line": {"width": 0},
+        "layer": "below",
+    }
+
+
 # -- checkpoint sizes ----------------------------------------------------------------------
 
 
@@ -661,6 +777,7 @@ def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str,
             incident.tree_source.value if incident.tree_source else "none",
             culprit.pid if culprit else None,
         ),
+        "progress": progress_figure(incident.timeline, incident.window),
         "timeline": timeline_figure(incident.timeline),
         "checkpoint": checkpoint_figure(incident.checkpoints),
     }

@@ -49,6 +49,7 @@ MAX_LOG_ROWS = 300
 SECTIONS = (
     ("verdict", "Verdict"),
     ("cluster", "Cluster"),
+    ("progress", "Progress"),
     ("threads", "Threads"),
     ("stacks", "Stacks"),
     ("timeline", "Timeline"),
@@ -206,6 +207,38 @@ def wait_for_table(edges: Sequence[WaitEdge]) -> str:
     return "<h3>Wait-for edges</h3>" + table(
         ["waiter", "waits on", "why"],
         ([esc(e.waiter), esc(e.waits_on), esc(e.why)] for e in edges),
+    )
+
+
+def progress_table(incident: Incident) -> str:
+    rows = [
+        [
+            esc(p.role),
+            esc(p.steps_in_window),
+            esc(f"{p.rate:.1f}" if p.rate else "-"),
+            esc(p.last_step if p.last_step is not None else "-"),
+            esc(f"{p.last_step_age_s:.1f}s" if p.last_step_age_s is not None else "-"),
+            esc(f"{p.interval_s:.2f}s" if p.interval_s is not None else "-"),
+        ]
+        for p in incident.progress
+    ]
+    rows += [
+        [
+            esc(f"checkpoints in {c.dir}"),
+            esc(c.during_capture),
+            "-",
+            esc(c.saves),
+            esc(f"{c.last_save_age_s:.1f}s" if c.last_save_age_s is not None else "-"),
+            esc(f"{c.interval_s:.1f}s" if c.interval_s is not None else "-"),
+        ]
+        for c in incident.saves
+    ]
+    if not rows:
+        return ""
+    return table(
+        ["log", "steps in the capture", "steps/s", "last step", "last step age", "usual gap"],
+        rows,
+        ("wrap", "", "", "", "", ""),
     )
 
 
@@ -423,11 +456,21 @@ def assemble(incident: Incident, figures: Mapping[str, FigureSpec], order: Seque
             members_table(incident.members, culprit_role) + wait_for_table(incident.wait_for),
         ),
         figure_block(
+            figures["progress"],
+            "Progress: global step over time",
+            "Each process's logged step over time, checkpoint saves marked, the capture's "
+            "rounds shaded. Flat lines while saves go on: training is stuck and the saves "
+            "are a symptom.",
+            progress_table(incident),
+        ),
+        figure_block(
             figures["threads"],
             "Thread states per process across rounds",
-            "Stuck: same stack every round, no CPU, waiting on something. Busy: using "
-            "CPU. Parked: waiting for work. Stopped: the process is stopped. Native "
-            "threads with the same name and states are grouped.",
+            "Stuck: the same stack in every sample, waiting, and never woke while watched. "
+            "Active: it waits in calls that keep returning. Busy: using CPU. Parked: "
+            "waiting for work. Stopped: the process is stopped. The number after a kernel "
+            "state is how often the thread woke before the next round. Native threads alike "
+            "in all the capture shows are grouped.",
         ),
         figure_block(
             figures["stacks"],

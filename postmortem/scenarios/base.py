@@ -29,7 +29,7 @@ from postmortem.scenarios.programs import _common as markers
 
 T = TypeVar("T")
 
-STEP_RE = re.compile(r"INFO step (\d+) global_step (\d+)")
+STEP_RE = re.compile(r"INFO(?::scenario:| )step (\d+) global_step (\d+)")
 
 
 class ScenarioError(PostmortemError):

@@ -661,6 +661,168 @@ def temp_data_files(root: Path) -> dict[str, int]:
     return sizes
 
 
+# 8 ---------------------------------------------------------------------------------------
+MTS_TRAIN = "mts_train.py"
+INDEX_FILE = re.compile(r"\.index$")
+
+
+def checkpoints_written(directory: Path | None) -> int:
+    if directory is None or not directory.is_dir():
+        return 0
+    return sum(1 for p in directory.iterdir() if INDEX_FILE.search(p.name))
+
+
+def _training_flags(run: ScenarioRun) -> tuple[str, list[str]]:
+    """The program and flags of a healthy job: async MonitoredTrainingSession, or
+    SyncReplicasOptimizer under a Supervisor."""
+    p = run.params
+    common = [
+        f"--checkpoint_dir={run.checkpoint_dir}",
+        f"--step_sleep={p['step_sleep']}",
+        *var_flags(p["vars"]),
+    ]
+    if p["mode"] == "sync":
+        flags = [*common, f"--save_model_secs={p['save_secs']}"]
+        if p.get("replicas_to_aggregate"):
+            flags.append(f"--replicas_to_aggregate={p['replicas_to_aggregate']}")
+        return SYNC_REPLICAS, flags
+    flags = [*common, f"--save_checkpoint_secs={p['save_secs']}", f"--log_format={p['log_format']}"]
+    if not p["sharded"]:
+        flags.append("--unsharded")
+    return MTS_TRAIN, flags
+
+
+def launch_training(run: ScenarioRun) -> None:
+    run.checkpoint_dir = run.workdir / "ckpt"
+    program, flags = _training_flags(run)
+    launch_cluster(run, program, flags)
+
+
+def steady(
+    run: ScenarioRun, roles: list[str], min_steps: int, checkpoints: int, timeout: float
+) -> None:
+    """Until every role has logged `min_steps` step lines and the chief saved checkpoints."""
+    run.wait_for(
+        f"{min_steps} step lines on {', '.join(roles)} and {checkpoints} checkpoint(s)",
+        lambda: (
+            all(len(run.steps(r)) >= min_steps for r in roles)
+            and checkpoints_written(run.checkpoint_dir) >= checkpoints
+        ),
+        timeout,
+        0.5,
+    )
+
+
+def keeps_stepping(run: ScenarioRun, role: str, steps: int, timeout: float) -> int:
+    """Until `role`'s global step has advanced `steps` more: returns how many it did."""
+    first = run.steps(role)[-1][1]
+    run.wait_for(
+        f"{role} to advance {steps} global steps",
+        lambda: run.steps(role)[-1][1] >= first + steps,
+        timeout,
+        0.25,
+    )
+    return run.steps(role)[-1][1] - first
+
+
+class HealthyTraining(_ClusterScenario):
+    name = "healthy-training"
+    description = (
+        "A job that trains and saves normally (async MonitoredTrainingSession, or "
+        "SyncReplicasOptimizer under a Supervisor): nothing to find."
+    )
+    hang_class = "healthy"
+    defaults = {
+        **_ClusterScenario.common,
+        "num_workers": 2,
+        "mode": "async",  # or "sync"
+        "vars": (),
+        "save_secs": 2.0,
+        "sharded": True,
+        "log_format": "tf",  # TensorFlow's own lines, with no timestamp; or "timestamped"
+        "replicas_to_aggregate": 0,
+        "min_steps": 5,
+    }
+
+    def validate(self, params: dict[str, Any]) -> None:
+        super().validate(params)
+        if params["mode"] not in ("async", "sync"):
+            raise ScenarioError("mode must be 'async' or 'sync'")
+
+    def launch(self, run: ScenarioRun) -> None:
+        launch_training(run)
+
+    def drive(self, run: ScenarioRun) -> None:
+        workers = run.roles("worker")
+        steady(run, workers, run.params["min_steps"], 2, 180)
+        run.facts["advanced"] = keeps_stepping(run, CHIEF, 5, 60)
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        p = run.params
+        how = (
+            "asynchronous MonitoredTrainingSession"
+            if p["mode"] == "async"
+            else ("SyncReplicasOptimizer under a Supervisor")
+        )
+        return Truth(
+            self.hang_class,
+            None,
+            "none: training advances",
+            f"{how}, {p['num_ps']} ps and {p['num_workers']} workers, step sleep "
+            f"{p['step_sleep']:g}s, a checkpoint every {p['save_secs']:g}s; no fault.",
+        )
+
+
+# 9 ---------------------------------------------------------------------------------------
+class DegradedWorkerLost(_ClusterScenario):
+    name = "degraded-worker-lost"
+    description = (
+        "A non-chief worker stops (or dies) and training goes on without it: asynchronous "
+        "training, or synchronous with a backup replica."
+    )
+    hang_class = "degraded"
+    defaults = {
+        **HealthyTraining.defaults,
+        "culprit": "worker:1",
+        "fault": "stop",  # or "kill"
+    }
+
+    def validate(self, params: dict[str, Any]) -> None:
+        super().validate(params)
+        job, index = parse_role(params["culprit"])
+        if job != "worker" or index == 0:
+            raise ScenarioError("degraded-worker-lost: the culprit must be a non-chief worker")
+        if params["fault"] not in ("stop", "kill"):
+            raise ScenarioError("fault must be 'stop' or 'kill'")
+        if params["mode"] == "sync" and not params["replicas_to_aggregate"]:
+            # Without backup replicas a lost replica stalls every step: training-stalled.
+            params["replicas_to_aggregate"] = params["num_workers"] - 1
+
+    def launch(self, run: ScenarioRun) -> None:
+        launch_training(run)
+
+    def drive(self, run: ScenarioRun) -> None:
+        steady(run, run.roles("worker"), run.params["min_steps"], 1, 180)
+        culprit = run.params["culprit"]
+        if run.params["fault"] == "stop":
+            run.stop_member(culprit)
+        else:
+            run.kill_member(culprit)
+        run.facts["advanced_after_fault"] = keeps_stepping(run, CHIEF, 20, 90)
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        p = run.params
+        how = "SIGSTOPped" if p["fault"] == "stop" else "SIGKILLed"
+        return Truth(
+            self.hang_class,
+            p["culprit"],
+            "none blocked",
+            f"{p['culprit']} was {how} while the job trained ({p['mode']}); the chief went "
+            f"on stepping ({run.facts.get('advanced_after_fault')} global steps verified).",
+            (p["culprit"],),
+        )
+
+
 SCENARIO_LIST: list[Scenario] = [
     PsFrozenDuringSave(),
     OversizedVariableSave(),
@@ -669,4 +831,6 @@ SCENARIO_LIST: list[Scenario] = [
     SaverLockDeadlock(),
     PsUnreachableAtStartup(),
     HealthySlowSave(),
+    HealthyTraining(),
+    DegradedWorkerLost(),
 ]

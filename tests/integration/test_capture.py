@@ -181,7 +181,8 @@ def test_sleeping_process_shows_its_function_and_state_s(tmp_path: Path) -> None
         assert data["format"] == "postmortem-dump" and data["complete"] is True
         assert len(data["rounds"]) == 2
         assert {(o["collector"], o["status"]) for o in data["outcomes"]
-                if o["round"] is not None} == {("procfs", "ok"), ("pyspy", "ok")}
+                if o["round"] is not None} == {("procfs", "ok"), ("pyspy", "ok"),
+                                               ("pyspy-watch", "ok")}
         main = thread_named(round_file(dump, proc.pid, 0, "pyspy.json"), "MainThread")
         assert "sleeping_target" in frame_names(main)
         stat = round_file(dump, proc.pid, 1, "procfs.json")
@@ -281,6 +282,10 @@ def test_running_process_keeps_running_during_and_after_capture(tmp_path: Path) 
         # pausing and says why (a thread of it was in D for a moment, say).
         reads = manifest(dump)["pauses"][str(proc.pid)]
         assert [r["round"] for r in reads] == [0, 1, 2, 3]
+        # Between rounds the watch saw it wake: it sleeps 10 ms per count.
+        watched = [t for r in range(4) for t in round_file(dump, proc.pid, r, "watch.json")
+                   ["threads"] if t["tid"] == proc.pid]
+        assert len(watched) == 4 and all(t["woke"] > 0 for t in watched), watched
         for read in reads:
             if read["nonblocking_reason"]:
                 assert read["seconds"] == 0.0, read
@@ -302,6 +307,12 @@ def test_deadlocked_threads_are_found_at_their_with_statements(tmp_path: Path) -
         assert result.returncode == 0, result.stderr
         traces = round_file(dump, proc.pid, 0, "pyspy.json")
         sources = json.loads((dump / f"processes/{proc.pid}/sources.json").read_text())
+        # Deadlocked threads never wake: the watch after the round saw no switch at all.
+        watch = round_file(dump, proc.pid, 0, "watch.json")
+        for name in ("trainer", "checkpoint-saver"):
+            tid = thread_named(traces, name)["os_thread_id"]
+            [seen] = [t for t in watch["threads"] if t["tid"] == tid]
+            assert seen["looks"] >= 5 and seen["woke"] == 0 and seen["voluntary"] == 0, seen
         for name, marker, statement in (
             ("trainer", "trainer waits", "with checkpoint_lock:"),
             ("checkpoint-saver", "saver waits", "with train_stats_lock:"),
@@ -444,7 +455,8 @@ def test_target_exiting_mid_capture_exits_8_and_says_which_rounds(tmp_path: Path
         assert len(data["rounds"]) == 8
         by_round: dict[int, set[str]] = {}
         for outcome in data["outcomes"]:
-            if outcome["round"] is not None and outcome["target"] == str(proc.pid):
+            if (outcome["round"] is not None and outcome["target"] == str(proc.pid)
+                    and outcome["collector"] != "pyspy-watch"):  # the round's own collectors
                 by_round.setdefault(outcome["round"], set()).add(outcome["status"])
         assert by_round[0] == {"ok"}
         failed = [r for r, statuses in sorted(by_round.items()) if "failed" in statuses]

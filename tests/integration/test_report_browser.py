@@ -18,7 +18,7 @@ import pytest
 
 CHROMIUM = Path(os.environ.get("POSTMORTEM_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("POSTMORTEM_CHROMEDRIVER", "/usr/bin/chromedriver"))
-FIGURES = ("cluster", "threads", "stacks", "timeline", "checkpoint")
+FIGURES = ("cluster", "progress", "threads", "stacks", "timeline", "checkpoint")
 
 pytestmark = [
     pytest.mark.browser,

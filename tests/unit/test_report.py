@@ -171,10 +171,10 @@ def test_page_has_the_verdict_on_top_and_every_section(cluster_dump: Path) -> No
     assert top < page.index('id="cluster"') < page.index('id="threads"')
     assert html.escape(verdict.finding.summary) in page
     assert html.escape(verdict.finding.fix) in page
-    for key in ("cluster", "threads", "stacks", "timeline", "checkpoint"):
+    for key in ("cluster", "progress", "threads", "stacks", "timeline", "checkpoint"):
         assert f'id="fig-{key}"' in page
     assert {f["key"] for f in figure_payload(page)["figures"]} == {
-        "cluster", "threads", "stacks", "timeline", "checkpoint"}
+        "cluster", "progress", "threads", "stacks", "timeline", "checkpoint"}
     assert 'id="evidence"' in page and 'data-pid="102"' in page
     assert "Saver.save (/usr/lib/python3/site-packages/tensorflow/python/training/saver.py" \
            ":1300)" in page  # raw stacks on demand
@@ -253,3 +253,17 @@ def test_samples_render_under_six_megabytes(sample: Path) -> None:
     assert f'data-hang-class="{incident.verdict.hang_class.value}"' in page
     payload = figure_payload(page)
     assert payload["figures"], "a sample with no figure at all"
+
+
+def test_progress_draws_each_log_s_steps_with_saves_and_the_capture_shaded(
+        cluster_dump: Path) -> None:
+    incident = incident_of(cluster_dump)
+    spec = build_figures(incident, process_order(incident))["progress"]
+    assert spec.figure is not None
+    traces = {t["name"]: t for t in spec.figure["data"]}
+    steps = traces["worker:0 (pid 102) stderr"]
+    assert steps["y"] == [100, 200]  # the line without a time is not drawn
+    save = traces["checkpoint save"]
+    assert save["y"] == [200]  # at the step the save came after
+    shapes = spec.figure["layout"]["shapes"]
+    assert len(shapes) == 1 + 3  # the capture's window, then each round

@@ -65,6 +65,8 @@ def thread_evidence(facts: Facts, thread: Thread, why: str = "") -> Evidence:
     text += f": {stack}{at}; {states}, {cpu}" if stack else f"; {states}, {cpu}"
     if thread.wchan:
         text += f", wchan {thread.wchan}"
+    if thread.decided_by:
+        text += f"; {thread.status.value} because: {thread.decided_by}"
     source = facts.sources.pyspy(thread.pid) if thread.stack else facts.sources.procfs(thread.pid)
     return Evidence(text, source, thread.role)
 

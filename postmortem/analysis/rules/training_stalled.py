@@ -8,6 +8,7 @@ one), and one replica has stopped contributing: stopped, dead, or stuck elsewher
 from __future__ import annotations
 
 from postmortem.analysis.facts import Facts
+from postmortem.analysis.progress import overdue
 from postmortem.analysis.rules.common import Case, culprit, member_evidence, thread_evidence
 from postmortem.analysis.threads import frames_text
 from postmortem.model import Evidence, Finding, HangClass, Status, Thread, WaitKind
@@ -59,6 +60,29 @@ def evaluate(facts: Facts) -> list[Finding]:
             ),
         )
     case.add(0, *(thread_evidence(facts, t, "train op does not finish") for t in stuck_train[:3]))
+    # The job as a whole: step counters that stopped moving, or that still move.
+    for p in facts.progress:
+        if p.pid is None:
+            continue
+        if p.moved:
+            case.add(
+                -0.3,
+                Evidence(
+                    f"but {p.role} advanced {p.steps_in_window} step(s) during the capture",
+                    p.source,
+                    p.role,
+                ),
+            )
+        elif overdue(p) and p.last_step_age_s is not None and p.interval_s is not None:
+            case.add(
+                0.05,
+                Evidence(
+                    f"{p.role} logged no step for {p.last_step_age_s:.0f}s; it used to log one "
+                    f"every {p.interval_s:.1f}s (last step {p.last_step})",
+                    p.source,
+                    p.role,
+                ),
+            )
 
     # The culprit: a worker replica that cannot contribute.
     workers = [

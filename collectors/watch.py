@@ -1,0 +1,130 @@
+"""Between rounds, a light watch: does each thread wake up, and how often?
+
+A thread blocked for good (a session.run whose peer is frozen, a lock nobody releases, a
+write to a hung mount) never switches context; a worker stepping 100 times a second
+sleeps and wakes in every tenth of a second. Three point samples of the stack cannot tell
+the two apart; this can, with no ptrace and no pause: every `interval` seconds it reads
+each Python thread's context-switch counters from /proc/PID/task/TID/status, and every
+other thread's at the start and the end of the window. (The counters read with each
+round's procfs include the capture's own attaches: a blocking py-spy dump adds two
+voluntary switches to every thread. The watch runs between attaches, so its counts are
+the job's own.)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collectors import procfs
+
+INTERVAL = 0.1  # seconds between two looks: ten windows a second
+MAX_THREADS = 64  # watched per process: its Python threads, the main thread first
+
+
+@dataclass
+class ThreadWatch:
+    tid: int
+    first: tuple[int, int] | None = None  # (voluntary, involuntary) at the first look
+    last: tuple[int, int] | None = None
+    looks: int = 0
+    woke: int = 0  # windows (between two looks) in which it switched voluntarily
+    states: Counter[str] = field(default_factory=Counter)
+
+    def look(self, switches: tuple[int, int] | None, state: str | None) -> None:
+        if switches is None:
+            return
+        if self.last is not None and switches[0] > self.last[0]:
+            self.woke += 1
+        if self.first is None:
+            self.first = switches
+        self.last = switches
+        self.looks += 1
+        if state:
+            self.states[state] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        first, last = self.first or (0, 0), self.last or (0, 0)
+        return {
+            "tid": self.tid,
+            "looks": self.looks,
+            "woke": self.woke,
+            "voluntary": last[0] - first[0],
+            "nonvoluntary": last[1] - first[1],
+            "states": dict(self.states),
+        }
+
+
+def _thread_state(pid: int, tid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as handle:
+            data = handle.read(512)
+    except OSError:
+        return None
+    close = data.rfind(b")")
+    return data[close + 2 : close + 3].decode() if close >= 0 else None
+
+
+def watch(
+    tids: dict[int, list[int]],
+    seconds: float,
+    stop: threading.Event,
+    interval: float = INTERVAL,
+    midway: Callable[[], None] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Look at each pid's threads every `interval` s for `seconds` (or until `stop`), and
+    call `midway` once half the time has passed. Returns pid -> {started, ended, interval,
+    threads: [...]}; a process that exits is simply no longer seen."""
+    watched = {
+        pid: {tid: ThreadWatch(tid) for tid in wanted[:MAX_THREADS]} for pid, wanted in tids.items()
+    }
+    started = time.time()
+    before = {pid: _all_switches(pid) for pid in tids}
+    deadline = time.monotonic() + max(0.0, seconds)
+    half = time.monotonic() + max(0.0, seconds) / 2
+    while True:
+        if midway is not None and time.monotonic() >= half:
+            midway()
+            midway = None
+        for pid, threads in watched.items():
+            for tid, record in threads.items():
+                record.look(procfs.read_switches(pid, tid), _thread_state(pid, tid))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stop.wait(min(interval, remaining)):
+            break
+    ended = time.time()
+    after = {pid: _all_switches(pid) for pid in tids}
+    return {
+        pid: {
+            "started": started,
+            "ended": ended,
+            "interval": interval,
+            "threads": [record.to_json() for record in threads.values()],
+            # Every thread, looked at twice: voluntary and involuntary switches in between.
+            "all": [
+                [tid, end[0] - start[0], end[1] - start[1]]
+                for tid, end in sorted(after[pid].items())
+                if (start := before[pid].get(tid)) is not None
+            ],
+        }
+        for pid, threads in watched.items()
+    }
+
+
+def _all_switches(pid: int) -> dict[int, tuple[int, int]]:
+    """Context switches of every thread of a process, now."""
+    try:
+        tids = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for tid in tids:
+        switches = procfs.read_switches(pid, tid)
+        if switches is not None:
+            found[tid] = switches
+    return found
