@@ -8,6 +8,7 @@ nothing is written anywhere but the output directory.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 from collectors import checkpoint, layout, logs, procfs, tf_profiler, watch
 from collectors.base import CollectorFailure, ProcessCollector, Target
-from collectors.dump import DumpWriter, Outcome, RoundInfo, prepare_output
+from collectors.dump import DumpWriter, Outcome, OutputPlan, RoundInfo, unwritable
 from collectors.layout import CollectorStatus, FailureKind
 from collectors.stacks import NativeAllThreadsCollector, PySpyCollector
 from collectors.tools import (
@@ -105,6 +106,50 @@ class CaptureResult:
         return ExitCode.PARTIAL_CAPTURE if kinds else ExitCode.OK
 
 
+MAX_SAMPLES = 1000
+MAX_INTERVAL = 3600.0
+MAX_TRACE_MS = 600_000
+
+
+def validate(options: CaptureOptions) -> None:
+    """Refuse, before anything runs, options that cannot work: say which and why."""
+    if not 1 <= options.samples <= MAX_SAMPLES:
+        raise UsageError(f"--samples must be between 1 and {MAX_SAMPLES} (got {options.samples}).")
+    if not math.isfinite(options.interval) or not 0 <= options.interval <= MAX_INTERVAL:
+        raise UsageError(
+            f"--interval must be a number of seconds from 0 to {MAX_INTERVAL:.0f} "
+            f"(got {options.interval})."
+        )
+    if options.tf_servers and not 1 <= options.tf_trace_ms <= MAX_TRACE_MS:
+        raise UsageError(
+            f"--tf-trace-ms must be between 1 and {MAX_TRACE_MS} (got {options.tf_trace_ms})."
+        )
+    for path in options.logs:
+        try:
+            regular = call_bounded(partial(os.path.isfile, path), LOG_TIMEOUT)
+            exists = regular or call_bounded(partial(os.path.exists, path), LOG_TIMEOUT)
+        except BoundedCallTimeout:
+            continue  # a log on a hung mount: the capture says so when it reads it
+        if not exists:
+            raise UsageError(f"--log {path}: no such file.")
+        if not regular:
+            raise UsageError(
+                f"--log {path}: not a regular file (a directory, device or pipe).",
+                help_text="Give the path of a log file the job writes.",
+            )
+    for directory in options.checkpoint_dirs:
+        try:
+            found = call_bounded(partial(os.path.isdir, directory), CHECKPOINT_LIST_TIMEOUT)
+        except BoundedCallTimeout:
+            continue  # a hung filesystem: evidence in itself, the capture records it
+        if not found:
+            raise UsageError(
+                f"--checkpoint-dir {directory}: no such directory.",
+                help_text="Give the directory the job saves checkpoints into (its "
+                "--checkpoint_dir / --logdir / model_dir).",
+            )
+
+
 def preflight(pids: tuple[int, ...]) -> None:
     """Refuse, before writing anything, what cannot work: wrong pid, no rights, not Python."""
     if not pids:
@@ -116,6 +161,13 @@ def preflight(pids: tuple[int, ...]) -> None:
     if missing:
         raise NoSuchProcessError(
             f"No process with pid {', '.join(map(str, missing))} on this host."
+        )
+    threads = {pid: owner for pid in pids if (owner := procfs.thread_group(pid)) not in (pid, None)}
+    if threads:
+        named = ", ".join(f"{tid} (a thread of process {owner})" for tid, owner in threads.items())
+        raise UsageError(
+            f"Not a process id: {named}.",
+            help_text="Pass the process id (the Tgid in /proc/TID/status), not a thread id.",
         )
     exited = [pid for pid in pids if procfs.read_state(pid) in (*EXITED_STATES, None)]
     if exited:
@@ -156,6 +208,7 @@ class Capture:
         self.checkpoint_dirs: list[Path] = [p.resolve() for p in options.checkpoint_dirs]
         self.lock = threading.Lock()
         self.writer: DumpWriter | None = None
+        self.plan: OutputPlan | None = None
         self.stopping = threading.Event()  # set on Ctrl-C: start no new collector
         self.log_sizes: dict[int, list[dict[str, Any]]] = {}  # --log index -> per round
 
@@ -515,9 +568,9 @@ class Capture:
     def _start(self) -> DumpWriter:
         """Write process.json for each target and the first manifest."""
         options = self.options
-        prepare_output(options.output, options.force)
+        assert self.plan is not None
         writer = self.writer = DumpWriter(
-            options.output,
+            self.plan.build,
             list(options.command),
             {
                 "samples": options.samples,
@@ -553,14 +606,26 @@ class Capture:
 
     def run(self) -> CaptureResult:
         options = self.options
-        if options.samples < 1:
-            raise UsageError("--samples must be at least 1.")
-        if options.interval < 0:
-            raise UsageError("--interval cannot be negative.")
+        validate(options)
         preflight(options.pids)
-        for path in options.logs:
-            if not path.is_file():
-                raise UsageError(f"--log {path}: no such file.")
+        self.plan = OutputPlan.prepare(options.output, options.force)
+        try:
+            result = self._run()
+        except OSError as exc:
+            self.plan.abort()
+            raise unwritable(self.plan.final, exc) from None
+        except BaseException:
+            if self.writer is None or not self.writer.manifest["rounds"]:
+                self.plan.abort()  # nothing worth keeping; an old dump stays as it was
+            raise
+        try:
+            self.plan.commit()
+        except OSError as exc:
+            raise unwritable(self.plan.final, exc) from None
+        return result
+
+    def _run(self) -> CaptureResult:
+        options = self.options
         reset_stop()
         # A Ctrl-C from here on still leaves a valid (incomplete) dump behind.
         interrupted = False
@@ -579,7 +644,7 @@ class Capture:
             self._rounds(pool)
             self.progress("logs and traces", options.samples, options.samples + 1)
             self._logs()
-            deadline = time.monotonic() + options.tf_trace_ms / 1000 + 60
+            deadline = time.monotonic() + tf_profiler.longest(options.tf_trace_ms)
             for thread in tracers:
                 thread.join(max(0.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
@@ -588,14 +653,15 @@ class Capture:
         finally:
             pool.shutdown(wait=not interrupted, cancel_futures=True)
         writer = self.writer
-        if writer is None:
-            raise KeyboardInterrupt  # interrupted before the dump existed: nothing to keep
+        if writer is None or not writer.manifest["rounds"]:
+            raise KeyboardInterrupt  # interrupted before a round was kept: nothing to keep
         with self.lock:
             writer.manifest["interrupted"] = interrupted
             writer.manifest["pauses"] = {str(t.pid): list(t.pauses) for t in self.targets}
         self._flush(complete=not interrupted)
         self.progress("done", options.samples + 1, options.samples + 1)
-        return CaptureResult(options.output, writer.manifest, self.problems, interrupted)
+        assert self.plan is not None
+        return CaptureResult(self.plan.final, writer.manifest, self.problems, interrupted)
 
     def _stop(self, pool: ThreadPoolExecutor) -> None:
         """Ctrl-C: start nothing new, kill the running attach tools, give the collectors

@@ -7,6 +7,7 @@ rewritten after every round, so an interrupted capture still leaves a valid dump
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 
 from collectors.layout import FORMAT_NAME, MANIFEST, SCHEMA_VERSION, CollectorStatus, FailureKind
 from postmortem import __version__
-from postmortem.errors import OutputExistsError, UsageError
+from postmortem.errors import OutputExistsError, OutputUnwritableError, UsageError
 
 Seconds = float
 
@@ -67,29 +68,113 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=1, sort_keys=False).encode())
 
 
-def _is_dump(path: Path) -> bool:
-    """Only a directory whose manifest is ours may be cleared by --force."""
+def is_dump(path: Path) -> bool:
+    """Only a directory whose manifest is ours may be replaced by --force."""
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
+        with open(path / MANIFEST, "rb") as handle:
+            manifest = json.loads(handle.read(64 * 1024 * 1024))
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
 
 
-def prepare_output(path: Path, force: bool) -> None:
-    """Refuse a non-empty output unless --force; never touch anything but a dump there."""
-    if path.exists() and not path.is_dir():
-        raise OutputExistsError(f"{path} exists and is not a directory.")
-    if path.is_dir() and any(path.iterdir()):
-        if not force:
-            raise OutputExistsError(f"Output directory {path} is not empty.")
-        if not _is_dump(path):
+def unwritable(path: Path, exc: OSError) -> OutputUnwritableError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENAMETOOLONG:
+        reason = "a name in the path is too long"
+    return OutputUnwritableError(f"Cannot write the dump at {path}: {reason}.")
+
+
+@dataclass
+class OutputPlan:
+    """Where a capture writes, and how it replaces an old dump without ever losing it.
+
+    A new dump is written straight into an absent or empty directory. An existing dump is
+    replaced only with --force, and only atomically: the new one is built beside it and
+    swapped in when the capture ends, so a capture that fails leaves the old one whole.
+    """
+
+    final: Path
+    build: Path
+    replaces: bool
+    created: bool = False  # the directory did not exist before
+
+    @classmethod
+    def prepare(cls, path: Path, force: bool) -> OutputPlan:
+        if path.is_symlink():
             raise UsageError(
-                f"Refusing to clear {path}: it is not empty and is not a postmortem dump.",
+                f"-o {path} is a symbolic link.",
+                help_text="Give the directory itself (or a new path), not a link to it.",
+            )
+        final = Path(os.path.abspath(path))
+        try:
+            exists = final.exists()
+            if exists and not final.is_dir():
+                raise OutputExistsError(
+                    f"{final} exists and is not a directory.",
+                    help_text="Give -o a new path or a directory (--force never replaces a file).",
+                )
+            occupied = exists and any(final.iterdir())
+        except OSError as exc:
+            raise unwritable(final, exc) from None
+        if not occupied:
+            try:
+                final.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise unwritable(final, exc) from None
+            return cls(final, final, False, created=not exists)
+        if not force:
+            raise OutputExistsError(
+                f"Output directory {final} is not empty.",
+                help_text="Choose another path, or pass --force to replace a postmortem dump "
+                "there (built beside it and swapped in when the capture ends).",
+            )
+        if not is_dump(final):
+            raise UsageError(
+                f"Refusing to replace {final}: it is not empty and is not a postmortem dump.",
                 help_text="Pick an empty or new directory for -o.",
             )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+        here = Path(os.path.abspath(os.getcwd()))
+        if here == final or final in here.parents:
+            raise UsageError(
+                f"Refusing to replace {final}: it contains the current directory.",
+                help_text="cd out of it first, or write the new dump elsewhere.",
+            )
+        try:
+            build = Path(tempfile.mkdtemp(prefix=f".{final.name[:100]}.new-", dir=final.parent))
+        except OSError as exc:
+            raise unwritable(final.parent, exc) from None
+        return cls(final, build, True)
+
+    def commit(self) -> None:
+        """Swap the new dump in; the old one is removed only once the new one is in place."""
+        if not self.replaces:
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{self.final.name[:100]}.old-", dir=self.final.parent))
+        os.rmdir(old)
+        os.rename(self.final, old)
+        try:
+            os.rename(self.build, self.final)
+        except OSError:
+            os.rename(old, self.final)  # put the old one back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        """The capture produced nothing worth keeping: remove what it began."""
+        if self.replaces or self.created:
+            shutil.rmtree(self.build, ignore_errors=True)
+            return
+        # An empty directory the user gave: take back what this capture put in it.
+        try:
+            entries = list(self.final.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 class DumpWriter:

@@ -63,6 +63,17 @@ def parse_stat(text: str) -> dict[str, Any]:
     }
 
 
+def thread_group(pid: int) -> int | None:
+    """The process a task id belongs to (its Tgid): the id itself for a process."""
+    try:
+        for line in _read_text(PROC / str(pid) / "status").splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def read_state(pid: int) -> str | None:
     """The process state letter (R, S, D, T, t, Z, ...), or None when it is gone."""
     try:

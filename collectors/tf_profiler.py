@@ -30,6 +30,11 @@ CONNECT_TIMEOUT = 2.0
 NO_EVENTS = "No trace event was collected"
 
 
+def longest(duration_ms: int) -> float:
+    """The longest a trace can take: the client's import, then the server's answer."""
+    return CONNECT_TIMEOUT + IMPORT_ALLOWANCE + duration_ms / 1000 + TRACE_TIMEOUT_SLACK + 5
+
+
 def probe(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
     """'' if a TCP connect succeeds, else why not (refused, timed out...)."""
     host, _, port = address.rpartition(":")

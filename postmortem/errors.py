@@ -80,6 +80,17 @@ class ToolMissingError(PostmortemError):
     )
 
 
+TENSORFLOW_HELP_TEXT = (
+    "Install TensorFlow beside postmortem: pip install 'postmortem[tf]' (tensorflow-cpu). "
+    "Capturing stacks, analyzing and reporting need no TensorFlow."
+)
+
+
+class TensorFlowMissingError(PostmortemError):
+    exit_code = ExitCode.TOOL_MISSING
+    help_text = TENSORFLOW_HELP_TEXT
+
+
 class OutputExistsError(PostmortemError):
     exit_code = ExitCode.OUTPUT_EXISTS
     help_text = "Choose another output path, or pass --force to replace it."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import time
 from dataclasses import replace
@@ -23,6 +24,7 @@ from postmortem.errors import (
     PermissionDeniedError,
     PostmortemError,
     TargetExitedError,
+    TensorFlowMissingError,
     TfServerUnreachableError,
     UsageError,
 )
@@ -113,8 +115,17 @@ def capture(
             )
     for address in tf_server or []:
         host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise UsageError(f"--tf-server {address!r}: expected HOST:PORT, e.g. 127.0.0.1:2222.")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise UsageError(
+                f"--tf-server {address!r}: expected HOST:PORT with a port from 1 to 65535, "
+                "e.g. 127.0.0.1:2222."
+            )
+    if tf_server and importlib.util.find_spec("tensorflow") is None:
+        raise TensorFlowMissingError("--tf-server traces a TF server, which needs TensorFlow here.")
+    unique = list(dict.fromkeys(pids))
+    if len(unique) < len(pids):
+        console.print(f"note: each pid is captured once ({len(pids) - len(unique)} repeated)")
+    pids = unique
     out = output or default_output()
     options = CaptureOptions(
         pids=tuple(pids),

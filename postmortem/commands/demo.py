@@ -6,7 +6,9 @@ exercises exactly what an on-call engineer runs. Needs TensorFlow (`pip install 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -16,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from postmortem.errors import OutputExistsError, UsageError
+from postmortem.errors import OutputExistsError, TensorFlowMissingError, UsageError
 
 CAPTURE_TIMEOUT = 300.0
 
@@ -99,6 +101,14 @@ def demo(
         return 0
     chosen = get_scenario(scenario)
     params = _parse_params(set_ or [])
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise UsageError(f"--timeout must be a positive number of seconds (got {timeout}).")
+    if not (samples >= 1 and interval >= 0 and math.isfinite(interval)):
+        raise UsageError("--samples must be at least 1 and --interval a number of seconds.")
+    if importlib.util.find_spec("tensorflow") is None:
+        raise TensorFlowMissingError(
+            "postmortem demo starts a real TensorFlow cluster, and TensorFlow is not installed."
+        )
     out = output or Path(f"demo-{chosen.name}")
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"Output directory {out} is not empty.")

@@ -31,6 +31,8 @@ def test_there_are_samples_of_every_class() -> None:
         "lock-deadlock",
         "peer-unreachable",
         "save-progressing",
+        "healthy",
+        "degraded",
     }
 
 
@@ -73,3 +75,15 @@ def test_verdict_does_not_depend_on_the_dump_path(
     verdict = json.loads(capsys.readouterr().out)["verdict"]
     assert verdict["hang_class"] == "peer-unresponsive"
     assert verdict["culprit"]["role"] == "ps:0"
+
+
+def test_a_dump_of_schema_1_still_loads_and_judges_the_same() -> None:
+    # GIVEN a dump written before the watch between rounds existed (no wakeup counts)
+    old = Path(__file__).resolve().parents[1] / "data" / "schema-1" / "ps-frozen-during-save"
+    incident = postmortem.analyze(postmortem.load(old))
+    # THEN it is read as schema 1 and judged from stacks and CPU, as it always was
+    assert incident.dump.schema_version == 1
+    assert incident.verdict.hang_class is HangClass.PEER_UNRESPONSIVE
+    assert incident.verdict.culprit is not None and incident.verdict.culprit.role == "ps:0"
+    saver = next(t for t in incident.threads if t.in_save)
+    assert saver.wakeups is None and "no wakeup counts" in saver.decided_by
