@@ -317,8 +317,13 @@ class ProcessWriter:
         """(tid, name, frames innermost first) of each Python thread."""
         tpl = self.tpl
         others = [t["tid"] for t in self.threads if t["tid"] != self.pid
-                  and t["name"] == "python3.11"]
+                  and t["name"].startswith("python")]
         self.rng.shuffle(others)
+        # Fewer such threads in the template than Python threads to place: new ones.
+        spare = max(t["tid"] for t in self.threads) + 1
+        for offset in range(6):
+            others.insert(0, spare + offset)
+            self.threads.append({**self.threads[0], "tid": spare + offset, "name": "python3.11"})
         if self.kind == "ps":
             return [(self.pid, "MainThread", [tpl.server_join, *PS_MAIN])]
         if self.chief:

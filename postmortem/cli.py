@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as done:
         return int(done.exit_code)
     except typer.Abort:
+        stderr_console().print("postmortem: interrupted.")
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:  # click usage errors and the like
         # typer vendors its own copy of click: recognise either by shape, not by class.

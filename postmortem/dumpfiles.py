@@ -63,6 +63,16 @@ class DumpReader:
         except (NotReadable, OSError):
             return False
 
+    def regular(self, relative: str) -> bool | None:
+        """True for a regular file inside the dump, False for anything else there, None when
+        nothing is there."""
+        try:
+            return stat.S_ISREG(os.stat(self.inside(relative)).st_mode)
+        except NotReadable:
+            return False
+        except OSError:
+            return None
+
     def exists(self, relative: str) -> bool:
         try:
             os.stat(self.inside(relative))

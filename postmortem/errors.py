@@ -9,6 +9,7 @@ without pandas or TensorFlow.
 from __future__ import annotations
 
 import enum
+import os
 
 
 class ExitCode(enum.IntEnum):
@@ -52,6 +53,23 @@ class PostmortemError(Exception):
             self.help_text = help_text
 
 
+ROOT_PERMISSION_HELP_TEXT = (
+    "postmortem runs as root, and the kernel still refuses: the process is outside this "
+    "root's reach. Any of these is likely:\n"
+    "  - it runs in another container or user namespace: run postmortem inside that "
+    "container (kubectl exec / docker exec), or from the host's root namespace;\n"
+    "  - a security module forbids ptrace (AppArmor, SELinux), or "
+    "kernel.yama.ptrace_scope is 3: check `cat /proc/sys/kernel/yama/ptrace_scope`;\n"
+    "  - in Docker or Kubernetes, this container lacks SYS_PTRACE: docker run "
+    "--cap-add SYS_PTRACE / securityContext.capabilities.add: [SYS_PTRACE]."
+)
+
+
+def permission_help() -> str:
+    """What to do about a refused attach, for who we are: root needs other advice."""
+    return ROOT_PERMISSION_HELP_TEXT if os.geteuid() == 0 else PERMISSION_HELP_TEXT
+
+
 class NoSuchProcessError(PostmortemError):
     exit_code = ExitCode.NO_SUCH_PROCESS
     help_text = (
@@ -63,6 +81,9 @@ class NoSuchProcessError(PostmortemError):
 class PermissionDeniedError(PostmortemError):
     exit_code = ExitCode.PERMISSION
     help_text = PERMISSION_HELP_TEXT
+
+    def __init__(self, message: str, *, help_text: str | None = None) -> None:
+        super().__init__(message, help_text=help_text or permission_help())
 
 
 class NotPythonError(PostmortemError):

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,8 +260,10 @@ def parse_pyspy(
     for thread in raw:
         if not isinstance(thread, dict):
             continue
-        tid = thread.get("os_thread_id") or thread.get("thread_id")
-        name = thread.get("thread_name") or ""
+        tid = _i(thread.get("os_thread_id")) or _i(thread.get("thread_id"))
+        if tid is None:
+            continue
+        name = _s(thread.get("thread_name"))
         threads.append(
             {
                 "pid": pid,
@@ -273,9 +276,12 @@ def parse_pyspy(
                 "sample": sample,
             }
         )
-        for depth, frame in enumerate(thread.get("frames") or []):
-            filename = frame.get("filename") or ""
-            line = int(frame.get("line") or 0)
+        listed = thread.get("frames")
+        for depth, frame in enumerate(listed if isinstance(listed, list) else []):
+            if not isinstance(frame, dict):
+                continue
+            filename = _s(frame.get("filename"))
+            line = _i(frame.get("line")) or 0
             native = not filename.endswith(".py") and "<" not in filename and bool(filename)
             frames.append(
                 {
@@ -284,12 +290,12 @@ def parse_pyspy(
                     "tid": tid,
                     "thread_name": name,
                     "depth": depth,
-                    "function": frame.get("name") or "",
+                    "function": _s(frame.get("name")),
                     "filename": filename,
                     "line": line,
                     "native": native,
                     "source": "pyspy",
-                    "code": sources.get(filename, {}).get(str(line), "").strip(),
+                    "code": _s(_source_line(sources, filename, line)).strip(),
                     "sample": sample,
                 }
             )
@@ -300,6 +306,11 @@ PYSTACK_THREAD = re.compile(r"^Traceback for thread (\d+) \((.*?)\)")
 PYSTACK_FRAME = re.compile(r'^\s+\((C|Python)\) File "(.*?)", line (\d+), in (\S+)')
 GDB_THREAD = re.compile(r'^Thread \d+ \(.*?LWP (\d+)\)(?: "(.*?)")?')
 GDB_FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(.*?\)(?: at (\S+):(\d+))?")
+
+
+def _source_line(sources: dict[str, Any], filename: str, line: int) -> Any:
+    lines = sources.get(filename)
+    return lines.get(str(line), "") if isinstance(lines, dict) else ""
 
 
 def parse_native_text(text: str, pid: int, round_index: int, source: str) -> list[dict[str, Any]]:
@@ -509,24 +520,24 @@ def _load_dump(path: Path | str) -> Dump:
             files = [f for f in listing.get("files") or [] if isinstance(f, dict)]
             rows["checkpoint_rounds"].append(
                 {
-                    "dir": str(entry.get("dir")),
+                    "dir": _s(entry.get("dir")),
                     "round": round_index,
-                    "time": listing.get("time"),
-                    "exists": listing.get("exists"),
+                    "time": _f(listing.get("time")),
+                    "exists": _b(listing.get("exists")),
                     "listing_timed_out": bool(listing.get("listing_timed_out")),
-                    "state_file": listing.get("state_file"),
-                    "total_bytes": sum(_int(f.get("size")) or 0 for f in files),
+                    "state_file": _s(listing.get("state_file")) or None,
+                    "total_bytes": sum(_i(f.get("size")) or 0 for f in files),
                     "file_count": len(files),
                 }
             )
             rows["checkpoint_files"].extend(
                 {
-                    "dir": str(entry.get("dir")),
+                    "dir": _s(entry.get("dir")),
                     "round": round_index,
-                    "time": listing.get("time"),
-                    "name": str(f.get("name")),
-                    "size": f.get("size"),
-                    "mtime": f.get("mtime"),
+                    "time": _f(listing.get("time")),
+                    "name": _s(f.get("name")),
+                    "size": _i(f.get("size")),
+                    "mtime": _f(f.get("mtime")),
                 }
                 for f in files
             )
@@ -540,7 +551,7 @@ def _load_dump(path: Path | str) -> Dump:
             outcome["kind"] = legacy_kind(outcome)
 
     def load_tf_server(server: Any) -> None:
-        address = str(server.get("address", ""))
+        address = _s(server.get("address"))
         outcome: dict[str, Any] = next(
             (
                 o
@@ -566,20 +577,60 @@ def _load_dump(path: Path | str) -> Dump:
                 "idle": bool(data and data.get("idle")),
             }
         )
-        for event in (data or {}).get("events", []):
+        events = (data or {}).get("events", [])
+        for event in events if isinstance(events, list) else []:
+            if not isinstance(event, dict):
+                continue
             rows["tf_events"].append(
                 {
                     "address": address,
-                    **{key: event.get(key) for key in COLUMNS["tf_events"] if key != "address"},
+                    "plane": _s(event.get("plane")),
+                    "line": _s(event.get("line")),
+                    "name": _s(event.get("name")),
+                    "node": _s(event.get("node")),
+                    "op": _s(event.get("op")),
+                    "start_ns": _f(event.get("start_ns")),
+                    "duration_ns": _f(event.get("duration_ns")),
                 }
             )
 
     for server in manifest.get("tf_servers") or []:
         guard.run(f"tf_servers entry {str(server)[:60]}", load_tf_server, server)
 
-    rows["outcomes"] = [{key: o.get(key) for key in COLUMNS["outcomes"]} for o in outcomes]
+    # Files the capture says it wrote and the dump no longer holds: deleted, or lost in
+    # transit. Listed, so nobody takes a verdict from a partial dump for a whole one.
+    recorded = {
+        str(f)
+        for o in outcomes
+        if o.get("status") == "ok" and isinstance(o.get("files"), list)
+        for f in o["files"]
+        if isinstance(f, str)
+    }
+    already = {p["file"] for p in problems}
+    for relative in sorted(recorded - already - reader.read):
+        regular = reader.regular(relative)
+        if regular is None:
+            reader.problem(relative, "missing: the capture wrote it, the dump no longer has it")
+        elif not regular:
+            reader.problem(relative, "not a regular file (a directory, FIFO, device or link out)")
+    rows["outcomes"] = [
+        {
+            "target": _s(o.get("target")),
+            "collector": _s(o.get("collector")),
+            "status": _s(o.get("status")),
+            "round": _i(o.get("round")),
+            "reason": _s(o.get("reason")),
+            "seconds": _f(o.get("seconds")),
+            "kind": _s(o.get("kind")),
+        }
+        for o in outcomes
+    ]
     rows["rounds"] = [
-        {key: r.get(key) for key in COLUMNS["rounds"]}
+        {
+            "index": _i(r.get("index")),
+            "started_at": _f(r.get("started_at")),
+            "ended_at": _f(r.get("ended_at")),
+        }
         for r in manifest["rounds"]
         if isinstance(r, dict)
     ]
@@ -628,20 +679,21 @@ def _load_procfs(
         return
     clk = int(data.get("clk_tck") or 100)
     io = data.get("io") or {}
+    io = io if isinstance(io, dict) else {}
     rows["process_rounds"].append(
         {
             "pid": pid,
             "round": round_index,
-            "time": data.get("time"),
-            "state": str(data.get("state") or "?"),
+            "time": _f(data.get("time")),
+            "state": _s(data.get("state")) or "?",
             "cpu_seconds": _cpu(int(data.get("utime") or 0) + int(data.get("stime") or 0), clk),
-            "num_threads": data.get("num_threads"),
-            "rchar": io.get("rchar"),
-            "wchar": io.get("wchar"),
-            "write_bytes": io.get("write_bytes"),
+            "num_threads": _i(data.get("num_threads")),
+            "rchar": _i(io.get("rchar")),
+            "wchar": _i(io.get("wchar")),
+            "write_bytes": _i(io.get("write_bytes")),
             "stat_timeout": bool(data.get("stat_timeout")),
-            "rss_bytes": data.get("rss_bytes"),
-            "host_listening": data.get("host_listening"),
+            "rss_bytes": _i(data.get("rss_bytes")),
+            "host_listening": _strings(data.get("host_listening")),
         }
     )
     threads = [
@@ -653,9 +705,9 @@ def _load_procfs(
     cols["pid"].extend([pid] * len(threads))
     cols["round"].extend([round_index] * len(threads))
     cols["tid"].extend([t["tid"] for t in threads])
-    cols["name"].extend([str(t.get("name") or "") for t in threads])
-    cols["state"].extend([str(t.get("state") or "?") for t in threads])
-    cols["wchan"].extend([str(t.get("wchan") or "") for t in threads])
+    cols["name"].extend([_s(t.get("name")) for t in threads])
+    cols["state"].extend([_s(t.get("state")) or "?" for t in threads])
+    cols["wchan"].extend([_s(t.get("wchan")) for t in threads])
     cols["kernel_stack"].extend(
         [" <- ".join(map(str, t.get("kernel_stack") or [])) for t in threads]
     )
@@ -684,8 +736,8 @@ def _load_procfs(
         cols = columns[name]
         cols["pid"].extend([pid] * len(items))
         cols["round"].extend([round_index] * len(items))
-        for key in COLUMNS[name][2:]:
-            cols[key].extend([item.get(key) for item in items])
+        for key, typed in zip(COLUMNS[name][2:], COLUMN_TYPES[name], strict=True):
+            cols[key].extend([typed(item.get(key)) for item in items])
 
 
 def _load_pyspy(
@@ -775,6 +827,37 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+# Typed reads of a dump's values: a value of the wrong type (a dict where a time should be,
+# a string where a size should be) becomes missing, never a crash further on.
+def _i(value: Any) -> int | None:
+    return value if type(value) is int else _int(value)
+
+
+def _f(value: Any) -> float | None:
+    return value if type(value) is float and math.isfinite(value) else _number(value)
+
+
+def _s(value: Any) -> str:
+    if type(value) is str:
+        return value
+    return "" if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+def _b(value: Any) -> bool | None:
+    return value if type(value) is bool else None
+
+
+def _strings(value: Any) -> list[str] | None:
+    return [str(v) for v in value if isinstance(v, str)] if isinstance(value, list) else None
+
+
+COLUMN_TYPES: dict[str, tuple[Callable[[Any], Any], ...]] = {
+    # files / sockets columns after pid and round, in COLUMNS order
+    "files": (_i, _s, _i, _i, _s),
+    "sockets": (_i, _s, _s, _s, _s, _i, _i),
+}
 
 
 def _load_native(

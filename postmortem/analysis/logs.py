@@ -193,8 +193,12 @@ def oversized_details(logs: list[LogFacts]) -> dict[str, object]:
 
 
 def step_of(text: str) -> int | None:
-    """The training step a log line reports: the global step when it names one."""
-    match = GLOBAL_STEP.search(text) or SAVE_STEP.search(text) or STEP_LINE.search(text)
+    """The training step a log line reports (the global step when it names one). A save
+    line ("Saving checkpoints for 300") is not a step done: it may precede a save that
+    never returns."""
+    if SAVE_LINE.search(text):
+        return None
+    match = GLOBAL_STEP.search(text) or STEP_LINE.search(text)
     return int(match.group(1)) if match else None
 
 

@@ -115,7 +115,7 @@ def test_a_writer_in_the_filesystem_that_keeps_writing_is_not_a_stall(tmp_path: 
     # GIVEN the slow-save sample with no Python stacks and no checkpoint listing: only a
     # writer waiting in FUSE every round, while the process's written bytes keep growing
     dump = _copy("healthy-slow-save", tmp_path)
-    for pyspy in dump.glob("processes/*/round-*/pyspy.json"):
+    for pyspy in dump.glob("processes/*/round-*/pyspy*.json"):
         pyspy.write_text("[]")
     shutil.rmtree(dump / "checkpoint")
     manifest = _manifest(dump)

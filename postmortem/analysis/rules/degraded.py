@@ -22,7 +22,9 @@ def _rank(health: Health) -> tuple[int, int]:
 
 def evaluate(facts: Facts) -> list[Finding]:
     bad = [h for h in facts.health.values() if h.unresponsive]
-    if not bad:
+    if not bad or any(h.member.job == "ps" for h in bad):
+        # Every step reads and updates the ps's variables: with a ps out, nothing trains,
+        # whatever a stray log line says. That is a hang, not a degraded job.
         return []
     down = {h.member.role for h in bad}
     moved = [p for p in facts.progress if p.moved and p.pid is not None and p.role not in down]
@@ -73,8 +75,6 @@ def _at_risk(role: str, job: str) -> str:
             "At risk: it is the chief, which saves checkpoints and writes summaries: nothing "
             "is saved while it is down, and a crash now loses everything since the last save."
         )
-    if job == "ps":
-        return "At risk: its variables cannot be read or updated, and saves that include them fail."
     return (
         "At risk: its share of the input is not trained on, and synchronous steps (if any) "
         "wait for backup replicas; the job runs slower than planned."
