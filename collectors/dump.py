@@ -85,6 +85,18 @@ def unwritable(path: Path, exc: OSError) -> OutputUnwritableError:
     return OutputUnwritableError(f"Cannot write the dump at {path}: {reason}.")
 
 
+def blocked_by_a_file(path: Path) -> Path | None:
+    """The nearest existing ancestor of `path` when it is not a directory (a file in the
+    way of creating it), else None."""
+    try:
+        for parent in path.parents:
+            if parent.exists():
+                return None if parent.is_dir() else parent
+    except OSError:
+        return None
+    return None
+
+
 @dataclass
 class OutputPlan:
     """Where a capture writes, and how it replaces an old dump without ever losing it.
@@ -118,6 +130,11 @@ class OutputPlan:
         except OSError as exc:
             raise unwritable(final, exc) from None
         if not occupied:
+            in_the_way = next((p for p in final.parents if p.exists() and not p.is_dir()), None)
+            if in_the_way is not None:
+                raise OutputUnwritableError(
+                    f"Cannot write the dump at {final}: {in_the_way} is a file, not a directory."
+                )
             try:
                 final.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from collectors.dump import blocked_by_a_file
 from postmortem.errors import OutputExistsError, OutputUnwritableError, UsageError
 
 STDOUT = "-"
@@ -67,6 +68,11 @@ def write_text(path: Path | str, text: str, force: bool = False) -> Path | None:
             )
         if target.exists() and not force:
             raise OutputExistsError(f"{target} already exists.")
+        in_the_way = blocked_by_a_file(target)
+        if in_the_way is not None:
+            raise OutputUnwritableError(
+                f"Cannot write {target}: {in_the_way} is a file, not a directory."
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise unwritable(target, exc) from None

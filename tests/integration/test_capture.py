@@ -621,3 +621,95 @@ def test_stop_all_ends_a_running_tool_at_once() -> None:
     finally:
         tools.reset_stop()
     assert tools.run_bounded(["true"], 5).returncode == 0
+
+
+# -- options and outputs that cannot work: refused before anything is written -----------
+
+@pytest.mark.live
+@pytest.mark.timeout(120)
+def test_options_that_cannot_work_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    with targets(tmp_path) as procs:
+        proc = procs.start("threads", "2")
+        thread = next(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+        (tmp_path / "a-dir").mkdir()
+        dump = tmp_path / "dump"
+        pid = ["--pid", str(proc.pid)]
+        cases = [
+            (["--interval", "nan"], 2, "--interval"),
+            (["--interval", "inf"], 2, "--interval"),
+            (["--samples", "0"], 2, "--samples"),
+            (["--samples", "100000"], 2, "--samples"),
+            (["--tf-server", "127.0.0.1:2222", "--tf-trace-ms", "-5"], 2, "--tf-trace-ms"),
+            (["--tf-server", "127.0.0.1:99999"], 2, "port from 1 to 65535"),
+            (["--log", "/dev/zero"], 2, "not a regular file"),
+            (["--log", str(tmp_path / "a-dir")], 2, "not a regular file"),
+            (["--checkpoint-dir", str(tmp_path / "nope")], 2, "no such directory"),
+        ]
+        for extra, code, words in cases:
+            result = run_cli(*pid, *extra, "-o", str(dump))
+            assert_clean_error(result, code)
+            assert words in result.stderr, (extra, result.stderr)
+            assert not dump.exists(), extra
+        result = run_cli("--pid", str(thread), "-o", str(dump))
+        assert_clean_error(result, 2)
+        assert f"{thread} (a thread of process {proc.pid})" in result.stderr
+        # The same pid twice is captured once.
+        result = run_cli(*pid, *pid, "--samples", "1", "-o", str(dump))
+        assert result.returncode == 0, result.stderr
+        assert [t["pid"] for t in manifest(dump)["targets"]] == [proc.pid]
+
+
+@pytest.mark.live
+@pytest.mark.timeout(120)
+def test_a_dump_is_never_lost_to_force(tmp_path: Path) -> None:
+    with targets(tmp_path) as procs:
+        proc = procs.start("sleep")
+        dump = tmp_path / "dump"
+        assert run_cli("--pid", str(proc.pid), "--samples", "1", "-o", str(dump)).returncode == 0
+        first = manifest(dump)["started_at"]
+        # From inside the dump, --force would delete the working directory: refused.
+        inside = subprocess.run(
+            [sys.executable, "-m", "postmortem", "capture", "--pid", str(proc.pid), "-o", ".",
+             "--force"], capture_output=True, text=True, timeout=60, cwd=dump, env=CLI_ENV)
+        assert_clean_error(inside, 2)
+        assert "contains the current directory" in inside.stderr
+        # Through a link: refused, the dump untouched.
+        link = tmp_path / "link"
+        link.symlink_to(dump)
+        linked = run_cli("--pid", str(proc.pid), "-o", str(link), "--force")
+        assert_clean_error(linked, 2)
+        assert "symbolic link" in linked.stderr
+        assert manifest(dump)["started_at"] == first
+        # A file in the way, or a read-only place: exit 13 with the reason, nothing lost.
+        (tmp_path / "file").write_text("x")
+        blocked = run_cli("--pid", str(proc.pid), "-o", str(tmp_path / "file" / "d"))
+        assert_clean_error(blocked, 13)
+        assert "is a file, not a directory" in blocked.stderr
+        # Replaced with --force: swapped in whole, nothing left beside it.
+        forced = run_cli("--pid", str(proc.pid), "--samples", "1", "-o", str(dump), "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert manifest(dump)["started_at"] > first
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".dump")) == []
+
+
+def test_a_failed_replacement_leaves_the_old_dump_whole(tmp_path: Path) -> None:
+    from collectors.dump import OutputPlan
+
+    # GIVEN a dump, and a --force capture that builds its replacement and then fails
+    old = tmp_path / "dump"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"format": "postmortem-dump"}))
+    (old / "evidence.txt").write_text("keep me")
+    plan = OutputPlan.prepare(old, force=True)
+    assert plan.replaces and plan.build != plan.final and plan.build.parent == tmp_path
+    (plan.build / "manifest.json").write_text("new")
+    plan.abort()
+    # THEN the old dump is as it was and nothing of the attempt remains
+    assert (old / "evidence.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump"]
+    # AND a replacement that succeeds swaps whole
+    plan = OutputPlan.prepare(old, force=True)
+    (plan.build / "manifest.json").write_text("new")
+    plan.commit()
+    assert (old / "manifest.json").read_text() == "new" and not (old / "evidence.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump"]
