@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,16 +50,18 @@ def rate(log: str, start: float, end: float) -> float:
     return (s1 - s0) / (t1 - t0)
 
 
-def capture(pids: list[int], out: Path, all_threads: bool) -> float:
+def capture(pids: list[int], out: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the capture and its tools)."""
     argv = [sys.executable, "-m", "postmortem", "capture", "-o", str(out), "--force",
-            "--samples", "10", "--interval", "1"]
+            "--samples", "10", "--interval", "1", *extra]
     for pid in pids:
         argv += ["--pid", str(pid)]
-    if all_threads:
-        argv.append("--all-threads")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     subprocess.run(argv, capture_output=True, check=True, timeout=600, cwd=REPO)
-    return time.time() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.time() - started, cpu
 
 
 def main() -> int:
@@ -67,6 +70,7 @@ def main() -> int:
     parser.add_argument("--step-sleep", type=float, default=0.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--all-threads", action="store_true")
+    parser.add_argument("--watch-stacks", action="store_true")
     args = parser.parse_args()
     scenario = get_scenario("healthy-training")
     with tempfile.TemporaryDirectory(prefix="postmortem-harm-") as work:
@@ -76,22 +80,26 @@ def main() -> int:
             run.wait_established(timeout=240)
             time.sleep(10)  # past warm-up
             pids = list(run.pids.values())
-            quiet, captured = [], []
+            quiet, captured, cpus = [], [], []
             window = 12.0
+            extra = ["--all-threads"] if args.all_threads else []
+            extra += ["--watch-stacks"] if args.watch_stacks else []
             for _ in range(args.pairs):
                 start = time.time()
                 time.sleep(window)
                 quiet.append(rate(run.log_text("worker:0"), start, time.time()))
                 start = time.time()
-                window = capture(pids, Path(work) / "dump", args.all_threads)
+                window, cpu = capture(pids, Path(work) / "dump", extra)
+                cpus.append(cpu)
                 captured.append(rate(run.log_text("worker:0"), start, time.time()))
     base, busy = statistics.median(quiet), statistics.median(captured)
-    mode = "--all-threads" if args.all_threads else "default"
+    mode = " ".join(extra) or "default"
     print(f"capture {mode}, {args.workers} workers, step sleep {args.step_sleep:g}s")
     print(f"quiet windows    {', '.join(f'{r:.1f}' for r in quiet)} steps/s, median {base:.1f}")
     print(f"captured windows {', '.join(f'{r:.1f}' for r in captured)} steps/s, "
           f"median {busy:.1f}")
-    print(f"slowdown {100 * (base - busy) / base:.1f}% (capture window {window:.1f}s)")
+    print(f"slowdown {100 * (base - busy) / base:.1f}% (capture window {window:.1f}s, "
+          f"the capture's own CPU {statistics.median(cpus):.2f}s)")
     return 0
 
 

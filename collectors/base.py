@@ -24,6 +24,8 @@ class Target:
     open_files: list[dict[str, Any]] = field(default_factory=list)
     # Its Python threads, as py-spy last saw them: the threads the watch follows.
     python_tids: list[int] = field(default_factory=list)
+    # Its other threads worth a look at the start and end of the watch (in I/O, say).
+    other_tids: list[int] = field(default_factory=list)
 
 
 class CollectorFailure(Exception):

@@ -69,7 +69,7 @@ class CaptureOptions:
     checkpoint_dirs: tuple[Path, ...] = ()
     tf_servers: tuple[str, ...] = ()
     tf_trace_ms: int = 500
-    watch_stacks: bool = True  # one more non-pausing py-spy dump midway between rounds
+    watch_stacks: bool = False  # one more non-pausing py-spy dump midway between rounds
     force: bool = False
     command: tuple[str, ...] = ()
 
@@ -534,7 +534,8 @@ class Capture:
             if self.options.watch_stacks and self.pyspy.binary is not None:
                 samples.extend(pool.submit(self._sample, t, round_index) for t in alive)
 
-        results = watch.watch(tids, seconds, self.stopping, midway=midway)
+        others = {t.pid: [tid for tid in t.other_tids if tid not in tids[t.pid]] for t in alive}
+        results = watch.watch(tids, seconds, self.stopping, midway=midway, others=others)
         for future in samples:
             future.result()
         for target in alive:

@@ -65,7 +65,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, sort_keys=False).encode())
+    # Compact: the manifest is rewritten every round, and a big capture's is megabytes.
+    write_atomic(path, json.dumps(obj, separators=(",", ":")).encode())
 
 
 def is_dump(path: Path) -> bool:

@@ -13,7 +13,6 @@ the job's own.)
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -24,6 +23,28 @@ from typing import Any
 from collectors import procfs
 
 INTERVAL = 0.1  # seconds between two looks: ten windows a second
+# Kernel wait channels of a thread idle by design (a lock, a poll loop, a timer). Threads
+# without a Python stack that wait in one of these are not looked at one by one: a TF
+# process has a hundred of them, and they say nothing the others do not.
+IDLE_WCHANS = (
+    "futex",
+    "ep_poll",
+    "do_epoll",
+    "do_select",
+    "do_sys_poll",
+    "poll_schedule",
+    "hrtimer",
+    "do_nanosleep",
+    "pipe_read",
+    "pipe_wait",
+    "unix_stream",
+    "sk_wait",
+    "inet_csk",
+    "do_sigtimedwait",
+    "do_signal_stop",
+    "ptrace_stop",
+    "wait_woken",
+)
 MAX_THREADS = 64  # watched per process: its Python threads, the main thread first
 
 
@@ -76,15 +97,18 @@ def watch(
     stop: threading.Event,
     interval: float = INTERVAL,
     midway: Callable[[], None] | None = None,
+    others: dict[int, list[int]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Look at each pid's threads every `interval` s for `seconds` (or until `stop`), and
-    call `midway` once half the time has passed. Returns pid -> {started, ended, interval,
-    threads: [...]}; a process that exits is simply no longer seen."""
+    call `midway` once half the time has passed; `others` (pid -> tids) are looked at only at
+    the start and the end. Returns pid -> {started, ended, interval, threads: [...], all:
+    [...]}; a process that exits is simply no longer seen."""
+    others = others or {}
     watched = {
         pid: {tid: ThreadWatch(tid) for tid in wanted[:MAX_THREADS]} for pid, wanted in tids.items()
     }
     started = time.time()
-    before = {pid: _all_switches(pid) for pid in tids}
+    before = {pid: _switches(pid, others.get(pid, [])) for pid in tids}
     deadline = time.monotonic() + max(0.0, seconds)
     half = time.monotonic() + max(0.0, seconds) / 2
     while True:
@@ -98,7 +122,7 @@ def watch(
         if remaining <= 0 or stop.wait(min(interval, remaining)):
             break
     ended = time.time()
-    after = {pid: _all_switches(pid) for pid in tids}
+    after = {pid: _switches(pid, others.get(pid, [])) for pid in tids}
     return {
         pid: {
             "started": started,
@@ -116,15 +140,18 @@ def watch(
     }
 
 
-def _all_switches(pid: int) -> dict[int, tuple[int, int]]:
-    """Context switches of every thread of a process, now."""
-    try:
-        tids = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
-    except (OSError, ValueError):
-        return {}
+def _switches(pid: int, tids: list[int]) -> dict[int, tuple[int, int]]:
+    """Context switches of the given threads of a process, now."""
     found = {}
     for tid in tids:
         switches = procfs.read_switches(pid, tid)
         if switches is not None:
             found[tid] = switches
     return found
+
+
+def worth_watching(thread: dict[str, Any]) -> bool:
+    """A thread from a procfs round whose wakeups could matter: in I/O, or in a kernel wait
+    that is not an idle one (a filesystem's, a disk's)."""
+    wchan = str(thread.get("wchan") or "")
+    return thread.get("state") == "D" or not wchan.startswith(IDLE_WCHANS)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import pandas as pd
 
+from collectors.watch import IDLE_WCHANS
 from postmortem.loading import as_int
 from postmortem.model import Frame, Stack, Status, Thread, ThreadGroup, WaitKind
 
@@ -516,29 +517,6 @@ def thread_views(
             )
         )
     return ThreadViews(views, thread_groups)
-
-
-# Kernel wait channels of a thread idle by design (a lock, a poll loop, a timer): such
-# threads are kept as groups. Any other wait (a filesystem, a disk) stays a thread of its own.
-IDLE_WCHANS = (
-    "futex",
-    "ep_poll",
-    "do_epoll",
-    "do_select",
-    "do_sys_poll",
-    "poll_schedule",
-    "hrtimer",
-    "do_nanosleep",
-    "pipe_read",
-    "pipe_wait",
-    "unix_stream",
-    "sk_wait",
-    "inet_csk",
-    "do_sigtimedwait",
-    "do_signal_stop",
-    "ptrace_stop",
-    "wait_woken",
-)
 
 
 def family(name: str) -> str:

@@ -181,8 +181,7 @@ def test_sleeping_process_shows_its_function_and_state_s(tmp_path: Path) -> None
         assert data["format"] == "postmortem-dump" and data["complete"] is True
         assert len(data["rounds"]) == 2
         assert {(o["collector"], o["status"]) for o in data["outcomes"]
-                if o["round"] is not None} == {("procfs", "ok"), ("pyspy", "ok"),
-                                               ("pyspy-watch", "ok")}
+                if o["round"] is not None} == {("procfs", "ok"), ("pyspy", "ok")}
         main = thread_named(round_file(dump, proc.pid, 0, "pyspy.json"), "MainThread")
         assert "sleeping_target" in frame_names(main)
         stat = round_file(dump, proc.pid, 1, "procfs.json")

@@ -29,6 +29,7 @@ ESTABLISH_TIMEOUT = 150
 ALL_SCENARIOS = (
     "ps-frozen-during-save", "oversized-variable-save", "sync-replicas-stall", "storage-stall",
     "saver-lock-deadlock", "ps-unreachable-at-startup", "healthy-slow-save",
+    "healthy-training", "degraded-worker-lost",
 )
 
 live_demo = [
@@ -188,7 +189,7 @@ def test_demo_saver_lock_deadlock(tmp_path: Path) -> None:
 
 
 # -- fast (no TF) -----------------------------------------------------------------------------
-def test_demo_list_names_all_seven_scenarios() -> None:
+def test_demo_list_names_every_scenario() -> None:
     out = postmortem("demo", "--list")
     assert out.returncode == 0, out.stderr
     listed = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]

@@ -120,10 +120,10 @@ def step_lines(run: ScenarioRun, role: str) -> list[str]:
 
 
 # -- fast checks of the API -------------------------------------------------------------------
-def test_catalog_names_the_seven_hang_classes() -> None:
+def test_catalog_covers_every_hang_class_and_the_healthy_shapes() -> None:
     assert {s.hang_class for s in SCENARIOS.values()} == {
         "peer-unresponsive", "oversized-tensor-transfer", "training-stalled", "storage-stall",
-        "lock-deadlock", "peer-unreachable", "save-progressing",
+        "lock-deadlock", "peer-unreachable", "save-progressing", "healthy", "degraded",
     }
     for name, s in SCENARIOS.items():
         assert s.name == name and s.description and "\n" not in s.description
