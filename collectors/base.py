@@ -19,6 +19,7 @@ class Target:
     # One entry per py-spy read: {"round", "seconds" (paused), "nonblocking_reason"}.
     pauses: list[dict[str, Any]] = field(default_factory=list)
     cwd: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # the allow-listed environment
     # Open regular files seen by the last procfs round: checkpoint-dir discovery reuses
     # them instead of walking /proc/PID/fd a second time.
     open_files: list[dict[str, Any]] = field(default_factory=list)

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collectors import checkpoint, layout, logs, procfs, tf_profiler, watch
+from collectors import checkpoint, flight, layout, logs, procfs, tf_profiler, watch
 from collectors.base import CollectorFailure, ProcessCollector, Target
 from collectors.dump import DumpWriter, Outcome, OutputPlan, RoundInfo, unwritable
 from collectors.layout import CollectorStatus, FailureKind
@@ -445,6 +445,7 @@ class Capture:
                 )
                 if got is not None:
                     tails[stream] = got.to_json()
+            self._flight(target)
             with self.lock:
                 for entry in self.writer.manifest["targets"]:
                     if entry["pid"] == target.pid:
@@ -465,6 +466,23 @@ class Capture:
                             "sizes": self.log_sizes.get(index, []),
                         }
                     )
+
+    def _flight(self, target: Target) -> None:
+        """The flight recorder's file, when the target runs one (postmortem.recorder)."""
+        assert self.writer is not None
+        started = time.monotonic()
+        try:
+            directory = call_bounded(
+                partial(flight.find_dir, target.pid, target.open_files, target.env), LOG_TIMEOUT
+            )
+            if directory is None:
+                return
+            data = call_bounded(partial(flight.read, directory), LOG_TIMEOUT)
+        except (OSError, BoundedCallTimeout) as exc:
+            self._record(str(target.pid), "flight", CollectorStatus.FAILED, None, str(exc), started)
+            return
+        relative = self.writer.write_bytes(layout.flight_file(target.pid), data)
+        self._record(str(target.pid), "flight", CollectorStatus.OK, None, "", started, [relative])
 
     def _log_sizes_round(self, round_index: int) -> None:
         """The size of each --log file at this round: when its lines were written."""
@@ -593,6 +611,7 @@ class Capture:
                 )
                 continue
             target.cwd = info["cwd"]
+            target.env = dict(info.get("env") or {})
             relative = writer.write_json(layout.process_file(target.pid), info)
             writer.add_target(
                 {"pid": target.pid, "dir": layout.process_dir(target.pid), "process_file": relative}

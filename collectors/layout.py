@@ -12,9 +12,10 @@ import enum
 
 FORMAT_NAME = "postmortem-dump"
 # 2: per-thread context switches, watch.json and pyspy.watch.json between rounds, log tail
-# offsets and per-round --log sizes. 1 still loads (without them).
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+# offsets and per-round --log sizes. 3: the flight recorder's file of each process that
+# runs one. 1 and 2 still load (without what came after them).
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 
 
@@ -68,6 +69,11 @@ def sources_file(pid: int) -> str:
 def std_stream_file(pid: int, stream: str) -> str:
     """Tail of a process's own stdout or stderr."""
     return f"processes/{pid}/logs/{stream}.txt"
+
+
+def flight_file(pid: int) -> str:
+    """A copy of the process's flight recorder file (postmortem.recorder), when it runs one."""
+    return f"processes/{pid}/flight.json"
 
 
 def round_name(round_index: int) -> str:

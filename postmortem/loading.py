@@ -135,6 +135,40 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "file_count",
     ),
     "log_lines": ("pid", "stream", "line_no", "text", "offset"),
+    # The flight recorder's file of a process that runs postmortem.recorder (schema 3).
+    "flights": (
+        "pid",
+        "started",
+        "written",
+        "trace_every",
+        "stall_after_s",
+        "running_began",
+        "running_traced",
+        "saving_began",
+        "saving_step",
+        "saving_path",
+        "sync_replicas",
+        "replicas_to_aggregate",
+        "total_num_replicas",
+        "operation_timeout_ms",
+        "inventory_error",
+        "captures",
+    ),
+    "flight_steps": ("pid", "started", "ended", "global_step", "traced"),
+    "flight_events": ("pid", "kind", "time", "step", "path", "seconds", "what", "began"),
+    "flight_ops": (
+        "pid",
+        "trace",
+        "step",
+        "device",
+        "node",
+        "op",
+        "start_us",
+        "end_us",
+        "label",
+    ),
+    "flight_variables": ("pid", "name", "shape", "dtype", "bytes", "device"),
+    "flight_savers": ("pid", "sharded", "save_tensor", "device"),
     "tf_events": ("address", "plane", "line", "name", "node", "op", "start_ns", "duration_ns"),
     "tf_servers": ("address", "status", "reason", "kind", "answered", "idle"),
     "outcomes": ("target", "collector", "status", "round", "reason", "seconds", "kind"),
@@ -465,6 +499,8 @@ def _load_dump(path: Path | str) -> Dump:
                 columns,
                 guard,
             )
+        flight = layout.flight_file(pid)
+        guard.run(flight, _load_flight, reader, flight, pid, rows)
         tails: Any = target.get("log_tails")
         for stream in ("stdout", "stderr"):
             data = reader.try_bytes(layout.std_stream_file(pid, stream), required=False)
@@ -821,6 +857,143 @@ def _load_watch(
                 "ended": ended,
             }
         )
+
+
+# A flight file is the job's own record: bounded like any dump file, and each part capped.
+FLIGHT_STEPS_LIMIT = 5000
+FLIGHT_OPS_LIMIT = 50_000
+FLIGHT_VARIABLES_LIMIT = 20_000
+FLIGHT_EVENTS_LIMIT = 1000
+
+
+def _load_flight(
+    reader: DumpReader, relative: str, pid: int, rows: dict[str, list[dict[str, Any]]]
+) -> None:
+    data = reader.try_json(relative, required=False)
+    if data is None:
+        return
+    if not isinstance(data, dict) or data.get("format") != "postmortem-flight":
+        reader.problem(relative, "unexpected content: not a flight recorder file")
+        return
+    inventory = _dict(data.get("inventory"))
+    sync = inventory.get("sync_replicas")
+    session = _dict(inventory.get("session"))
+    running = _list(data.get("current_step"))
+    saving = _list(data.get("saving_since"))
+    captures = _list(data.get("captures"))
+    rows["flights"].append(
+        {
+            "pid": pid,
+            "started": _f(data.get("started")),
+            "written": _f(data.get("written")),
+            "trace_every": _i(data.get("trace_every_n_steps")),
+            "stall_after_s": _f(data.get("stall_after_s")),
+            "running_began": _f(running[0]) if running else None,
+            "running_traced": bool(running[3]) if len(running) > 3 else False,
+            "saving_began": _f(saving[0]) if saving else None,
+            "saving_step": _i(saving[1]) if len(saving) > 1 else None,
+            "saving_path": _s(saving[2]) if len(saving) > 2 else "",
+            "sync_replicas": bool(sync) if isinstance(sync, dict) else None,
+            "replicas_to_aggregate": _i(sync.get("replicas_to_aggregate"))
+            if isinstance(sync, dict)
+            else None,
+            "total_num_replicas": _i(sync.get("total_num_replicas"))
+            if isinstance(sync, dict)
+            else None,
+            "operation_timeout_ms": _i(session.get("operation_timeout_in_ms")),
+            "inventory_error": _s(inventory.get("error")),
+            "captures": [_s(c) for c in captures[:20]],
+        }
+    )
+    steps = _list(data.get("steps"))
+    for step in steps[-FLIGHT_STEPS_LIMIT:]:
+        if not isinstance(step, list) or len(step) < 4 or _f(step[0]) is None:
+            continue
+        rows["flight_steps"].append(
+            {
+                "pid": pid,
+                "started": _f(step[0]),
+                "ended": _f(step[1]),
+                "global_step": _i(step[2]),
+                "traced": _b(step[3]) or False,
+            }
+        )
+    events = _list(data.get("events"))
+    for event in events[-FLIGHT_EVENTS_LIMIT:]:
+        if not isinstance(event, dict):
+            continue
+        rows["flight_events"].append(
+            {
+                "pid": pid,
+                "kind": _s(event.get("kind")),
+                "time": _f(event.get("time")),
+                "step": _i(event.get("step", event.get("last_step"))),
+                "path": _s(event.get("path", event.get("dump"))),
+                "seconds": _f(event.get("seconds")),
+                "what": _s(event.get("what")),
+                "began": _f(event.get("began")),
+            }
+        )
+    traces = _list(data.get("traces"))
+    budget = FLIGHT_OPS_LIMIT
+    for index, trace in enumerate(traces):
+        if not isinstance(trace, dict) or not isinstance(trace.get("devices"), list):
+            continue
+        for device in trace["devices"]:
+            nodes = device.get("nodes") if isinstance(device, dict) else None
+            if not isinstance(nodes, list):
+                continue
+            for node in nodes[:budget]:
+                if not isinstance(node, list) or len(node) < 5:
+                    continue
+                rows["flight_ops"].append(
+                    {
+                        "pid": pid,
+                        "trace": index,
+                        "step": _i(trace.get("step")),
+                        "device": _s(device.get("device")),
+                        "node": _s(node[0]),
+                        "op": _s(node[1]),
+                        "start_us": _i(node[2]),
+                        "end_us": _i(node[3]),
+                        "label": _s(node[4])[:300],
+                    }
+                )
+            budget -= min(budget, len(nodes))
+    variables = _list(inventory.get("variables"))
+    for var in variables[:FLIGHT_VARIABLES_LIMIT]:
+        if not isinstance(var, dict):
+            continue
+        shape = _list(var.get("shape"))
+        rows["flight_variables"].append(
+            {
+                "pid": pid,
+                "name": _s(var.get("name")),
+                "shape": "x".join(str(_i(d)) for d in shape[:16]),
+                "dtype": _s(var.get("dtype")),
+                "bytes": _i(var.get("bytes")),
+                "device": _s(var.get("device")),
+            }
+        )
+    savers = _list(inventory.get("savers"))
+    for saver in savers[:20]:
+        if isinstance(saver, dict):
+            rows["flight_savers"].append(
+                {
+                    "pid": pid,
+                    "sharded": _b(saver.get("sharded")),
+                    "save_tensor": _s(saver.get("save_tensor")),
+                    "device": _s(saver.get("device")),
+                }
+            )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _number(value: Any) -> float | None:
