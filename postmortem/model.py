@@ -36,6 +36,7 @@ __all__ = [
     "Evidence",
     "FailureKind",
     "Finding",
+    "FlightRecord",
     "Frame",
     "HangClass",
     "Incident",
@@ -47,6 +48,11 @@ __all__ = [
     "Member",
     "Outlier",
     "Process",
+    "RecordedSave",
+    "RecordedStall",
+    "RecordedStep",
+    "RecordedVariable",
+    "Risk",
     "Role",
     "SaveCadence",
     "Seconds",
@@ -63,6 +69,9 @@ __all__ = [
     "Thread",
     "ThreadGroup",
     "Timeline",
+    "TracedOp",
+    "TracedStep",
+    "Transfer",
     "Verdict",
     "WaitEdge",
     "WaitKind",
@@ -436,7 +445,8 @@ class Timeline:
 
 @dataclass(frozen=True, slots=True)
 class LogProgress:
-    """How one process's training moved during the capture, from its log."""
+    """How one process's training moved during the capture, from its log (or from the
+    steps its flight recorder wrote down: `recorded`)."""
 
     role: Role
     pid: int | None
@@ -448,6 +458,7 @@ class LogProgress:
     last_step_age_s: float | None  # from its last step line to the capture's end
     interval_s: float | None  # typical time between its step lines
     window_s: float
+    recorded: bool = False  # from its flight recorder's steps, not from a log
 
     @property
     def moved(self) -> bool:
@@ -603,6 +614,137 @@ class DumpInfo:
     processes_loaded: int  # of those, the ones the loader could read
 
 
+# -- the flight recorder (postmortem.recorder), as the job recorded itself ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedStep:
+    """One session.run the recorder saw (a training step)."""
+
+    started: Seconds
+    seconds: float | None  # None: still running when the recorder last wrote
+    global_step: int | None
+    traced: bool  # recorded with RunOptions(trace_level=FULL_TRACE)
+
+
+@dataclass(frozen=True, slots=True)
+class TracedOp:
+    """One node of a traced step (RunMetadata step_stats), on one device."""
+
+    device: str  # "/job:ps/replica:0/task:0/device:CPU:0"
+    role: Role | None  # "ps:0", from the device
+    node: str
+    op: str
+    start: Seconds
+    duration_s: float
+    label: str  # TensorFlow's timeline label
+    bytes: Bytes | None = None  # a RecvTensor transfer's size
+    source_device: str = ""  # where a RecvTensor transfer came from
+
+
+@dataclass(frozen=True, slots=True)
+class TracedStep:
+    global_step: int | None
+    started: Seconds
+    ended: Seconds
+    ops: tuple[TracedOp, ...]
+    ops_omitted: int = 0  # the shortest ops, left out past the model's bound
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(op.device for op in self.ops))
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """RecvTensor transfers of the traced steps, from one device to another."""
+
+    source_device: str
+    destination_device: str
+    count: int
+    total_bytes: Bytes
+    largest_bytes: Bytes
+    largest_edge: str  # the label of the largest one
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedSave:
+    began: Seconds
+    ended: Seconds | None  # None: it had not ended when the recorder last wrote
+    seconds: float | None  # how long it took; for one that has not ended, so far (to the
+    # capture's end)
+    global_step: int | None
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedStall:
+    """The recorder's watchdog: a step or a save that lasted past its threshold."""
+
+    what: str  # "step" or "save"
+    began: Seconds
+    reported: Seconds
+    last_step: int | None
+    capture: str = ""  # the dump an auto_capture started, when one did
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedVariable:
+    name: str
+    shape: str  # "1024x1024"
+    dtype: str
+    bytes: Bytes | None
+    device: str
+    role: Role | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlightRecord:
+    """What one process recorded about itself before and during the hang."""
+
+    pid: int
+    role: Role
+    source: str  # the dump file
+    started: Seconds | None
+    written: Seconds | None  # its last write: a frozen process stops writing
+    steps: tuple[RecordedStep, ...]
+    typical_step_s: float | None  # the median of its recent steps
+    steps_stopped: Seconds | None  # when its last step ended, if no step ended after it
+    # in the window (or the capture's end) and one had been expected since
+    running_step: RecordedStep | None  # begun and not ended
+    saves: tuple[RecordedSave, ...]
+    stalls: tuple[RecordedStall, ...]
+    traces: tuple[TracedStep, ...]  # the last traced steps, oldest first
+    transfers: tuple[Transfer, ...]  # largest first
+    variables: tuple[RecordedVariable, ...]  # largest first (bounded)
+    variable_count: int
+    variable_bytes: Bytes
+    saver_sharded: bool | None  # None: no saver recorded
+    saver_devices: tuple[str, ...]
+    sync_replicas: bool | None
+    replicas_to_aggregate: int | None
+    operation_timeout_ms: int | None  # 0: a session.run may wait forever
+    auto_captures: tuple[str, ...] = ()
+
+    @property
+    def open_save(self) -> RecordedSave | None:
+        return next((s for s in reversed(self.saves) if s.ended is None), None)
+
+    @property
+    def last_trace(self) -> TracedStep | None:
+        return self.traces[-1] if self.traces else None
+
+
+@dataclass(frozen=True, slots=True)
+class Risk:
+    """Something that will hang or hurt this job, though it may not have yet."""
+
+    what: str
+    fix: str
+    source: str  # the dump file that shows it
+    process: Role = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Incident:
     dump: DumpInfo
@@ -626,6 +768,8 @@ class Incident:
     logs: tuple[LogSummary, ...] = ()
     capture_problems: tuple[CaptureProblem, ...] = ()
     load_problems: tuple[LoadProblem, ...] = ()
+    flights: tuple[FlightRecord, ...] = ()  # from processes that run the flight recorder
+    risks: tuple[Risk, ...] = ()
 
     def process(self, pid: int) -> Process | None:
         return next((p for p in self.processes if p.pid == pid), None)

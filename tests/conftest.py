@@ -187,6 +187,64 @@ def write_cluster_dump(root: Path, thread_name: str = "checkpoint-listener",
     return b.finish()
 
 
+# -- flight recorder files, in postmortem.recorder's format ----------------------------------
+PS_DEVICE = "/job:ps/replica:0/task:0/device:CPU:0"
+WORKER_DEVICE = "/job:worker/replica:0/task:0/device:CPU:0"
+
+
+def recv_label(size: int, edge: str = "edge_9_w/read", src: str = PS_DEVICE,
+               dst: str = WORKER_DEVICE) -> str:
+    return f"[{size}B] [6.8Mb/s] {edge} from {src} to {dst}"
+
+
+def flight_doc(steps: list[list[Any]], *, saving_since: list[Any] | None = None,
+               events: list[dict[str, Any]] | None = None, variables: list[dict[str, Any]] | None
+               = None, sharded: bool | None = False, traces: list[dict[str, Any]] | None = None,
+               timeout_ms: int = 0, written: float | None = None) -> dict[str, Any]:
+    """A flight.json as postmortem.recorder writes it."""
+    return {
+        "format": "postmortem-flight", "version": 1, "pid": W0, "argv": ["train.py"],
+        "started": T0 - 600, "written": written if written is not None else T0 + 2,
+        "trace_every_n_steps": 100, "stall_after_s": None, "steps": steps,
+        "current_step": None, "saving_since": saving_since, "traces": traces or [],
+        "events": events or [], "captures": [],
+        "inventory": {
+            "variables": variables or [],
+            "savers": [] if sharded is None else [
+                {"sharded": sharded, "save_tensor": "save/control_dependency:0",
+                 "device": "/job:worker/task:0"}],
+            "sync_replicas": {}, "session": {"operation_timeout_in_ms": timeout_ms},
+        },
+    }
+
+
+def steps_between(start: float, end: float, every: float, first_step: int = 1) -> list[list[Any]]:
+    out, t, step = [], start, first_step
+    while t + 0.01 < end:
+        out.append([t, t + 0.01, step, False])
+        t += every
+        step += 1
+    return out
+
+
+def add_flight(dump: Path, pid: int, document: Any) -> None:
+    path = dump / layout.flight_file(pid)
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+
+
+def add_recorded_save(dump: Path) -> None:
+    """worker:0 of write_cluster_dump ran the flight recorder: steps until 30 s before the
+    capture, a save open since then, a traced step with a transfer from the ps."""
+    start = int((T0 - 31) * 1e6)
+    add_flight(dump, W0, flight_doc(
+        steps_between(T0 - 40, T0 - 30, 0.1), saving_since=[T0 - 29.5, 100, "/ckpt"],
+        traces=[{"step": 99, "started": T0 - 31, "ended": T0 - 30.9, "devices": [
+            {"device": PS_DEVICE, "nodes": [["RecvTensor", "", start, start + 500,
+                                             recv_label(4096)]]},
+            {"device": WORKER_DEVICE, "nodes": [["MatMul", "MatMul", start + 500,
+                                                 start + 700, "MatMul = MatMul(a, b)"]]}]}]))
+
+
 @pytest.fixture()
 def cluster_dump(tmp_path: Path) -> Path:
     return write_cluster_dump(tmp_path / "dump")
@@ -216,7 +274,7 @@ def hand_facts(root: Path, members: list[Any] | None = None, **blocks: Any) -> A
     defaults: dict[str, Any] = {
         "threads": [], "health": health, "logs": {}, "checkpoints": [], "write_rates": {},
         "wait_for": [], "outliers": [], "stat_timeouts": [], "exited_pids": set(),
-        "progress": [], "saves": [],
+        "progress": [], "saves": [], "flights": [],
     }
     defaults.update(blocks)
     for name, value in defaults.items():

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from collectors.layout import CollectorStatus, FailureKind, StackSource
+from postmortem.analysis import flight as flight_facts
 from postmortem.analysis import logs as log_facts
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.stacktree import last_samples, merged_tree, stack_samples
@@ -83,6 +84,8 @@ def build_incident(facts: Facts, verdict: Verdict) -> Incident:
         load_problems=tuple(
             LoadProblem(str(r["file"]), str(r["problem"])) for r in records(dump.problems)
         ),
+        flights=tuple(facts.flights),
+        risks=tuple(flight_facts.risks(facts.flights)),
     )
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from collectors import layout
 from collectors.layout import FailureKind, StackSource
 from postmortem.analysis import checkpoint as checkpoint_facts
+from postmortem.analysis import flight as flight_facts
 from postmortem.analysis import logs as log_facts
 from postmortem.analysis import progress as progress_facts
 from postmortem.analysis.cluster import Cluster, Health
@@ -27,6 +28,7 @@ from postmortem.analysis.threads import ThreadViews, thread_views
 from postmortem.loading import Dump, as_int, records
 from postmortem.model import (
     CheckpointProgress,
+    FlightRecord,
     LogProgress,
     Member,
     SaveCadence,
@@ -353,10 +355,10 @@ class Facts:
     def progress(self) -> list[LogProgress]:
         """Each log's steps during the capture (a process's stdout and stderr apart)."""
         window = self.window
-        lines = self.dump.log_lines
-        if window is None or lines.empty:
+        if window is None:
             return []
-        placed = self.placed_lines
+        lines = self.dump.log_lines
+        placed = self.placed_lines if not lines.empty else {}
         out = []
         extra = self._extra_log_sources
         group: Any
@@ -375,6 +377,10 @@ class Facts:
             found = progress_facts.step_progress(role, pid_int, source, texts, window)
             if found is not None:
                 out.append(found)
+        for record in self.flights:
+            recorded = flight_facts.progress(record, window)
+            if recorded is not None:
+                out.append(recorded)
         return out
 
     @cached_property
@@ -384,6 +390,29 @@ class Facts:
             for e in self.dump.manifest.get("logs") or []
             if isinstance(e, dict)
         }
+
+    # -- the flight recorder ------------------------------------------------------------------
+
+    @cached_property
+    def flights(self) -> list[FlightRecord]:
+        """What each process that runs postmortem.recorder recorded about itself."""
+        window = self.window
+        return flight_facts.flight_records(
+            self.dump.frames_by_name, self.labels, window[1] if window else None
+        )
+
+    def flight(self, pid: int) -> FlightRecord | None:
+        return next((f for f in self.flights if f.pid == pid), None)
+
+    @cached_property
+    def open_saves(self) -> list[tuple[FlightRecord, Any]]:
+        """(record, save) for each process whose recorder saw a save begin and not end."""
+        out = []
+        for record in self.flights:
+            save = record.open_save
+            if save is not None:
+                out.append((record, save))
+        return out
 
     @cached_property
     def saves(self) -> list[SaveCadence]:

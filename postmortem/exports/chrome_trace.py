@@ -1,8 +1,11 @@
-"""TF profiler events, log events and capture rounds -> Chrome / Perfetto trace JSON.
+"""TF profiler events, flight-recorder step_stats, log events and capture rounds -> Chrome
+/ Perfetto trace JSON.
 
 The Trace Event Format: `traceEvents` of complete (`X`, with `dur`), instant (`i`) and
 metadata (`M`) events; `ts` and `dur` in microseconds. Each TF server is drawn as the
-process that listens on its address when the dump holds it.
+process that listens on its address when the dump holds it. A recorded step's ops go to
+the process that recorded it, one thread per device, as TF's own Timeline drew them; its
+steps and saves to a "flight recorder" thread.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ def trace_document(incident: Incident) -> dict[str, Any]:
             }
         )
 
+    _flight_events(trace, incident, labels)
+
     stream_tids: dict[tuple[int, str], int] = {}
     for event in timeline.log_events:
         if event.time is None:
@@ -154,6 +159,73 @@ def trace_document(incident: Incident) -> dict[str, Any]:
     }
 
 
+FLIGHT_TID = 500  # a recording process's steps and saves
+DEVICE_TID_BASE = 600  # one thread per device of its traced steps
+
+
+def _flight_events(trace: _Trace, incident: Incident, labels: dict[int, str]) -> None:
+    events = trace.events
+    for record in incident.flights:
+        pid = record.pid
+        trace.name_process(pid, labels.get(pid, f"pid {pid}"))
+        trace.name_thread(pid, FLIGHT_TID, "flight recorder: steps and saves")
+        for step in record.steps:
+            if step.seconds is None:
+                continue
+            events.append(
+                {
+                    "name": f"step {step.global_step if step.global_step is not None else '?'}",
+                    "cat": "flight,step",
+                    "ph": "X",
+                    "ts": _us(step.started),
+                    "dur": _us(step.seconds),
+                    "pid": pid,
+                    "tid": FLIGHT_TID,
+                    "args": {"global_step": step.global_step, "traced": step.traced},
+                }
+            )
+        for save in record.saves:
+            events.append(
+                {
+                    "name": "save" + (" (never ended)" if save.ended is None else ""),
+                    "cat": "flight,save",
+                    "ph": "X",
+                    "ts": _us(save.began),
+                    "dur": _us(save.seconds or 0.0),
+                    "pid": pid,
+                    "tid": FLIGHT_TID,
+                    "args": {"global_step": save.global_step, "path": save.path},
+                }
+            )
+        devices: dict[str, int] = {}
+        for step_index, traced in enumerate(record.traces):
+            for op in traced.ops:
+                if op.device not in devices:
+                    devices[op.device] = DEVICE_TID_BASE + len(devices)
+                    trace.name_thread(pid, devices[op.device], f"step_stats {op.device}")
+                args: dict[str, Any] = {
+                    "op": op.op,
+                    "device": op.device,
+                    "label": op.label,
+                    "global_step": traced.global_step,
+                    "trace": step_index,
+                }
+                if op.bytes is not None:
+                    args.update(bytes=op.bytes, source_device=op.source_device)
+                events.append(
+                    {
+                        "name": op.node,
+                        "cat": "flight,step_stats",
+                        "ph": "X",
+                        "ts": _us(op.start),
+                        "dur": _us(op.duration_s),
+                        "pid": pid,
+                        "tid": devices[op.device],
+                        "args": args,
+                    }
+                )
+
+
 def draw(incident: Incident, options: RenderOptions) -> str:
     return json.dumps(trace_document(incident), separators=(",", ":")) + "\n"
 
@@ -161,6 +233,7 @@ def draw(incident: Incident, options: RenderOptions) -> str:
 CHROME_TRACE = Drawing(
     "chrome-trace",
     ".trace.json",
-    "TF profiler and log events (ui.perfetto.dev, chrome://tracing)",
+    "TF profiler, flight recorder step_stats and log events (ui.perfetto.dev, "
+    "chrome://tracing)",
     draw,
 )

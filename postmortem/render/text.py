@@ -83,6 +83,8 @@ def draw(incident: Incident, options: RenderOptions) -> str:
             ),
             markup=False,
         )
+    for risk in incident.risks:
+        console.print(f"risk: {risk.what}. Fix: {risk.fix} ({risk.source})", markup=False)
     for line in coverage_lines(incident):
         console.print(f"note: {line}" if not line.startswith("  ") else line, markup=False)
     return out.getvalue()

@@ -18,6 +18,7 @@ from typing import Any
 
 from postmortem.model import (
     CheckpointProgress,
+    FlightRecord,
     Incident,
     LogEvent,
     LogKind,
@@ -53,6 +54,8 @@ MAX_THREAD_ROWS = 300
 MAX_TREE_NODES = 2500
 MAX_TF_BARS = 800
 MAX_LOG_MARKS = 1500
+MAX_OP_BARS = 1500  # bars of the traced-step figure (the longest ops)
+MAX_STEP_POINTS = 4000  # points of the step-time figure (the newest steps)
 JOB_ORDER = ("chief", "master", "ps", "worker", "evaluator")
 
 
@@ -683,6 +686,181 @@ def _band(start: float, end: float, color: str) -> dict[str, Any]:
     }
 
 
+# -- the flight recorder -------------------------------------------------------------------
+
+
+def step_times_figure(
+    flights: Sequence[FlightRecord], window: tuple[float, float] | None
+) -> FigureSpec:
+    """How long each recorded step took, over time; saves as bands (red: it never ended),
+    the moment steps stopped as a line, the watchdog's stalls marked."""
+    if not any(f.steps for f in flights):
+        return FigureSpec(
+            "steptimes",
+            None,
+            "No flight recorder data: the job does not run postmortem.recorder (see "
+            "docs/recorder.md), or it recorded no step.",
+        )
+    traces: list[dict[str, Any]] = []
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    budget = max(MAX_STEP_POINTS // max(len(flights), 1), 50)
+    thinned = False
+    for record in flights:
+        steps = [s for s in record.steps if s.seconds is not None]
+        if len(steps) > budget:
+            steps, thinned = steps[-budget:], True
+        name = ptext(f"{record.role} (pid {record.pid})", 60)
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": name,
+                "x": [local_time(s.started) for s in steps],
+                "y": [s.seconds for s in steps],
+                "marker": {"size": [7 if s.traced else 4 for s in steps]},
+                "hovertext": [
+                    f"{name}: step {ptext(s.global_step if s.global_step is not None else '?')}"
+                    f" took {s.seconds:.3f}s" + (" (traced)" if s.traced else "")
+                    for s in steps
+                ],
+                "hoverinfo": "text",
+            }
+        )
+        running = record.running_step
+        if running is not None and window is not None:
+            so_far = max(window[1] - running.started, 0.0)
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "markers",
+                    "name": f"{name}: step still running",
+                    "x": [local_time(running.started)],
+                    "y": [so_far],
+                    "marker": {"symbol": "triangle-up", "size": 13, "color": "#d62728"},
+                    "hovertext": [f"{name}: a step began here and had not ended {so_far:.0f}s on"],
+                    "hoverinfo": "text",
+                }
+            )
+        for save in record.saves:
+            end = save.ended if save.ended is not None else (window[1] if window else None)
+            if end is None:
+                continue
+            shapes.append(_band(save.began, end, "#fbd5d5" if save.ended is None else "#d6e6f5"))
+        if record.steps_stopped is not None:
+            shapes.append(_vline(record.steps_stopped, "#d62728"))
+            annotations.append(
+                {
+                    "x": local_time(record.steps_stopped),
+                    "y": 1,
+                    "yref": "paper",
+                    "text": ptext(f"{record.role}: steps stopped"),
+                    "showarrow": False,
+                    "font": {"color": "#d62728"},
+                    "xanchor": "left",
+                }
+            )
+        shapes.extend(_vline(stall.reported, "#ff7f0e") for stall in record.stalls)
+    if window is not None:
+        shapes.append(_band(window[0], window[1], "#f1f4f8"))
+    layout = base_layout("Step times from the flight recorder, saves and stalls marked", 380)
+    layout.update(
+        {
+            "xaxis": {"type": "date", "title": {"text": "local time (step start)"}},
+            "yaxis": {"title": {"text": "seconds"}, "type": "log"},
+            "shapes": shapes,
+            "annotations": annotations,
+            "legend": {"orientation": "h", "y": -0.25},
+            "hovermode": "closest",
+            "margin": {"l": 70, "r": 20, "t": 40, "b": 60},
+        }
+    )
+    note = "Only the newest steps of each process are drawn." if thinned else ""
+    legend = [
+        ("save", "#d6e6f5"),
+        ("save that never ended", "#fbd5d5"),
+        ("steps stopped", "#d62728"),
+        ("watchdog stall", "#ff7f0e"),
+    ]
+    return FigureSpec("steptimes", {"data": traces, "layout": layout}, note, legend)
+
+
+def _vline(when: float, color: str) -> dict[str, Any]:
+    return {
+        "type": "line",
+        "xref": "x",
+        "yref": "paper",
+        "x0": local_time(when),
+        "x1": local_time(when),
+        "y0": 0,
+        "y1": 1,
+        "line": {"color": color, "width": 2, "dash": "dash"},
+    }
+
+
+def traced_step_figure(flights: Sequence[FlightRecord]) -> FigureSpec:
+    """The last traced step of each recording process, one row per device, as TF's
+    Timeline showed it in chrome://tracing: each op a bar, times from the step's start."""
+    traced = [(f, f.last_trace) for f in flights if f.last_trace is not None]
+    if not traced:
+        return FigureSpec(
+            "tracedstep",
+            None,
+            "No traced step: the job does not run postmortem.recorder, or the dump was "
+            "captured before its first trace.",
+        )
+    budget = max(MAX_OP_BARS // len(traced), 20)
+    bars: dict[str, dict[str, list[Any]]] = {}
+    rows: list[str] = []
+    omitted = 0
+    for record, trace in traced:
+        assert trace is not None
+        ops = sorted(trace.ops, key=lambda op: op.duration_s, reverse=True)
+        omitted += max(0, len(ops) - budget) + trace.ops_omitted
+        step = f" step {trace.global_step}" if trace.global_step is not None else ""
+        for op in ops[:budget]:
+            row = ptext(f"{record.role}{step} · {op.role or op.device}", 80)
+            if row not in rows:
+                rows.append(row)
+            kind = "transfer" if op.bytes is not None else "op"
+            group = bars.setdefault(kind, {"y": [], "x": [], "base": [], "text": []})
+            group["y"].append(row)
+            group["base"].append((op.start - trace.started) * 1e3)
+            group["x"].append(max(op.duration_s * 1e3, 0.001))
+            size = f"<br>{op.bytes:,} bytes from {ptext(op.source_device)}" if op.bytes else ""
+            group["text"].append(
+                f"{ptext(op.node, 120)} ({ptext(op.op or '-')})<br>{ptext(op.device)}<br>"
+                f"{op.duration_s * 1e3:.3f} ms{size}<br>{ptext(op.label, 200)}"
+            )
+    colors = {"op": "#4e79a7", "transfer": "#f28e2b"}
+    data = [
+        {
+            "type": "bar",
+            "orientation": "h",
+            "name": "RecvTensor transfer" if kind == "transfer" else "op",
+            "y": group["y"],
+            "x": group["x"],
+            "base": group["base"],
+            "marker": {"color": colors[kind]},
+            "hovertext": group["text"],
+            "hoverinfo": "text",
+        }
+        for kind, group in bars.items()
+    ]
+    layout = base_layout("Last traced step per device (flight recorder)", 120 + 28 * len(rows))
+    layout.update(
+        {
+            "barmode": "overlay",
+            "xaxis": {"title": {"text": "ms since the step began"}},
+            "yaxis": {"categoryorder": "array", "categoryarray": rows[::-1], "automargin": True},
+            "legend": {"orientation": "h", "y": -0.2},
+            "margin": {"l": 60, "r": 20, "t": 40, "b": 60},
+        }
+    )
+    note = f"{omitted} shorter op(s) left out." if omitted else ""
+    return FigureSpec("tracedstep", {"data": data, "layout": layout}, note)
+
+
 # -- checkpoint sizes ----------------------------------------------------------------------
 
 
@@ -780,4 +958,6 @@ def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str,
         "progress": progress_figure(incident.timeline, incident.window),
         "timeline": timeline_figure(incident.timeline),
         "checkpoint": checkpoint_figure(incident.checkpoints),
+        "steptimes": step_times_figure(incident.flights, incident.window),
+        "tracedstep": traced_step_figure(incident.flights),
     }

@@ -54,6 +54,7 @@ SECTIONS = (
     ("stacks", "Stacks"),
     ("timeline", "Timeline"),
     ("checkpoint", "Checkpoint"),
+    ("steptimes", "Flight recorder"),
     ("evidence", "Evidence"),
     ("processes", "Processes"),
     ("logs", "Logs"),
@@ -96,6 +97,15 @@ def fmt_time(seconds: object) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(seconds)))
     except (OverflowError, OSError, ValueError):
         return "-"
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{value:,.1f} GiB"  # pragma: no cover - the loop returns
 
 
 def table(
@@ -157,7 +167,72 @@ def verdict_section(incident: Incident) -> str:
             if others
             else ""
         )
+        + risks_block(incident)
         + "</section>"
+    )
+
+
+def risks_block(incident: Incident) -> str:
+    if not incident.risks:
+        return ""
+    items = "".join(
+        f'<li>{esc(r.what)}. <b>Fix:</b> {esc(r.fix)} <span class="mono">({esc(r.source)})'
+        "</span></li>"
+        for r in incident.risks
+    )
+    return (
+        '<div class="risks" id="risks"><p><b>Risks</b> (not the hang itself):</p>'
+        f"<ul>{items}</ul></div>"
+    )
+
+
+def flight_table(incident: Incident) -> str:
+    rows = []
+    for f in incident.flights:
+        save = f.open_save
+        largest = f.variables[0] if f.variables else None
+        rows.append(
+            [
+                esc(f"{f.role} (pid {f.pid})"),
+                esc(len(f.steps)),
+                esc(f"{f.typical_step_s:.3f}s" if f.typical_step_s is not None else "-"),
+                esc(fmt_time(f.steps_stopped) if f.steps_stopped is not None else "-"),
+                esc(
+                    f"began {fmt_time(save.began)}, {save.seconds:.0f}s so far"
+                    if save is not None and save.seconds is not None
+                    else "-"
+                ),
+                esc(
+                    f"{largest.name} {human_bytes(largest.bytes or 0)} on "
+                    f"{largest.role or largest.device}"
+                    if largest is not None
+                    else "-"
+                ),
+                esc({True: "sharded", False: "not sharded", None: "-"}[f.saver_sharded]),
+                esc(
+                    "-"
+                    if f.operation_timeout_ms is None
+                    else ("none" if f.operation_timeout_ms == 0 else f"{f.operation_timeout_ms} ms")
+                ),
+                esc(f.source),
+            ]
+        )
+    if not rows:
+        return ""
+    return table(
+        [
+            "process",
+            "steps recorded",
+            "typical step",
+            "steps stopped",
+            "save not ended",
+            "largest variable",
+            "saver",
+            "session deadline",
+            "file",
+        ],
+        rows,
+        ("", "", "", "", "wrap", "wrap", "", "", "mono"),
     )
 
 
@@ -489,6 +564,20 @@ def assemble(incident: Incident, figures: Mapping[str, FigureSpec], order: Seque
             figures["checkpoint"],
             "Checkpoint sizes over rounds",
             "Total and per-file sizes in each watched checkpoint directory.",
+        ),
+        figure_block(
+            figures["steptimes"],
+            "Flight recorder: step times",
+            "Recorded inside the job by postmortem.recorder, before and during the hang: how "
+            "long each step took, the saves (red: one that never ended), when steps stopped.",
+            flight_table(incident),
+        ),
+        figure_block(
+            figures["tracedstep"],
+            "Flight recorder: the last traced step",
+            "RunMetadata step_stats of the last traced step of each recording process, one "
+            "row per device (the ps included): the ops and the RecvTensor transfers. A hung "
+            "session.run returns no trace, so this is the step before the hang.",
         ),
         evidence_section(incident),
         processes_section(incident, order),

@@ -91,3 +91,57 @@ def describe_wait(thread: Thread) -> str:
 
 def save_frames(thread: Thread) -> bool:
     return any(is_save_frame(f) for f in thread.stack)
+
+
+def flight_evidence(facts: Facts, pids: set[int] | None = None) -> list[Evidence]:
+    """What the flight recorders of these processes (all, by default) saw before the hang:
+    a save that began and never ended, the moment steps stopped, the last traced step."""
+    window = facts.window
+    end = window[1] if window else None
+    out = []
+    for record in facts.flights:
+        if pids is not None and record.pid not in pids:
+            continue
+        save = record.open_save
+        if save is not None:
+            step = f" at global step {save.global_step}" if save.global_step is not None else ""
+            took = [s.seconds for s in record.saves if s.ended is not None and s.seconds]
+            usual = f"; its earlier saves took {max(took):.1f}s at most" if took else ""
+            so_far = f"{save.seconds:.0f}s" if save.seconds is not None else "a while"
+            out.append(
+                Evidence(
+                    f"flight recorder of {record.role}: a save{step} began and had not ended "
+                    f"{so_far} later{usual}",
+                    record.source,
+                    record.role,
+                )
+            )
+        if record.steps_stopped is not None and end is not None:
+            typical = (
+                f"; its steps took {record.typical_step_s:.3f}s"
+                if record.typical_step_s is not None
+                else ""
+            )
+            last = record.steps[-1].global_step if record.steps else None
+            at = f" (global step {last})" if last is not None else ""
+            out.append(
+                Evidence(
+                    f"flight recorder of {record.role}: its last step{at} ended "
+                    f"{end - record.steps_stopped:.0f}s before the capture ended{typical}",
+                    record.source,
+                    record.role,
+                )
+            )
+        trace = record.last_trace
+        if trace is not None and (save is not None or record.steps_stopped is not None):
+            roles = sorted({op.role or op.device for op in trace.ops})
+            out.append(
+                Evidence(
+                    f"flight recorder of {record.role}: its last traced step"
+                    + (f" (global step {trace.global_step})" if trace.global_step else "")
+                    + f" ran {len(trace.ops)} ops on {', '.join(roles)}",
+                    record.source,
+                    record.role,
+                )
+            )
+    return out

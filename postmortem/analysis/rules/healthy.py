@@ -45,8 +45,9 @@ def evaluate(facts: Facts) -> list[Finding]:
         case.add(
             -0.3,
             Evidence(
-                f"but {p.role} logged no step for {p.last_step_age_s:.0f}s, far longer than "
-                f"its usual {p.interval_s:.1f}s between steps",
+                f"but {p.role} {'recorded' if p.recorded else 'logged'} no step for "
+                f"{p.last_step_age_s:.0f}s, far longer than its usual {p.interval_s:.1f}s "
+                "between steps",
                 p.source,
                 p.role,
             ),
@@ -94,9 +95,11 @@ def evaluate(facts: Facts) -> list[Finding]:
 
 def _progress_evidence(p: LogProgress) -> Evidence:
     rate = f" ({p.rate:.1f} steps/s)" if p.rate else ""
-    age = f"; its last step line is {p.last_step_age_s:.1f}s old" if p.last_step_age_s else ""
+    what = "recorded step" if p.recorded else "step line"
+    age = f"; its last {what} is {p.last_step_age_s:.1f}s old" if p.last_step_age_s else ""
+    how = " (its flight recorder)" if p.recorded else ""
     return Evidence(
-        f"{p.role} advanced {p.steps_in_window} step(s) during the capture{rate}, to step "
+        f"{p.role} advanced {p.steps_in_window} step(s) during the capture{how}{rate}, to step "
         f"{p.last_step}{age}",
         p.source,
         p.role,

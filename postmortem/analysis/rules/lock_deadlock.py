@@ -8,7 +8,7 @@ cycle in waits-for-lock-held-by is a deadlock.
 from __future__ import annotations
 
 from postmortem.analysis.facts import Facts
-from postmortem.analysis.rules.common import Case, culprit, thread_evidence
+from postmortem.analysis.rules.common import Case, culprit, flight_evidence, thread_evidence
 from postmortem.analysis.threads import enclosing_with_locks, frames_text
 from postmortem.model import Evidence, Finding, HangClass, Status, Thread, WaitKind
 
@@ -69,6 +69,7 @@ def _process_locks(facts: Facts, pid: int, waiters: list[Thread]) -> Finding:
                     role,
                 ),
             )
+    case.add(0, *flight_evidence(facts, {pid}))
     if cycle:
         chain = " -> ".join(
             f"{t.label} waits for `{t.lock_expr}` held by {_label(edges[t.tid])}" for t in cycle

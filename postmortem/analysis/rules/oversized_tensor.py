@@ -2,15 +2,18 @@
 
 Evidence: TensorFlow's own error naming the rendezvous (source device, edge, variable),
 a thread in Saver.save, and huge RecvTensor transfers in a trace. Without the error (older
-TensorFlow hangs instead of raising): a stuck save while a ps holding >= 2 GiB is busy.
+TensorFlow hangs instead of raising): the flight recorder's inventory (a >= 2 GiB variable
+on a ps, a saver that is not sharded) with a save that does not end; or, with no recorder,
+a stuck save while a ps holding >= 2 GiB is busy.
 """
 
 from __future__ import annotations
 
+from postmortem.analysis import flight as flight_facts
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.roles import role_from_device
-from postmortem.analysis.rules.common import Case, culprit, thread_evidence
-from postmortem.model import Evidence, Finding, HangClass, Status
+from postmortem.analysis.rules.common import Case, culprit, flight_evidence, thread_evidence
+from postmortem.model import Evidence, Finding, FlightRecord, HangClass, RecordedVariable, Status
 
 HANG_CLASS = HangClass.OVERSIZED_TENSOR_TRANSFER
 GIB_2 = 2**31
@@ -26,7 +29,7 @@ FIX = (
 def evaluate(facts: Facts) -> list[Finding]:
     details = facts.oversized_details()
     if not details:
-        return _without_the_error(facts)
+        return _from_the_inventory(facts) or _without_the_error(facts)
     src_role = details.get("src_role")
     role = src_role if isinstance(src_role, str) else None
     variable = details.get("variable") or "a variable"
@@ -44,6 +47,8 @@ def evaluate(facts: Facts) -> list[Finding]:
     )
     savers = [t for t in facts.threads if t.in_save]
     case.add(0, *(thread_evidence(facts, t, "inside a save") for t in savers[:2]))
+    for record, var in _inventory_hits(facts)[:2]:
+        case.add(0.02, _inventory_evidence(record, var))
     op = f"Saver.save of `{variable}` pulled from {src} to {dst} as one gRPC message"
     if isinstance(exceeded, int):
         op += f" ({exceeded / 1e6:.1f} MB over the 2 GiB protobuf limit)"
@@ -96,3 +101,61 @@ def _without_the_error(facts: Facts) -> list[Finding]:
             )
         ]
     return []
+
+
+def _inventory_hits(facts: Facts) -> list[tuple[FlightRecord, RecordedVariable]]:
+    return [(r, v) for r in facts.flights for v in flight_facts.oversized(r)]
+
+
+def _inventory_evidence(record: FlightRecord, var: RecordedVariable) -> Evidence:
+    size = (var.bytes or 0) / 2**30
+    return Evidence(
+        f"flight recorder inventory of {record.role}: `{var.name}` is {size:.2f} GiB "
+        f"({var.dtype} {var.shape}) on {var.role}, and its saver is not sharded "
+        f"(save op on {', '.join(record.saver_devices) or 'the worker'})",
+        record.source,
+        record.role,
+    )
+
+
+def _from_the_inventory(facts: Facts) -> list[Finding]:
+    """The job told us its variables: one of >= 2 GiB on a ps under a non-sharded saver,
+    and a save that began and does not end (or a thread stuck in it), is this hang even
+    when TensorFlow printed nothing."""
+    hits = _inventory_hits(facts)
+    if not hits:
+        return []
+    record, var = hits[0]
+    open_save = record.open_save
+    stuck = [t for t in facts.threads if t.in_save and t.status is Status.STUCK]
+    if open_save is None and not stuck:
+        return []  # a risk (the incident lists it), not this hang
+    case = Case(HANG_CLASS, 0.6)
+    case.add(0, _inventory_evidence(record, var))
+    if open_save is not None:
+        case.add(0.1, *flight_evidence(facts, {record.pid}))
+    if stuck:
+        case.add(0.1, *(thread_evidence(facts, t, "inside a save") for t in stuck[:2]))
+    big = [t for t in record.transfers if t.largest_bytes >= 2**27]
+    if big:
+        t = big[0]
+        case.add(
+            0.05,
+            Evidence(
+                f"its traced steps pulled up to {t.largest_bytes / 2**20:.0f} MiB in one "
+                f"RecvTensor from {t.source_device}",
+                record.source,
+                record.role,
+            ),
+        )
+    ps = var.role or "a ps"
+    saver = role_from_device(record.saver_devices[0]) if record.saver_devices else None
+    saver = saver or record.role
+    summary = (
+        f"The checkpoint save on {saver} cannot complete: its saver is not sharded, so it "
+        f"pulls `{var.name}` ({(var.bytes or 0) / 2**30:.1f} GiB) from {ps} in one gRPC "
+        "message, over the 2 GiB protobuf limit. TensorFlow printed no error: older "
+        "releases hang here."
+    )
+    op = f"Saver.save of `{var.name}` pulled from {ps} to {saver} as one gRPC message"
+    return [case.finding(summary, FIX, culprit(facts, ps, f"holds `{var.name}` (>= 2 GiB)"), op)]

@@ -13,6 +13,7 @@ from postmortem.analysis.rules.common import (
     Case,
     culprit,
     describe_wait,
+    flight_evidence,
     member_evidence,
     thread_evidence,
 )
@@ -69,6 +70,8 @@ def evaluate(facts: Facts) -> list[Finding]:
             if e.waits_on == role and e.waiter in facts.pid_by_role
         ][:4],
     )
+    recorded = flight_evidence(facts, {t.pid for t in waiters})
+    case.add(0.05 if recorded else 0.0, *recorded)
     lead = (savers or waiters)[0]
     what = describe_wait(lead)
     op = f"{what} on {lead.role} ({lead.label}) waiting for {role}"

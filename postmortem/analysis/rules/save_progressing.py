@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from postmortem.analysis.checkpoint import MIN_WRITE_RATE
 from postmortem.analysis.facts import Facts
-from postmortem.analysis.rules.common import Case, thread_evidence
+from postmortem.analysis.rules.common import Case, flight_evidence, thread_evidence
 from postmortem.model import Evidence, Finding, HangClass
 
 HANG_CLASS = HangClass.SAVE_PROGRESSING
@@ -59,6 +59,7 @@ def evaluate(facts: Facts) -> list[Finding]:
                     facts.role(pid),
                 ),
             )
+    case.add(0, *flight_evidence(facts, facts.saver_pids))
     roles = ", ".join(sorted({t.role for t in savers}))
     summary = f"No hang: the checkpoint save on {roles} is progressing." + estimate
     return [case.finding(summary, FIX, None, f"Saver.save on {roles} (writing)", cap=0.9)]

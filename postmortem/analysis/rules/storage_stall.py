@@ -12,7 +12,7 @@ import re
 
 from postmortem.analysis.checkpoint import MIN_WRITE_RATE
 from postmortem.analysis.facts import Facts
-from postmortem.analysis.rules.common import Case, culprit, thread_evidence
+from postmortem.analysis.rules.common import Case, culprit, flight_evidence, thread_evidence
 from postmortem.analysis.threads import NATIVE_IO_HINTS
 from postmortem.model import Evidence, Finding, HangClass, Status, Thread
 
@@ -165,6 +165,8 @@ def evaluate(facts: Facts) -> list[Finding]:
         case.add(0.15, thread_evidence(facts, savers[0], "inside a save"))
     if pid is None and savers:
         pid = savers[0].pid
+    if pid is not None:
+        case.add(0, *flight_evidence(facts, {pid}))
     role = facts.role(pid) if pid is not None else None
     open_files = _open_checkpoint_files(facts, pid)
     target = (

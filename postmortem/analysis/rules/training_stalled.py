@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.progress import overdue
-from postmortem.analysis.rules.common import Case, culprit, member_evidence, thread_evidence
+from postmortem.analysis.rules.common import (
+    Case,
+    culprit,
+    flight_evidence,
+    member_evidence,
+    thread_evidence,
+)
 from postmortem.analysis.threads import frames_text
 from postmortem.model import Evidence, Finding, HangClass, Status, Thread, WaitKind
 
@@ -60,6 +66,23 @@ def evaluate(facts: Facts) -> list[Finding]:
             ),
         )
     case.add(0, *(thread_evidence(facts, t, "train op does not finish") for t in stuck_train[:3]))
+    saved_after = _saves_after_steps_stopped(facts)
+    if saved_after and not saves_continue:
+        case.add(0.2, *saved_after)
+    case.add(0, *flight_evidence(facts, {t.pid for t in stuck_train}))
+    for record in facts.flights:
+        if record.sync_replicas and record.replicas_to_aggregate is not None:
+            case.add(
+                0.05,
+                Evidence(
+                    f"{record.role} runs SyncReplicasOptimizer with replicas_to_aggregate="
+                    f"{record.replicas_to_aggregate} (flight recorder inventory): each step "
+                    "waits for that many gradients",
+                    record.source,
+                    record.role,
+                ),
+            )
+            break
     # The job as a whole: step counters that stopped moving, or that still move.
     for p in facts.progress:
         if p.pid is None:
@@ -77,8 +100,10 @@ def evaluate(facts: Facts) -> list[Finding]:
             case.add(
                 0.05,
                 Evidence(
-                    f"{p.role} logged no step for {p.last_step_age_s:.0f}s; it used to log one "
-                    f"every {p.interval_s:.1f}s (last step {p.last_step})",
+                    f"{p.role} {'recorded' if p.recorded else 'logged'} no step for "
+                    f"{p.last_step_age_s:.0f}s; it used to "
+                    f"{'step' if p.recorded else 'log one'} every {p.interval_s:.1f}s "
+                    f"(last step {p.last_step})",
                     p.source,
                     p.role,
                 ),
@@ -109,6 +134,25 @@ def evaluate(facts: Facts) -> list[Finding]:
         + ". Checkpoint saves are a symptom, not the cause."
     )
     return [case.finding(summary, FIX, culprit(facts, role, state), op, cap=0.92)]
+
+
+def _saves_after_steps_stopped(facts: Facts) -> list[Evidence]:
+    """The flight recorder's version of 'saves go on, steps do not' (tensorflow#12090)."""
+    out = []
+    for record in facts.flights:
+        if record.steps_stopped is None:
+            continue
+        done = [s for s in record.saves if s.ended is not None and s.began > record.steps_stopped]
+        if len(done) >= 2:
+            out.append(
+                Evidence(
+                    f"flight recorder of {record.role}: {len(done)} saves completed after its "
+                    "last step ended: saves complete, steps do not advance",
+                    record.source,
+                    record.role,
+                )
+            )
+    return out
 
 
 def _mentions_sync(thread: Thread) -> bool:
