@@ -10,6 +10,7 @@ terminates every process group the run started.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -259,10 +260,17 @@ class ScenarioRun:
         ]
 
     def spawn_member(self, role: str, program: str, *extra: str) -> Spawned:
-        argv = _procs.python_program(program, *self.cluster_flags(role), *extra)
+        recorder = ["--recorder"] if self.params.get("recorder") else []
+        argv = _procs.python_program(program, *self.cluster_flags(role), *recorder, *extra)
+        # A flight recorder writes under the run's own directory: cleaned up with it.
+        env = {"POSTMORTEM_FLIGHT_DIR": str(self.workdir / "flight")}
+        if self.params.get("recorder_stall_s"):
+            env["POSTMORTEM_FLIGHT_STALL_AFTER_S"] = str(self.params["recorder_stall_s"])
+        if self.params.get("recorder_auto_capture"):
+            env["POSTMORTEM_FLIGHT_AUTO_CAPTURE"] = "1"
         with self._lock:
             self.check_stop()
-            proc = _procs.spawn(role, argv, self.log_dir)
+            proc = _procs.spawn(role, argv, self.log_dir, env)
             self.members[role] = proc
             self._register(f"proc {proc.pid}")
         return proc
@@ -337,8 +345,22 @@ class ScenarioRun:
             raise ScenarioError(f"{role} (pid {p.pid}) did not die on SIGKILL") from e
 
     def steps(self, role: str) -> list[tuple[int, int]]:
-        """(step, global_step) of every step line in role's log."""
-        return [(int(a), int(b)) for a, b in STEP_RE.findall(self.log_text(role))]
+        """(step, global_step) of every step line in role's log; for a job that logs no
+        step, of every step its flight recorder wrote down."""
+        logged = [(int(a), int(b)) for a, b in STEP_RE.findall(self.log_text(role))]
+        return logged or self.recorded_steps(role)
+
+    def recorded_steps(self, role: str) -> list[tuple[int, int]]:
+        proc = self.members.get(role)
+        if proc is None or not self.params.get("recorder"):
+            return []
+        job, _, task = role.partition(":")
+        path = self.workdir / "flight" / f"{job}-{task}-{proc.pid}" / "flight.json"
+        try:
+            steps = json.loads(path.read_text()).get("steps") or []
+        except (OSError, ValueError, AttributeError):
+            return []  # not written yet, or caught half-way (it is replaced atomically)
+        return [(i + 1, int(s[2])) for i, s in enumerate(steps) if len(s) > 2 and s[2] is not None]
 
     def mount_fuse(self, **options: str) -> FuseMount:
         fm = FuseMount(self.workdir / "ckpt", self.workdir / "ckpt-backing", self.control_dir)

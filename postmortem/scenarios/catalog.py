@@ -93,7 +93,14 @@ def device_role(device: str) -> str | None:
 
 
 class _ClusterScenario(Scenario):
-    common: ClassVar[Mapping[str, Any]] = {"num_ps": 1, "num_workers": 1, "step_sleep": 0.05}
+    common: ClassVar[Mapping[str, Any]] = {
+        "num_ps": 1,
+        "num_workers": 1,
+        "step_sleep": 0.05,
+        "recorder": False,  # run postmortem.recorder in every process (the flight recorder)
+        "recorder_stall_s": 0.0,  # its watchdog's threshold (0: 20x the median step, >= 30 s)
+        "recorder_auto_capture": False,  # its watchdog starts `postmortem capture --discover`
+    }
 
     def validate(self, params: dict[str, Any]) -> None:
         super().validate(params)
@@ -739,7 +746,9 @@ class HealthyTraining(_ClusterScenario):
         "vars": (),
         "save_secs": 2.0,
         "sharded": True,
-        "log_format": "tf",  # TensorFlow's own lines, with no timestamp; or "timestamped"
+        # TensorFlow's own lines, with no timestamp; "timestamped"; or "none" (no step line at
+        # all: only the flight recorder shows progress, so it needs recorder=true)
+        "log_format": "tf",
         "replicas_to_aggregate": 0,
         "min_steps": 5,
     }
@@ -748,6 +757,13 @@ class HealthyTraining(_ClusterScenario):
         super().validate(params)
         if params["mode"] not in ("async", "sync"):
             raise ScenarioError("mode must be 'async' or 'sync'")
+        if params["log_format"] not in ("tf", "timestamped", "none"):
+            raise ScenarioError("log_format must be 'tf', 'timestamped' or 'none'")
+        if params["log_format"] == "none" and (params["mode"] != "async" or not params["recorder"]):
+            raise ScenarioError(
+                "log_format=none needs mode=async and recorder=true: without step lines only "
+                "the flight recorder shows the job's progress"
+            )
 
     def launch(self, run: ScenarioRun) -> None:
         launch_training(run)

@@ -59,6 +59,9 @@ HEALTHY = [
           {"step_sleep": 0.0, "log_format": "timestamped"}),
     Shape("async-3-workers-2-ps-discover", "healthy-training",
           {"num_ps": 2, "num_workers": 3, "step_sleep": 0.02}, discover=True),
+    # no step line at all: only the job's flight recorder shows it trains
+    Shape("async-no-step-logs-recorder", "healthy-training",
+          {"recorder": True, "log_format": "none"}),
 ]
 DEGRADED = [
     Shape("async-worker1-stopped", "degraded-worker-lost", {"fault": "stop"},
@@ -66,6 +69,8 @@ DEGRADED = [
     Shape("sync-backup-worker2-killed", "degraded-worker-lost",
           {"mode": "sync", "num_workers": 3, "culprit": "worker:2", "fault": "kill"},
           expected="degraded", culprit="worker:2"),
+    Shape("async-worker1-stopped-recorder", "degraded-worker-lost",
+          {"fault": "stop", "recorder": True}, expected="degraded", culprit="worker:1"),
 ]
 
 

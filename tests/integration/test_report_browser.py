@@ -18,7 +18,8 @@ import pytest
 
 CHROMIUM = Path(os.environ.get("POSTMORTEM_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("POSTMORTEM_CHROMEDRIVER", "/usr/bin/chromedriver"))
-FIGURES = ("cluster", "progress", "threads", "stacks", "timeline", "checkpoint")
+FIGURES = ("cluster", "progress", "threads", "stacks", "timeline", "checkpoint", "steptimes",
+           "tracedstep")
 
 pytestmark = [
     pytest.mark.browser,
@@ -29,7 +30,13 @@ pytestmark = [
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install "
                                 "selenium) to drive chromium")
 
-from tests.conftest import HOSTILE, SIX_MB, sample_dumps, write_cluster_dump  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    HOSTILE,
+    SIX_MB,
+    add_recorded_save,
+    sample_dumps,
+    write_cluster_dump,
+)
 
 # Runs before any script of the page: records errors, CSP violations and dialogs.
 WATCH = """
@@ -142,6 +149,7 @@ def assert_clean(state: dict[str, Any]) -> None:
 @pytest.mark.timeout(180)
 def test_cluster_report_draws_every_figure(browser: Any, tmp_path: Path) -> None:
     dump = write_cluster_dump(tmp_path / "cluster")
+    add_recorded_save(dump)  # its worker ran the flight recorder: every figure has data
     report = render(dump, tmp_path / "cluster.html")
     state = open_report(browser, report, screenshot_dir(tmp_path) / "cluster.png")
     assert_clean(state)

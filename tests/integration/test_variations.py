@@ -89,6 +89,13 @@ CASES = [
          "peer-unreachable", "ps:1", ci=True, absent=("ps:1",)),
     Case("storage-stall-2w", "storage-stall", {"num_workers": 2},
          "storage-stall", "worker:0", fuse=True),
+    # the jobs run postmortem.recorder: the same verdicts, with the job's own record
+    Case("oversized-recorded", "oversized-variable-save", {"recorder": True},
+         "oversized-tensor-transfer", "ps:0"),
+    Case("lock-deadlock-recorded", "saver-lock-deadlock", {"recorder": True},
+         "lock-deadlock", "worker:0"),
+    Case("storage-stall-recorded", "storage-stall", {"recorder": True},
+         "storage-stall", "worker:0", fuse=True),
     Case("healthy-slow-save-512mb-8mbps", "healthy-slow-save",
          {"vars": ["embedding:4000000x32"], "write_bytes_per_sec": 8_000_000},
          "save-progressing", None, fuse=True),

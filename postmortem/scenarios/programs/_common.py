@@ -35,7 +35,20 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--task_index", type=int, required=True)
     parser.add_argument("--ps_hosts", required=True, help="comma-separated host:port")
     parser.add_argument("--worker_hosts", required=True, help="comma-separated host:port")
+    parser.add_argument("--recorder", action="store_true", help="run postmortem's flight recorder")
     return parser
+
+
+def flight_recorder(args: argparse.Namespace) -> Any:
+    """postmortem.recorder.FlightRecorder when --recorder is given, else None."""
+    if not getattr(args, "recorder", False):
+        return None
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    if repo not in sys.path:
+        sys.path.insert(0, repo)  # run as a script from the repository: postmortem is there
+    from postmortem.recorder import FlightRecorder
+
+    return FlightRecorder()  # its defaults, as a job would run it
 
 
 def setup_logging() -> None:

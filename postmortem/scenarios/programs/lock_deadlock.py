@@ -59,7 +59,15 @@ def main() -> None:
         summary_op=None,
         recovery_wait_secs=1,
     )
-    sess = sv.prepare_or_wait_for_session(server.target, config=c.session_config(tf, args))
+    config = c.session_config(tf, args)
+    sess = sv.prepare_or_wait_for_session(server.target, config=config)
+    train_sess = sess  # the training loop's session: the recorder's, when it runs
+    recorder = c.flight_recorder(args)
+    if recorder is not None:
+        recorder.start()
+        recorder.record_graph(sess.graph, saver=saver, config=config)
+        recorder.watch_saver(saver)  # saves from the saver thread
+        train_sess = recorder.wrap(sess, global_step)
     c.log.info("%s %s:%d", c.SESSION_READY, args.job_name, args.task_index)
 
     train_stats_lock = threading.Lock()  # "A": guards step bookkeeping
@@ -93,7 +101,7 @@ def main() -> None:
     steps = c.StepLogger()
     while True:
         with train_stats_lock:
-            _, gstep = sess.run([train_op, global_step])
+            _, gstep = train_sess.run([train_op, global_step])
             stats["step"] += 1
             steps.tick(gstep)
             if is_chief and stats["step"] >= args.deadlock_after_steps:

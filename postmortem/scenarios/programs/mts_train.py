@@ -5,7 +5,9 @@ Every worker steps on its own; the chief's CheckpointSaverHook saves a sharded c
 TensorFlow's own hooks log progress the way real jobs do: StepCounterHook's
 "global_step/sec: N" and LoggingTensorHook's "loss = ..., step = N". With
 --log_format=tf those lines keep TensorFlow's own format, "INFO:tensorflow:...", which has
-no timestamp (the capture places them in time by where they end in the log file).
+no timestamp (the capture places them in time by where they end in the log file). With
+--log_format=none the job logs no step at all (as jobs that log to a metrics service do):
+only a flight recorder (--recorder) shows its progress.
 
   --step_sleep S        seconds between steps (0: as fast as the CPU goes)
   --var NAME:D1xD2      extra zero-initialised variable on the ps (repeatable)
@@ -32,7 +34,7 @@ def main() -> None:
     parser.add_argument("--log_every_n_iter", type=int, default=20)
     parser.add_argument("--step_sleep", type=float, default=0.05)
     parser.add_argument("--unsharded", action="store_true")
-    parser.add_argument("--log_format", choices=["timestamped", "tf"], default="tf")
+    parser.add_argument("--log_format", choices=["timestamped", "tf", "none"], default="tf")
     args = parser.parse_args()
     tf = c.import_tf()
     v1 = tf.compat.v1
@@ -58,7 +60,17 @@ def main() -> None:
     scaffold = None
     if args.unsharded:
         scaffold = v1.train.Scaffold(saver=v1.train.Saver(sharded=False))
-    hooks = [v1.train.LoggingTensorHook({"loss": loss, "step": global_step}, args.log_every_n_iter)]
+    quiet = args.log_format == "none"
+    hooks = (
+        []
+        if quiet
+        else [
+            v1.train.LoggingTensorHook({"loss": loss, "step": global_step}, args.log_every_n_iter)
+        ]
+    )
+    recorder = c.flight_recorder(args)
+    if recorder is not None:
+        hooks.append(recorder.hook())
     with v1.train.MonitoredTrainingSession(
         master=server.target,
         is_chief=is_chief,
@@ -68,14 +80,15 @@ def main() -> None:
         save_checkpoint_secs=args.save_checkpoint_secs if is_chief else None,
         save_summaries_steps=None,
         save_summaries_secs=None,
-        log_step_count_steps=args.log_step_count_steps,
+        log_step_count_steps=None if quiet else args.log_step_count_steps,
         config=c.session_config(tf, args),
     ) as sess:
         c.log.info("%s %s:%d", c.SESSION_READY, args.job_name, args.task_index)
         steps = c.StepLogger()
         while not sess.should_stop():
             _, gstep = sess.run([train_op, global_step])
-            steps.tick(gstep)
+            if not quiet:
+                steps.tick(gstep)
             if args.step_sleep:
                 time.sleep(args.step_sleep)
 

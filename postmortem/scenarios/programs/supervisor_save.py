@@ -66,7 +66,13 @@ def main() -> None:
         summary_op=None,
         recovery_wait_secs=1,
     )
-    sess = sv.prepare_or_wait_for_session(server.target, config=c.session_config(tf, args))
+    config = c.session_config(tf, args)
+    sess = sv.prepare_or_wait_for_session(server.target, config=config)
+    recorder = c.flight_recorder(args)
+    if recorder is not None:
+        recorder.start()
+        recorder.record_graph(sess.graph, saver=saver, config=config)
+        sess = recorder.wrap(sess, global_step)
     c.log.info("%s %s:%d", c.SESSION_READY, args.job_name, args.task_index)
 
     steps = c.StepLogger()
@@ -94,7 +100,11 @@ def main() -> None:
         while True:
             started = time.monotonic()
             try:
-                path = saver.save(sess, sv.save_path, global_step=gstep)
+                if recorder is not None:
+                    with recorder.saving(sv.save_path, gstep):
+                        path = saver.save(sess, sv.save_path, global_step=gstep)
+                else:
+                    path = saver.save(sess, sv.save_path, global_step=gstep)
             except tf.errors.OpError:
                 c.log.error("%s global_step %d:\n%s", c.SAVE_FAILED, gstep, traceback.format_exc())
                 if not args.retry_failed_save_secs:

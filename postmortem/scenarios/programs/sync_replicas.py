@@ -55,6 +55,9 @@ def main() -> None:
         chief_queue_runner = opt.get_chief_queue_runner()
         sync_init_op = opt.get_init_tokens_op()
         init_op = v1.global_variables_initializer()
+    recorder = c.flight_recorder(args)
+    # Supervisor's saver=None turns checkpointing off: pass one only to record its saves.
+    saver_arg = {"saver": recorder.saver()} if recorder is not None else {}
 
     sv = v1.train.Supervisor(
         is_chief=is_chief,
@@ -67,11 +70,17 @@ def main() -> None:
         save_summaries_secs=0,
         summary_op=None,
         recovery_wait_secs=1,
+        **saver_arg,
     )
-    sess = sv.prepare_or_wait_for_session(server.target, config=c.session_config(tf, args))
+    config = c.session_config(tf, args)
+    sess = sv.prepare_or_wait_for_session(server.target, config=config)
     if is_chief:
         sess.run(sync_init_op)
         sv.start_queue_runners(sess, [chief_queue_runner])
+    if recorder is not None:
+        recorder.start()
+        recorder.record_graph(sess.graph, saver=sv.saver, config=config, sync_optimizer=opt)
+        sess = recorder.wrap(sess, global_step)
     c.log.info("%s %s:%d", c.SESSION_READY, args.job_name, args.task_index)
 
     steps = c.StepLogger()
