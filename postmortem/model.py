@@ -455,7 +455,8 @@ class LogProgress:
     step_lines_in_window: int
     rate: float | None  # steps per second in the window (or as TensorFlow logged it)
     last_step: int | None
-    last_step_age_s: float | None  # from its last step line to the capture's end
+    # from its last step line to the capture's end (recorded: to the file's last write)
+    last_step_age_s: float | None
     interval_s: float | None  # typical time between its step lines
     window_s: float
     recorded: bool = False  # from its flight recorder's steps, not from a log

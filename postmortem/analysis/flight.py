@@ -307,7 +307,9 @@ def progress(record: FlightRecord, window: tuple[float, float]) -> LogProgress |
         step_lines_in_window=len(inside),
         rate=len(inside) / window_s if inside else None,
         last_step=last.global_step if last.global_step is not None else len(record.steps),
-        last_step_age_s=max(0.0, end - max(ends)),
+        # As of the file's last write: the recorder writes at least every 2 s, so a job
+        # whose steps stopped shows an age that grows; what happened after it is unknown.
+        last_step_age_s=max(0.0, covered_to - max(ends)),
         interval_s=statistics.median(gaps) if gaps else None,
         window_s=max(end - start, MIN_WINDOW_S),
         recorded=True,

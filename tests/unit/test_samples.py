@@ -87,3 +87,31 @@ def test_a_dump_of_schema_1_still_loads_and_judges_the_same() -> None:
     assert incident.verdict.culprit is not None and incident.verdict.culprit.role == "ps:0"
     saver = next(t for t in incident.threads if t.in_save)
     assert saver.wakeups is None and "no wakeup counts" in saver.decided_by
+
+
+RECORDED = [p for p in SAMPLE_DIRS if any(p.glob("processes/*/flight.json"))]
+
+
+@pytest.mark.parametrize("sample", RECORDED, ids=lambda p: p.name)
+def test_recorded_samples_use_their_flight_files(sample: Path, tmp_path: Path) -> None:
+    # GIVEN a sample whose job ran the flight recorder
+    incident = postmortem.analyze(postmortem.load(sample))
+    assert incident.flights, "flight.json in the dump but no flight record"
+    cited = {e.source for f in incident.verdict.findings for e in f.evidence}
+    assert any(s.endswith("flight.json") for s in cited), "the verdict cites no flight file"
+    # WHEN its flight files are removed THEN the verdict loses what they showed: a job that
+    # logged no step is no longer seen to progress
+    copy = tmp_path / "copy"
+    shutil.copytree(sample, copy)
+    for path in copy.glob("processes/*/flight.json"):
+        path.unlink()
+    without = postmortem.analyze(postmortem.load(copy))
+    assert not without.flights
+    truth = json.loads((sample / "truth.json").read_text())
+    if truth["params"].get("log_format") == "none":
+        assert without.verdict.hang_class is not HangClass.HEALTHY
+
+
+def test_there_are_recorded_samples_of_a_hang_and_of_a_healthy_job() -> None:
+    classes = {json.loads((p / "truth.json").read_text())["hang_class"] for p in RECORDED}
+    assert "healthy" in classes and classes - {"healthy", "degraded"}

@@ -95,8 +95,13 @@ def evaluate(facts: Facts) -> list[Finding]:
 
 def _progress_evidence(p: LogProgress) -> Evidence:
     rate = f" ({p.rate:.1f} steps/s)" if p.rate else ""
-    what = "recorded step" if p.recorded else "step line"
-    age = f"; its last {what} is {p.last_step_age_s:.1f}s old" if p.last_step_age_s else ""
+    if not p.last_step_age_s or (p.recorded and p.last_step_age_s < 1.0):
+        age = ""  # a step that ended within a second of the recorder's last write: current
+    elif p.recorded:
+        age = (f"; its last recorded step ended {p.last_step_age_s:.1f}s before the "
+               "recorder last wrote its file")
+    else:
+        age = f"; its last step line is {p.last_step_age_s:.1f}s old"
     how = " (its flight recorder)" if p.recorded else ""
     return Evidence(
         f"{p.role} advanced {p.steps_in_window} step(s) during the capture{how}{rate}, to step "
