@@ -86,6 +86,8 @@ class HangClass(str, enum.Enum):
     STORAGE_STALL = "storage-stall"
     TRAINING_STALLED = "training-stalled"
     LOCK_DEADLOCK = "lock-deadlock"
+    # TF2 MultiWorkerMirroredStrategy: members wait in a collective another never joins
+    COLLECTIVE_MISMATCH = "collective-mismatch"
     PEER_UNREACHABLE = "peer-unreachable"
     SAVE_PROGRESSING = "save-progressing"
     DEGRADED = "degraded"  # a member is stopped or dead, but training goes on without it
@@ -129,6 +131,8 @@ class WaitKind(str, enum.Enum):
     IO = "io"
     SLEEP = "sleep"
     SERVE = "serve"  # a ps main thread in Server.join: serving, healthy
+    COLLECTIVE = "collective"  # inside a collective (all-reduce, all-gather) of a TF2 strategy
+    TF_OP = "tf-op"  # inside an eager op or a tf.function call: TF2's session.run
 
 
 class LogKind(str, enum.Enum):

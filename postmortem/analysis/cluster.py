@@ -20,7 +20,8 @@ from postmortem.analysis.roles import host_of, is_local, port_of
 from postmortem.loading import Dump, as_int
 from postmortem.model import Member, Status, Thread, WaitEdge, WaitKind
 
-CLUSTER_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE)
+CLUSTER_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE, WaitKind.TF_OP)
+COLLECTIVE_JOBS = ("chief", "worker")  # who joins a MultiWorkerMirroredStrategy collective
 
 
 @dataclass
@@ -241,11 +242,14 @@ class Cluster:
 
         A process with a thread stuck in session.run waits on the cluster members it is
         connected to; with no socket evidence, on every ps (replica_device_setter puts the
-        variables there) and on unresponsive members.
+        variables there) and on unresponsive members. A process stuck inside a collective
+        (TF2 MultiWorkerMirroredStrategy) waits on the members of its collective group (the
+        chief and workers) that are not inside one.
         """
         edges: list[WaitEdge] = []
         unresponsive = [r for r, h in self.health.items() if h.unresponsive]
         roles = {m.pid: m.role for m in self.members if m.pid is not None}
+        edges.extend(self._collective_edges(roles))
         for pid, role in roles.items():
             stuck = [
                 t
@@ -254,7 +258,8 @@ class Cluster:
             ]
             if not stuck:
                 continue
-            why = "session.run in " + stuck[0].label
+            call = "a TF op" if stuck[0].waits_on is WaitKind.TF_OP else "session.run"
+            why = f"{call} in {stuck[0].label}"
             targets = set(self.connected_members(pid))
             targets |= {r for r in unresponsive if r != role}
             if not targets:
@@ -262,6 +267,27 @@ class Cluster:
             edges.extend(
                 WaitEdge(role, target, why) for target in sorted(targets) if target != role
             )
+        return edges
+
+    def in_collective(self, pid: int) -> list[Thread]:
+        """Its threads inside a collective, the stuck ones first."""
+        mine = [t for t in self._threads_by_pid.get(pid, []) if t.waits_on is WaitKind.COLLECTIVE]
+        return sorted(mine, key=lambda t: t.status is not Status.STUCK)
+
+    def _collective_edges(self, roles: dict[int, str]) -> list[WaitEdge]:
+        group = [m for m in self.members if m.job in COLLECTIVE_JOBS]
+        edges: list[WaitEdge] = []
+        for pid, role in roles.items():
+            stuck = [t for t in self.in_collective(pid) if t.status is Status.STUCK]
+            if not stuck:
+                continue
+            outside = [
+                m.role
+                for m in group
+                if m.role != role and (m.pid is None or not self.in_collective(m.pid))
+            ]
+            why = "a collective in " + stuck[0].label
+            edges.extend(WaitEdge(role, target, why) for target in sorted(outside))
         return edges
 
     @cached_property

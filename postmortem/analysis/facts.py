@@ -209,6 +209,10 @@ class Facts:
     def connected_members(self, pid: int) -> list[str]:
         return self._cluster.connected_members(pid)
 
+    def in_collective(self, pid: int) -> list[Thread]:
+        """Its threads inside a TF2 collective, the stuck ones first."""
+        return self._cluster.in_collective(pid)
+
     @cached_property
     def wait_for(self) -> list[WaitEdge]:
         return self._cluster.wait_for

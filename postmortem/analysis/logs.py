@@ -24,6 +24,13 @@ OVERSIZED = re.compile(
 EXCEEDED_BYTES = re.compile(r"Exceeded bytes: (\d+)")
 RENDEZVOUS = re.compile(r"rendezvous_key: (/job:[^;]+);[^;]*;(/job:[^;]+);([^;]+);")
 REMOTE_TARGET = re.compile(r"from remote target (/job:[\w-]+/replica:\d+/task:\d+)")
+TASK = re.compile(r"/job:[\w-]+/replica:\d+/task:\d+")
+# TF2 runtimes that declare a task lost: MultiWorkerMirroredStrategy's coordination service
+# (heartbeats; it names the tasks on this line or the next), ParameterServerStrategy's
+# ClusterCoordinator (a ps; a worker).
+HEARTBEAT_LOST = re.compile(r"tasks are unhealthy \(stopped sending heartbeats\)")
+PS_FAILURE = re.compile(r"Parameter server failure detected at PS task (\d+)")
+WORKER_FAILED = re.compile(r"Worker (/job:[\w-]+/replica:\d+/task:\d+) failed with")
 CREATE_SESSION_WAIT = re.compile(
     r"CreateSession still waiting for response from worker: (/job:[\w-]+/replica:\d+/task:\d+)"
 )
@@ -71,6 +78,9 @@ NOTABLE = re.compile(
             SAVE_LINE,
             REMOTE_TARGET,
             SAVE_TRACEBACK,
+            HEARTBEAT_LOST,
+            PS_FAILURE,
+            WORKER_FAILED,
         )
     ),
     re.MULTILINE,
@@ -97,6 +107,9 @@ NOTABLE_WORDS = (
     "saving checkpoint",
     "remote target",
     "saver.py",
+    "heartbeat",
+    "parameter server failure",
+    "failed with",
 )
 
 
@@ -124,6 +137,8 @@ class LogFacts:
     # Remote tasks named by gRPC errors that say they could not be reached, with counts.
     unreachable_targets: dict[str, int] = field(default_factory=dict)
     failed_saves: int = 0  # tracebacks through Saver.save
+    # Tasks a TF2 runtime declared lost (device -> the line that says so).
+    lost_tasks: dict[str, str] = field(default_factory=dict)
 
     @property
     def last_step(self) -> int | None:
@@ -161,7 +176,21 @@ def read_log(role: str, pid: int | None, source: str, lines: list[str]) -> LogFa
             facts.unreachable_targets[device] = facts.unreachable_targets.get(device, 0) + 1
         if SAVE_TRACEBACK.search(text):
             facts.failed_saves += 1
+        _lost_tasks(facts, text, lines[number + 1 : number + 4])
     return facts
+
+
+def _lost_tasks(facts: LogFacts, text: str, following: list[str]) -> None:
+    if HEARTBEAT_LOST.search(text):
+        named = TASK.findall(text.split("heartbeats", 1)[-1])
+        if not named:  # the list may start on the next line
+            named = [t for line in following for t in TASK.findall(line)][:8]
+        for device in named:
+            facts.lost_tasks.setdefault(device, text.strip())
+    elif match := PS_FAILURE.search(text):
+        facts.lost_tasks.setdefault(f"/job:ps/replica:0/task:{match.group(1)}", text.strip())
+    elif match := WORKER_FAILED.search(text):
+        facts.lost_tasks.setdefault(match.group(1), text.strip())
 
 
 def oversized_details(logs: list[LogFacts]) -> dict[str, object]:

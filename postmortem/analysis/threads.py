@@ -39,6 +39,21 @@ JOIN_FUNCTIONS = ("Thread.join", "_wait_for_tstate_lock", "join", "Coordinator.j
 SERVING_FUNCTIONS = ("Server.join", "server.join")
 STDLIB_SYNC_FILES = ("/threading.py", "/queue.py", "/multiprocessing/synchronize.py")
 SAVE_FILE_HINTS = ("saver.py", "checkpoint", "basic_session_run_hooks.py", "supervisor.py")
+# Keras saves (tf_keras, keras 3): Model.save, save_weights, save_model.
+KERAS_SAVE_FUNCTIONS = ("save_weights", "save_model", "Model.save", "model.save")
+# The Python side of a TF2 collective: the op wrappers, and the strategy code that calls
+# them (MultiWorkerMirroredStrategy runs eager all-reduces from a thread pool, the caller
+# waiting in Pool.map).
+COLLECTIVE_FILES = (
+    "/collective_ops.py",
+    "/gen_collective_ops.py",
+    "/cross_device_ops.py",
+    "/cross_device_utils.py",
+)
+COLLECTIVE_FUNCTIONS = ("all_reduce", "all_gather", "batch_all_reduce", "collective_")
+# TF2 runs ops eagerly (generated op wrappers call TFE_Py_FastPathExecute) and tf.functions
+# through execute.quick_execute: a thread inside one waits on the runtime, as session.run.
+EAGER_EXECUTE_FUNCTIONS = ("quick_execute", "TFE_Py_FastPathExecute", "TFE_Py_Execute")
 NATIVE_IO_HINTS = (
     "WritableFile",
     "BundleWriter",
@@ -63,6 +78,30 @@ def in_save(stack: Stack, native: Stack) -> bool:
     return any(is_save_frame(f) for f in stack) or any(
         "SaveV2" in f.function or "BundleWriter" in f.function for f in native
     )
+
+
+def is_collective_frame(frame: Frame) -> bool:
+    if not frame.filename.endswith(COLLECTIVE_FILES):
+        return False
+    name = frame.function.rsplit(".", 1)[-1].lower()
+    return any(part in name for part in COLLECTIVE_FUNCTIONS)
+
+
+def in_collective(stack: Stack) -> bool:
+    """Inside a TF2 collective: an all-reduce or all-gather that every member must join."""
+    return any(is_collective_frame(f) for f in stack)
+
+
+def in_tf_op(stack: Stack) -> bool:
+    """The innermost Python frame is an eager op wrapper (gen_*_ops.py) or tf.function's
+    execute: the thread waits in the TensorFlow runtime."""
+    inner = stack.innermost
+    if inner is None:
+        return False
+    base = inner.short_file
+    if base.startswith("gen_") and base.endswith("_ops.py"):
+        return True
+    return inner.function.endswith(EAGER_EXECUTE_FUNCTIONS)
 
 
 def in_session_run(stack: Stack) -> bool:
@@ -123,6 +162,8 @@ def is_save_frame(frame: Frame) -> bool:
     base = frame.short_file.lower()
     if name.endswith(("saver.save", "_save")) and any(h in frame.filename for h in SAVE_FILE_HINTS):
         return True
+    if "keras" in frame.filename and frame.function.endswith(KERAS_SAVE_FUNCTIONS):
+        return True
     return "save" in name.split(".")[-1] and ("saver" in base or "checkpoint" in base)
 
 
@@ -161,6 +202,10 @@ def wait_kind(observed: Observed) -> tuple[WaitKind, str]:
         kind = WaitKind.SESSION_CREATE
     elif in_session_run(stack):
         kind = WaitKind.SESSION_RUN
+    elif in_collective(stack):
+        kind = WaitKind.COLLECTIVE
+    elif in_tf_op(stack):
+        kind = WaitKind.TF_OP
     elif in_stdlib_wait and any(f.function.endswith(JOIN_FUNCTIONS) for f in stack.frames[:3]):
         kind = WaitKind.JOIN
     elif in_stdlib_wait:
@@ -180,6 +225,8 @@ def wait_kind(observed: Observed) -> tuple[WaitKind, str]:
 
 BLOCKING_WAITS = (
     WaitKind.SESSION_RUN,
+    WaitKind.COLLECTIVE,
+    WaitKind.TF_OP,
     WaitKind.SESSION_CREATE,
     WaitKind.LOCK,
     WaitKind.JOIN,

@@ -80,13 +80,31 @@ def member_evidence(facts: Facts, role: str) -> list[Evidence]:
 
 
 def describe_wait(thread: Thread) -> str:
+    if thread.in_save and thread.waits_on is WaitKind.COLLECTIVE:
+        return f"{_save_call(thread)} -> a collective"
+    if thread.in_save and thread.waits_on is WaitKind.TF_OP:
+        inner = thread.stack.innermost
+        return f"{_save_call(thread)} -> {inner.function if inner else 'a TF op'}"
     if thread.in_save:
         return "Saver.save -> session.run"
+    if thread.waits_on is WaitKind.TF_OP:
+        inner = thread.stack.innermost
+        return inner.function if inner else "a TF op"
+    if thread.waits_on is WaitKind.COLLECTIVE:
+        return "a collective"
     if thread.waits_on is WaitKind.SESSION_RUN:
         return "session.run"
     if thread.waits_on is WaitKind.SESSION_CREATE:
         return "session creation"
     return thread.waits_on.value or "a wait"
+
+
+def _save_call(thread: Thread) -> str:
+    """The outermost save frame: the user's call (Checkpoint.save, Model.save_weights)."""
+    for frame in reversed(thread.stack.frames):
+        if is_save_frame(frame):
+            return frame.function
+    return "a save"
 
 
 def save_frames(thread: Thread) -> bool:

@@ -19,7 +19,7 @@ FIX = (
     "so (a dashboard that stopped refreshing, a stale log file); capture again when it "
     "misbehaves."
 )
-STALL_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE, WaitKind.LOCK)
+STALL_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE, WaitKind.LOCK, WaitKind.COLLECTIVE)
 
 
 def evaluate(facts: Facts) -> list[Finding]:

@@ -20,6 +20,7 @@ from postmortem.analysis.rules.common import (
 from postmortem.model import Evidence, Finding, HangClass, Status, WaitKind
 
 HANG_CLASS = HangClass.PEER_UNRESPONSIVE
+WAITS = (WaitKind.SESSION_RUN, WaitKind.TF_OP)  # a v1 session.run, or a TF2 eager op
 
 
 def _fix(role: str, job: str) -> str:
@@ -33,18 +34,28 @@ def _fix(role: str, job: str) -> str:
     )
 
 
+def _fix_tf2(role: str) -> str:
+    return (
+        f"Bring {role} back: if it is stopped, `kill -CONT` it; if it died, find out why (its "
+        f"log, the host's dmesg: the OOM killer) and restart the job from its last "
+        f"checkpoint: a TF2 strategy cannot replace a lost task in a running job. "
+        f"MultiWorkerMirroredStrategy's heartbeats turn a lost worker into an error within "
+        f"seconds; ParameterServerStrategy has no heartbeat by default and a remote op has no "
+        f"deadline, so a frozen ps hangs the coordinator silently: have your scheduler watch "
+        f"every task."
+    )
+
+
 def _rank(health: Health, waited: set[str]) -> tuple[int, int, int]:
     m = health.member
     return (m.role in waited, m.job == "ps", len(health.problems))
 
 
 def evaluate(facts: Facts) -> list[Finding]:
-    waiters = [
-        t for t in facts.threads if t.status is Status.STUCK and t.waits_on is WaitKind.SESSION_RUN
-    ]
+    waiters = [t for t in facts.threads if t.status is Status.STUCK and t.waits_on in WAITS]
     bad = [h for h in facts.health.values() if h.unresponsive]
     if not waiters:
-        return _failing_calls(facts) or _frozen_ps_unobserved(facts)
+        return _failing_calls(facts) or _lost_tasks(facts) or _frozen_ps_unobserved(facts)
     if not bad:
         return []
     waited = {e.waits_on for e in facts.wait_for}
@@ -80,11 +91,9 @@ def evaluate(facts: Facts) -> list[Finding]:
     )
     if savers:
         summary += " The checkpoint save waits on it with no deadline, so it never returns."
-    return [
-        case.finding(
-            summary, _fix(role, suspect.member.job), culprit(facts, role, suspect.problems[0]), op
-        )
-    ]
+    tf2 = lead.waits_on is WaitKind.TF_OP
+    fix = _fix_tf2(role) if tf2 else _fix(role, suspect.member.job)
+    return [case.finding(summary, fix, culprit(facts, role, suspect.problems[0]), op)]
 
 
 def _failing_calls(facts: Facts) -> list[Finding]:
@@ -151,6 +160,42 @@ def _failing_calls(facts: Facts) -> list[Finding]:
             summary, _fix(role, role.split(":")[0]), culprit(facts, role, state), op, cap=0.9
         )
     ]
+
+
+def _lost_tasks(facts: Facts) -> list[Finding]:
+    """A TF2 runtime declared a peer lost (MWMS heartbeats, a PSS coordinator's failure
+    lines) and aborted what waited on it: the save failed, it did not hang; name the peer."""
+    named: dict[str, tuple[str, str, str]] = {}  # role -> (the line, its source, reporter)
+    for log in facts.logs.values():
+        for device, line in log.lost_tasks.items():
+            role = role_from_device(device)
+            if role is not None and role != log.role:
+                named.setdefault(role, (line, log.source, log.role))
+    if not named:
+        return []
+    role = sorted(named, key=lambda r: facts.health.get(r) is None)[0]
+    line, source, reporter = named[role]
+    health = facts.health.get(role)
+    confirmed = bool(health and health.unresponsive)
+    member = facts.member(role)
+    case = Case(HANG_CLASS, 0.6)
+    case.add(0.2 if confirmed else 0.0)
+    case.add(0, Evidence(f"{reporter}'s log: {line[:300]}", source, reporter))
+    for other, (other_line, other_source, other_reporter) in sorted(named.items()):
+        if other != role:
+            case.add(0, Evidence(f"{other_reporter}'s log: {other_line[:300]}", other_source,
+                                 other_reporter))
+    case.add(0, *member_evidence(facts, role))
+    if member is not None and member.pid is None:
+        case.add(0.1, Evidence(f"{role} is not in the dump", "manifest.json", role))
+    state = health.problems[0] if confirmed and health else "declared lost by TensorFlow"
+    summary = (
+        f"TensorFlow declared {role} lost ({state}) and aborted the collectives and remote "
+        f"calls that waited on it, the save among them: {reporter}'s log says so. It did not "
+        "hang; it failed, and the job needs that task back."
+    )
+    op = f"collectives and remote ops waiting on {role}, aborted"
+    return [case.finding(summary, _fix_tf2(role), culprit(facts, role, state), op, cap=0.9)]
 
 
 def _frozen_ps_unobserved(facts: Facts) -> list[Finding]:

@@ -1,0 +1,140 @@
+"""Members wait inside a collective that another live member never enters (TF2
+MultiWorkerMirroredStrategy).
+
+Every worker of a MultiWorkerMirroredStrategy must run every collective. A save that runs
+on some workers only (`if chief:` around `Checkpoint.save`, `save_weights`, `model.save`, a
+Keras callback) reads sync-on-read variables (metric totals, batch-norm statistics), which
+all-reduces them: the savers wait in `collective_reduce_v2` for peers that are somewhere
+else, forever and silently. The discriminator is the absence: the peer that does not join
+has no thread inside a collective at all. A peer that is stopped or dead is
+peer-unresponsive's finding, not this one.
+"""
+
+from __future__ import annotations
+
+from postmortem.analysis.cluster import COLLECTIVE_JOBS
+from postmortem.analysis.facts import Facts
+from postmortem.analysis.rules.common import Case, culprit, flight_evidence, thread_evidence
+from postmortem.analysis.threads import is_collective_frame, is_save_frame
+from postmortem.model import Evidence, Finding, HangClass, Member, Status, Thread
+
+HANG_CLASS = HangClass.COLLECTIVE_MISMATCH
+
+FIX = (
+    "Run the same collectives on every worker. Save on all workers, not only the chief: the "
+    "chief to the real checkpoint directory, the others to a temporary directory they delete "
+    "afterwards (as tf_keras ModelCheckpoint does); the same for anything under `if chief:` "
+    "or another per-worker condition that reads sync-on-read variables (metrics, batch-norm "
+    "statistics) or calls strategy.reduce. So that a missing peer raises instead of hanging "
+    "forever, create the strategy with communication_options="
+    "tf.distribute.experimental.CommunicationOptions(timeout_seconds=...) longer than the "
+    "slowest step or save: the collective then fails with DeadlineExceeded."
+)
+
+
+def evaluate(facts: Facts) -> list[Finding]:
+    group = [m for m in facts.members if m.job in COLLECTIVE_JOBS]
+    waiting: dict[str, list[Thread]] = {}
+    for m in group:
+        if m.pid is not None and m.pid not in facts.exited_pids:
+            stuck = [t for t in facts.in_collective(m.pid) if t.status is Status.STUCK]
+            if stuck:
+                waiting[m.role] = stuck
+    if not waiting:
+        return []
+    outside = [m for m in group if m.role not in waiting and _live_elsewhere(facts, m)]
+    if not outside:
+        return []  # every peer is inside a collective, stopped or gone: not this hang
+    return [_finding(facts, waiting, outside)]
+
+
+def _live_elsewhere(facts: Facts, member: Member) -> bool:
+    """Captured, running, answering, and no thread of it inside a collective."""
+    if member.pid is None or member.pid in facts.exited_pids:
+        return False
+    health = facts.health.get(member.role)
+    if health is not None and health.unresponsive:
+        return False
+    if facts.process_states.get(member.pid, "") in ("T", "t", "Z"):
+        return False
+    return not facts.in_collective(member.pid) and bool(facts.threads_of(member.pid))
+
+
+def _finding(facts: Facts, waiting: dict[str, list[Thread]], outside: list[Member]) -> Finding:
+    case = Case(HANG_CLASS, 0.6)
+    saves = {role: _save_frame(facts, threads) for role, threads in waiting.items()}
+    under_save = {role: name for role, name in saves.items() if name}
+    for role, threads in waiting.items():
+        why = f"inside a collective under {saves[role]}" if saves[role] else "inside a collective"
+        case.add(0, *(thread_evidence(facts, t, why) for t in threads[:2]))
+    if under_save:
+        case.add(0.2)
+    for m in outside:
+        assert m.pid is not None
+        main = _main_thread(facts, m.pid)
+        case.add(
+            0,
+            Evidence(
+                f"{m.role} is running and answering but no thread of it is inside a "
+                "collective: it never joins the one the others wait in",
+                facts.sources.pyspy(m.pid),
+                m.role,
+            ),
+        )
+        if main is not None and main.stack:
+            case.add(0.1 / len(outside) if main.same_stack else 0,
+                     thread_evidence(facts, main, "where it is instead of the collective"))
+    waiter_pids = {facts.pid_by_role[r] for r in waiting if r in facts.pid_by_role}
+    case.add(0, *flight_evidence(facts, waiter_pids))
+    if not any(f.grpc_errors for f in facts.logs.values()):
+        case.add(0.05)  # silent, as this hang is: no peer reported an error
+    first = outside[0]
+    waiters = ", ".join(sorted(waiting))
+    absent = ", ".join(m.role for m in outside)
+    op_name = _collective_op(waiting)
+    context = ""
+    if under_save:
+        role, name = sorted(under_save.items())[0]
+        context = f" under {name} on {role}"
+    summary = (
+        f"{waiters} wait{'s' if len(waiting) == 1 else ''} inside a collective ({op_name})"
+        f"{context} that {absent} never join{'s' if len(outside) == 1 else ''}: "
+        f"{'it is' if len(outside) == 1 else 'they are'} running elsewhere, with no thread "
+        "in any collective. A MultiWorkerMirroredStrategy collective needs every worker; code "
+        "that runs on some workers only (a chief-only save reads sync-on-read variables, "
+        "which all-reduces them) waits for the others forever, and TensorFlow prints nothing."
+    )
+    op = f"{op_name}{context}, waiting for {absent} to join"
+    state = "running, never enters the collective"
+    return case.finding(summary, FIX, culprit(facts, first.role, state), op)
+
+
+def _save_frame(facts: Facts, threads: list[Thread]) -> str:
+    """The save the process's collective runs under ('Checkpoint.save'), or ''."""
+    pid = threads[0].pid
+    for t in [*threads, *facts.threads_of(pid)]:
+        for frame in reversed(t.stack.frames):  # outermost first: the user's call
+            if is_save_frame(frame):
+                return frame.function
+    return ""
+
+
+def _collective_op(waiting: dict[str, list[Thread]]) -> str:
+    """The innermost collective frame of the waiters: the op itself when a thread is in it
+    (collective_reduce_v2), else the strategy's call."""
+    found = [
+        (depth, frame.function)
+        for threads in waiting.values()
+        for t in threads
+        for depth, frame in enumerate(t.stack)
+        if is_collective_frame(frame)
+    ]
+    return min(found)[1] if found else "a collective"
+
+
+def _main_thread(facts: Facts, pid: int) -> Thread | None:
+    main = facts.main_threads.get(pid)
+    if main is not None:
+        return main
+    python = [t for t in facts.threads_of(pid) if t.python and t.stack]
+    return python[0] if python else None

@@ -1,0 +1,120 @@
+"""TF2 strategies: the stacks and log lines of MultiWorkerMirroredStrategy and
+ParameterServerStrategy jobs, as tensorflow-cpu 2.21 prints them (recorded with py-spy
+0.4.3 from real jobs on this machine), and what the analysis makes of them."""
+
+from __future__ import annotations
+
+import pytest
+
+from postmortem.analysis.logs import read_log
+from postmortem.analysis.threads import in_collective, in_save, in_tf_op, is_save_frame
+from postmortem.model import Frame, Stack
+
+TF = "/venv/lib/python3.11/site-packages/tensorflow/python"
+POOL = "/usr/lib/python3.11/multiprocessing/pool.py"
+
+
+def stack(*frames: tuple[str, str, int]) -> Stack:
+    """Innermost first, as py-spy prints them."""
+    return Stack(tuple(Frame(name, path, line) for name, path, line in frames))
+
+
+# MWMS, chief-only Checkpoint.save: the saver's MainThread and its all-reduce pool thread.
+SAVER_MAIN = stack(
+    ("Condition.wait", "/usr/lib/python3.11/threading.py", 327),
+    ("Event.wait", "/usr/lib/python3.11/threading.py", 629),
+    ("ApplyResult.wait", POOL, 765),
+    ("ApplyResult.get", POOL, 768),
+    ("Pool.map", POOL, 367),
+    ("CollectiveAllReduce._all_reduce_per_replica_values",
+     f"{TF}/distribute/cross_device_ops.py", 1208),
+    ("CollectiveAllReduce.reduce_implementation", f"{TF}/distribute/cross_device_ops.py", 1226),
+    ("CrossDeviceOps.reduce", f"{TF}/distribute/cross_device_ops.py", 320),
+    ("StrategyBase.reduce", f"{TF}/distribute/distribute_lib.py", 1785),
+    ("SyncOnReadVariable._get_cross_replica", f"{TF}/distribute/values.py", 1423),
+    ("TrackableSaver.save", f"{TF}/checkpoint/checkpoint.py", 1356),
+    ("Checkpoint._write", f"{TF}/checkpoint/checkpoint.py", 2369),
+    ("Checkpoint.save", f"{TF}/checkpoint/checkpoint.py", 2533),
+    ("<module>", "/job/train.py", 37),
+)
+SAVER_POOL = stack(
+    ("collective_reduce_v2", f"{TF}/ops/gen_collective_ops.py", 1267),
+    ("all_reduce_v2", f"{TF}/ops/collective_ops.py", 145),
+    ("CollectiveReplicaLauncher.all_reduce", f"{TF}/distribute/cross_device_utils.py", 373),
+    ("CollectiveReplicaLauncher.batch_all_reduce", f"{TF}/distribute/cross_device_utils.py", 432),
+    ("CollectiveAllReduce._all_reduce", f"{TF}/distribute/cross_device_ops.py", 1160),
+    ("mapstar", POOL, 48),
+    ("worker", POOL, 125),
+)
+PEER_ELSEWHERE = stack(("<module>", "/job/train.py", 44))
+# PSS coordinator, a ps stopped: the eager op that creates the save counter on the ps.
+PSS_COORDINATOR = stack(
+    ("var_handle_op", f"{TF}/ops/gen_resource_variable_ops.py", 1340),
+    ("_variable_handle_from_shape_and_dtype", f"{TF}/ops/resource_variable_ops.py", 175),
+    ("Checkpoint._maybe_create_save_counter", f"{TF}/checkpoint/checkpoint.py", 2330),
+    ("Checkpoint.save", f"{TF}/checkpoint/checkpoint.py", 2520),
+    ("main", "/job/coordinator.py", 80),
+)
+# A healthy TF2 step: a tf.function call, in the runtime but not a collective frame.
+TF_FUNCTION_STEP = stack(
+    ("quick_execute", f"{TF}/eager/execute.py", 53),
+    ("ConcreteFunction._call_flat", f"{TF}/eager/polymorphic_function/concrete_function.py", 1322),
+    ("Function.__call__", f"{TF}/eager/polymorphic_function/polymorphic_function.py", 833),
+    ("<module>", "/job/train.py", 30),
+)
+
+
+def test_a_save_that_all_reduces_is_a_collective_wait_under_a_save() -> None:
+    assert in_collective(SAVER_MAIN) and in_save(SAVER_MAIN, Stack())
+    assert in_collective(SAVER_POOL) and not in_save(SAVER_POOL, Stack())
+
+
+def test_a_peer_elsewhere_and_a_tf_function_step_are_not_collectives() -> None:
+    assert not in_collective(PEER_ELSEWHERE)
+    assert not in_collective(TF_FUNCTION_STEP)
+    assert in_tf_op(TF_FUNCTION_STEP) and not in_tf_op(PEER_ELSEWHERE)
+
+
+def test_an_eager_remote_op_under_checkpoint_save_is_a_tf_op_in_a_save() -> None:
+    assert in_tf_op(PSS_COORDINATOR) and in_save(PSS_COORDINATOR, Stack())
+    assert not in_collective(PSS_COORDINATOR)
+
+
+@pytest.mark.parametrize(
+    ("function", "path", "saves"),
+    [
+        ("Model.save_weights", "/site-packages/tf_keras/src/engine/training.py", True),
+        ("Model.save", "/site-packages/keras/src/models/model.py", True),
+        ("save_model", "/site-packages/keras/src/saving/saving_api.py", True),
+        ("CheckpointManager.save", f"{TF}/checkpoint/checkpoint_management.py", True),
+        ("Model.save_spec", "/site-packages/tf_keras/src/engine/training.py", False),
+        ("save_weights", "/job/my_code.py", False),  # the user's own function, not Keras'
+    ],
+)
+def test_keras_and_manager_saves_are_saves(function: str, path: str, saves: bool) -> None:
+    assert is_save_frame(Frame(function, path, 1)) is saves
+
+
+@pytest.mark.parametrize(
+    ("lines", "device"),
+    [
+        (["E1124 tensorflow/core/common_runtime/base_collective_executor.cc] The following "
+          "tasks are unhealthy (stopped sending heartbeats):",
+          "/job:worker/replica:0/task:1", "The tasks have crashed."],
+         "/job:worker/replica:0/task:1"),
+        (["UnavailableError: The following tasks are unhealthy (stopped sending heartbeats): "
+          "/job:worker/replica:0/task:2"], "/job:worker/replica:0/task:2"),
+        (["WARNING Parameter server failure detected at PS task 1"], "/job:ps/replica:0/task:1"),
+        (["WARNING Worker /job:worker/replica:0/task:0 failed with UnavailableError()"],
+         "/job:worker/replica:0/task:0"),
+    ],
+)
+def test_tf2_runtimes_name_the_task_they_lost(lines: list[str], device: str) -> None:
+    facts = read_log("worker:0", 1, "processes/1/logs/stderr.txt", lines)
+    assert list(facts.lost_tasks) == [device]
+
+
+def test_lines_that_only_mention_heartbeats_name_no_task() -> None:
+    facts = read_log("worker:0", 1, "x", ["INFO heartbeat every 10s to /job:worker/task:1",
+                                          "step 10 failed with nothing"])
+    assert facts.lost_tasks == {}
