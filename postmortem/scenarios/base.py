@@ -49,6 +49,9 @@ class Truth:
     notes: str
     # Words the analyzer's blocking op must contain: the call and who it waits on.
     op_terms: tuple[str, ...] = ()
+    # How the job distributes: "compat.v1" (ps/worker graphs and sessions),
+    # "MultiWorkerMirroredStrategy" or "ParameterServerStrategy".
+    strategy: str = "compat.v1"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,7 @@ class Truth:
             "blocking_op": self.blocking_op,
             "op_terms": list(self.op_terms),
             "notes": self.notes,
+            "strategy": self.strategy,
         }
 
 
@@ -259,11 +263,26 @@ class ScenarioRun:
             f"--worker_hosts={','.join(workers)}",
         ]
 
-    def spawn_member(self, role: str, program: str, *extra: str) -> Spawned:
+    def tf_config(self, role: str) -> str:
+        """TF_CONFIG of a TF2 job's task: the cluster by job, and this task."""
+        job, index = parse_role(role)
+        cluster: dict[str, list[str]] = {}
+        for other, address in self.addresses.items():
+            cluster.setdefault(other.partition(":")[0], []).append(address)
+        return json.dumps({"cluster": cluster, "task": {"type": job, "index": index}})
+
+    def spawn_member(
+        self, role: str, program: str, *extra: str, tf_config: bool = False
+    ) -> Spawned:
+        """Start a member: a tf.compat.v1 program with the classic cluster flags, or (with
+        tf_config) a TF2 program configured by TF_CONFIG alone."""
         recorder = ["--recorder"] if self.params.get("recorder") else []
-        argv = _procs.python_program(program, *self.cluster_flags(role), *recorder, *extra)
+        flags = [] if tf_config else self.cluster_flags(role)
+        argv = _procs.python_program(program, *flags, *recorder, *extra)
         # A flight recorder writes under the run's own directory: cleaned up with it.
         env = {"POSTMORTEM_FLIGHT_DIR": str(self.workdir / "flight")}
+        if tf_config:
+            env["TF_CONFIG"] = self.tf_config(role)
         if self.params.get("recorder_stall_s"):
             env["POSTMORTEM_FLIGHT_STALL_AFTER_S"] = str(self.params["recorder_stall_s"])
         if self.params.get("recorder_auto_capture"):

@@ -29,7 +29,7 @@ ESTABLISH_TIMEOUT = 150
 ALL_SCENARIOS = (
     "ps-frozen-during-save", "oversized-variable-save", "sync-replicas-stall", "storage-stall",
     "saver-lock-deadlock", "ps-unreachable-at-startup", "healthy-slow-save",
-    "healthy-training", "degraded-worker-lost",
+    "healthy-training", "degraded-worker-lost", "mwms-partial-save",
 )
 
 live_demo = [

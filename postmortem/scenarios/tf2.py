@@ -1,0 +1,123 @@
+"""TensorFlow 2 strategy scenarios: MultiWorkerMirroredStrategy jobs configured by
+TF_CONFIG, with a custom training loop (postmortem/scenarios/programs/mwms_train.py).
+
+MWMS workers catch SIGTERM and keep running; the harness ends them with SIGKILL by
+process group after its grace period, as it ends every member.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from postmortem.scenarios.base import Scenario, ScenarioError, ScenarioRun, Truth, parse_role
+from postmortem.scenarios.programs import _common as m
+
+MWMS_TRAIN = "mwms_train.py"
+MWMS = "MultiWorkerMirroredStrategy"
+SAVE_BEGAN = re.compile(rf"INFO {m.SAVE_BEGIN} (\d+)")
+SKIPPED = re.compile(r"INFO (?:waiting for the chief's checkpoint|evaluating locally) ")
+
+
+class MwmsPartialSave(Scenario):
+    name = "mwms-partial-save"
+    description = (
+        "MultiWorkerMirroredStrategy, custom loop: some workers save a tf.train.Checkpoint "
+        "and the others do not. The save all-reduces a sync-on-read variable that the "
+        "others never join: it waits forever, silently."
+    )
+    hang_class = "collective-mismatch"
+    defaults = {
+        "num_workers": 2,
+        "skip_save": "worker:1",  # the workers that do not save, comma-separated
+        "skip_action": "wait",  # "wait" for the chief's checkpoint, or "evaluate" locally
+        "api": "checkpoint",  # tf.train.Checkpoint.save, or "manager" (CheckpointManager)
+        "save_every_steps": 40,
+        "step_sleep": 0.05,
+        "settle_secs": 4.0,
+    }
+
+    def skipped(self, params: dict[str, Any]) -> list[str]:
+        return [r.strip() for r in str(params["skip_save"]).split(",") if r.strip()]
+
+    def validate(self, params: dict[str, Any]) -> None:
+        if not 2 <= params["num_workers"] <= 8:
+            raise ScenarioError("mwms-partial-save needs 2 to 8 workers")
+        skipped = self.skipped(params)
+        if not skipped:
+            raise ScenarioError("skip_save must name at least one worker (worker:N)")
+        for role in skipped:
+            job, index = parse_role(role)
+            if job != "worker" or index >= params["num_workers"]:
+                raise ScenarioError(f"skip_save: {role} is not a worker of this job")
+        if len(set(skipped)) >= params["num_workers"]:
+            raise ScenarioError("skip_save: at least one worker must save")
+        if params["skip_action"] not in ("wait", "evaluate"):
+            raise ScenarioError("skip_action must be 'wait' or 'evaluate'")
+        if params["api"] not in ("checkpoint", "manager"):
+            raise ScenarioError("api must be 'checkpoint' or 'manager'")
+        if params["save_every_steps"] < 2:
+            raise ScenarioError("save_every_steps must be at least 2")
+
+    def launch(self, run: ScenarioRun) -> None:
+        p = run.params
+        run.plan_cluster(0, p["num_workers"])
+        run.checkpoint_dir = run.workdir / "ckpt"
+        skip = ",".join(str(parse_role(r)[1]) for r in self.skipped(p))
+        for role in run.roles("worker"):
+            run.spawn_member(
+                role,
+                MWMS_TRAIN,
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--save_every_steps={p['save_every_steps']}",
+                f"--step_sleep={p['step_sleep']}",
+                f"--skip_save_tasks={skip}",
+                f"--skip_action={p['skip_action']}",
+                f"--api={p['api']}",
+                tf_config=True,
+            )
+
+    def savers(self, run: ScenarioRun) -> list[str]:
+        skipped = set(self.skipped(run.params))
+        return [r for r in run.roles("worker") if r not in skipped]
+
+    def drive(self, run: ScenarioRun) -> None:
+        p = run.params
+        savers, skipped = self.savers(run), self.skipped(p)
+
+        def hung() -> bool:
+            return all(
+                SAVE_BEGAN.search(run.log_text(r)) and m.SAVE_DONE not in run.log_text(r)
+                for r in savers
+            ) and all(SKIPPED.search(run.log_text(r)) for r in skipped)
+
+        run.wait_for("every saver in its save and every other worker past it", hung, 240, 0.25)
+        run.sleep(p["settle_secs"])
+        if not hung():
+            raise ScenarioError("a save completed: the collective did not hang")
+        run.facts["save_began_at_step"] = int(SAVE_BEGAN.findall(run.log_text(savers[0]))[-1])
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        p = run.params
+        skipped = self.skipped(p)
+        savers = [r for r in run.roles("worker") if r not in skipped] or ["worker:0"]
+        instead = (
+            "wait for the chief's checkpoint file"
+            if p["skip_action"] == "wait"
+            else "run a local evaluation"
+        )
+        call = "CheckpointManager.save" if p["api"] == "manager" else "Checkpoint.save"
+        return Truth(
+            self.hang_class,
+            skipped[0],
+            f"{call} on {', '.join(savers)} waits in the all-reduce of a sync-on-read variable "
+            f"that {', '.join(skipped)} never joins",
+            f"{', '.join(skipped)} skip the save at step "
+            f"{run.facts.get('save_began_at_step')} and {instead}, with no collective; "
+            f"{', '.join(savers)} save and all-reduce `examples_seen` (SUM, ON_READ) forever.",
+            ("collective", "Checkpoint.save" if p["api"] == "checkpoint" else "save"),
+            strategy=MWMS,
+        )
+
+
+TF2_SCENARIOS: list[Scenario] = [MwmsPartialSave()]
