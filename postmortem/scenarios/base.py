@@ -66,8 +66,8 @@ class Truth:
 
 def parse_role(role: str) -> tuple[str, int]:
     job, _, index = role.partition(":")
-    if job not in ("ps", "worker") or not index.isdigit():
-        raise ScenarioError(f"bad role {role!r}: want 'ps:N' or 'worker:N'")
+    if job not in ("ps", "worker", "chief") or not index.isdigit():
+        raise ScenarioError(f"bad role {role!r}: want 'ps:N', 'worker:N' or 'chief:0'")
     return job, int(index)
 
 

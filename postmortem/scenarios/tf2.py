@@ -120,4 +120,119 @@ class MwmsPartialSave(Scenario):
         )
 
 
-TF2_SCENARIOS: list[Scenario] = [MwmsPartialSave()]
+class MwmsHealthyTraining(MwmsPartialSave):
+    name = "mwms-healthy-training"
+    description = (
+        "MultiWorkerMirroredStrategy, custom loop, every worker saves (the chief to the "
+        "checkpoint directory, the others to their own): nothing to find."
+    )
+    hang_class = "healthy"
+    defaults = {**MwmsPartialSave.defaults, "skip_save": "", "saves": 2}
+
+    def validate(self, params: dict[str, Any]) -> None:
+        if self.skipped(params):
+            raise ScenarioError("mwms-healthy-training: every worker saves (skip_save='')")
+        if not 2 <= params["num_workers"] <= 8:
+            raise ScenarioError("mwms-healthy-training needs 2 to 8 workers")
+
+    def drive(self, run: ScenarioRun) -> None:
+        want = run.params["saves"]
+        run.wait_for(
+            f"{want} completed saves on every worker",
+            lambda: all(
+                run.log_text(r).count(f"INFO {m.SAVE_DONE} ") >= want for r in run.roles("worker")
+            ),
+            240,
+            0.5,
+        )
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        p = run.params
+        return Truth(
+            self.hang_class,
+            None,
+            "none: training advances",
+            f"MultiWorkerMirroredStrategy, {p['num_workers']} workers, a checkpoint every "
+            f"{p['save_every_steps']} steps on every worker; no fault.",
+            (),
+            strategy=MWMS,
+        )
+
+
+TF2_SCENARIOS: list[Scenario] = [MwmsPartialSave(), MwmsHealthyTraining()]
+
+
+PSS_TRAIN = "pss_train.py"
+PSS = "ParameterServerStrategy"
+
+
+class PssPsFrozenDuringSave(Scenario):
+    name = "pss-ps-frozen-during-save"
+    description = (
+        "ParameterServerStrategy: a ps is SIGSTOPped as the coordinator starts its first "
+        "tf.train.Checkpoint.save; the save waits on it with no error and no heartbeat."
+    )
+    hang_class = "peer-unresponsive"
+    defaults = {
+        "num_ps": 1,
+        "num_workers": 1,
+        "culprit": "ps:0",
+        "save_after_steps": 20,
+        "step_sleep": 0.05,
+        "settle_secs": 4.0,
+    }
+
+    def validate(self, params: dict[str, Any]) -> None:
+        if not (1 <= params["num_ps"] <= 4 and 1 <= params["num_workers"] <= 4):
+            raise ScenarioError("pss-ps-frozen-during-save needs 1 to 4 ps and 1 to 4 workers")
+        job, index = parse_role(params["culprit"])
+        if job != "ps" or index >= params["num_ps"]:
+            raise ScenarioError(f"culprit {params['culprit']} is not a ps of this job")
+
+    def launch(self, run: ScenarioRun) -> None:
+        p = run.params
+        run.plan_cluster(p["num_ps"], p["num_workers"])
+        run.addresses["chief:0"] = f"127.0.0.1:{_free_port()}"
+        run.checkpoint_dir = run.workdir / "ckpt"
+        flags = [
+            f"--checkpoint_dir={run.checkpoint_dir}",
+            f"--save_after_steps={p['save_after_steps']}",
+            f"--save_gate={run.control_dir / 'save_gate'}",
+            f"--step_sleep={p['step_sleep']}",
+        ]
+        for role in [*run.roles("ps"), *run.roles("worker")]:
+            run.spawn_member(role, PSS_TRAIN, *flags, tf_config=True)
+        run.spawn_member("chief:0", PSS_TRAIN, *flags, tf_config=True)
+
+    def drive(self, run: ScenarioRun) -> None:
+        p = run.params
+        run.wait_log("chief:0", m.SAVE_BEGIN, 240)
+        run.stop_member(p["culprit"])
+        (run.control_dir / "save_gate").touch()
+        run.sleep(p["settle_secs"])
+        if m.SAVE_DONE in run.log_text("chief:0"):
+            raise ScenarioError("the coordinator's save completed: no hang")
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        p = run.params
+        culprit = p["culprit"]
+        return Truth(
+            self.hang_class,
+            culprit,
+            f"Checkpoint.save on the coordinator (chief:0) waits in an eager op on {culprit} "
+            "(var_handle_op creating the save counter)",
+            f"{culprit} was SIGSTOPped right after the coordinator logged 'save began'; its "
+            "first Checkpoint.save creates the save counter on a ps and waits with no "
+            "deadline and no heartbeat.",
+            ("Checkpoint.save", culprit),
+            strategy=PSS,
+        )
+
+
+def _free_port() -> int:
+    from postmortem.scenarios import _procs
+
+    return _procs.free_ports(1)[0]
+
+
+TF2_SCENARIOS.append(PssPsFrozenDuringSave())

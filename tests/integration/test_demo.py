@@ -29,7 +29,8 @@ ESTABLISH_TIMEOUT = 150
 ALL_SCENARIOS = (
     "ps-frozen-during-save", "oversized-variable-save", "sync-replicas-stall", "storage-stall",
     "saver-lock-deadlock", "ps-unreachable-at-startup", "healthy-slow-save",
-    "healthy-training", "degraded-worker-lost", "mwms-partial-save",
+    "healthy-training", "degraded-worker-lost", "mwms-partial-save", "mwms-healthy-training",
+    "pss-ps-frozen-during-save",
 )
 
 live_demo = [
@@ -164,6 +165,27 @@ def test_demo_sync_replicas_stall(tmp_path: Path) -> None:
             assert "Saver.save" not in frame_names(main), (r, frame_names(main))
     except AssertionError as e:
         raise AssertionError(f"{e}\ndump kept at {keep_on_failure('sync', dump)}") from e
+
+
+@_apply(live_demo)
+def test_demo_mwms_partial_save(tmp_path: Path) -> None:
+    dump, truth, doc = demo_and_analyze("mwms-partial-save", tmp_path)
+    roles = truth["all_roles"]
+    assert truth["strategy"] == "MultiWorkerMirroredStrategy"
+    try:
+        # THEN in every round the saver is inside Checkpoint.save and a thread of it inside
+        # the all-reduce, while the worker that skipped the save has no collective frame
+        for r in rounds(dump, roles["worker:0"]):
+            threads = pyspy_threads(r)
+            assert "Checkpoint.save" in frame_names(thread_named(threads, "MainThread")), r
+            assert any("collective_reduce_v2" in frame_names(t) for t in threads), r
+        for r in rounds(dump, roles["worker:1"]):
+            assert not any("collective" in " ".join(frame_names(t)).lower()
+                           for t in pyspy_threads(r)), r
+        # ... and the wait-for graph has the saver waiting on the worker that skipped
+        assert {"waiter": "worker:0", "waits_on": "worker:1"}.items() <= doc["wait_for"][0].items()
+    except AssertionError as e:
+        raise AssertionError(f"{e}\ndump kept at {keep_on_failure('mwms', dump)}") from e
 
 
 @_apply(live_demo)

@@ -62,6 +62,9 @@ HEALTHY = [
     # no step line at all: only the job's flight recorder shows it trains
     Shape("async-no-step-logs-recorder", "healthy-training",
           {"recorder": True, "log_format": "none"}),
+    # TF2: MultiWorkerMirroredStrategy, every worker saves; found by TF_CONFIG
+    Shape("mwms-3-workers-all-save-discover", "mwms-healthy-training",
+          {"num_workers": 3, "save_every_steps": 20}, discover=True),
 ]
 DEGRADED = [
     Shape("async-worker1-stopped", "degraded-worker-lost", {"fault": "stop"},

@@ -99,6 +99,16 @@ CASES = [
     Case("healthy-slow-save-512mb-8mbps", "healthy-slow-save",
          {"vars": ["embedding:4000000x32"], "write_bytes_per_sec": 8_000_000},
          "save-progressing", None, fuse=True),
+    # TF2 strategies (TF_CONFIG, no cluster flags)
+    Case("mwms-3w-worker2-skips", "mwms-partial-save",
+         {"num_workers": 3, "skip_save": "worker:2"}, "collective-mismatch", "worker:2"),
+    Case("mwms-skipper-evaluates", "mwms-partial-save",
+         {"skip_action": "evaluate"}, "collective-mismatch", "worker:1"),
+    Case("mwms-3w-manager-two-skip", "mwms-partial-save",
+         {"num_workers": 3, "skip_save": "worker:1,worker:2", "api": "manager"},
+         "collective-mismatch", "worker:1"),
+    Case("pss-2ps-ps1-frozen", "pss-ps-frozen-during-save",
+         {"num_ps": 2, "num_workers": 2, "culprit": "ps:1"}, "peer-unresponsive", "ps:1"),
 ]
 
 

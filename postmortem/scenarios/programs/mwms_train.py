@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--skip_save_tasks", default="", help="comma-separated worker indexes")
     parser.add_argument("--skip_action", choices=["wait", "evaluate"], default="wait")
     parser.add_argument("--api", choices=["checkpoint", "manager"], default="checkpoint")
+    parser.add_argument("--save_gate", default="",
+                        help="before the first save: log 'save began', wait for this file")
     parser.add_argument("--timeout_seconds", type=float, default=0.0,
                         help="CommunicationOptions(timeout_seconds); 0: none, as by default")
     args = parser.parse_args()
@@ -94,10 +96,16 @@ def main() -> None:
                 skip_save(tf, args, number)
             else:
                 c.log.info("%s %d", c.SAVE_BEGIN, number)
-                if args.api == "manager":
-                    path = manager.save(checkpoint_number=number)
-                else:
-                    path = checkpoint.save(os.path.join(directory, "ckpt"))
+                if args.save_gate:
+                    c.wait_for_file(args.save_gate)
+                try:
+                    if args.api == "manager":
+                        path = manager.save(checkpoint_number=number)
+                    else:
+                        path = checkpoint.save(os.path.join(directory, "ckpt"))
+                except Exception:
+                    c.log.exception("%s %d", c.SAVE_FAILED, number)
+                    raise
                 c.log.info("%s %d %s", c.SAVE_DONE, number, path)
         time.sleep(args.step_sleep)
 
