@@ -150,11 +150,14 @@ def validate(options: CaptureOptions) -> None:
             )
 
 
-def preflight(pids: tuple[int, ...]) -> None:
-    """Refuse, before writing anything, what cannot work: wrong pid, no rights, not Python."""
-    if not pids:
+def preflight(pids: tuple[int, ...], logs: tuple[Path, ...] = ()) -> None:
+    """Refuse, before writing anything, what cannot work: wrong pid, no rights, not Python.
+    With no pid but --log files, the capture keeps the logs of a job that already ended
+    (a TF2 job that crashed when a peer was lost)."""
+    if not pids and not logs:
         raise UsageError(
-            "No target process: pass --pid PID (repeatable) or --discover.",
+            "No target process: pass --pid PID (repeatable) or --discover, or only --log "
+            "FILE for the logs of a job that already ended.",
             help_text="Find the pids with `ps -ef | grep job_name`, or use --discover.",
         )
     missing = [pid for pid in pids if not procfs.exists(pid)]
@@ -627,7 +630,7 @@ class Capture:
     def run(self) -> CaptureResult:
         options = self.options
         validate(options)
-        preflight(options.pids)
+        preflight(options.pids, tuple(options.logs))
         self.plan = OutputPlan.prepare(options.output, options.force)
         try:
             result = self._run()

@@ -511,7 +511,9 @@ def _load_dump(path: Path | str) -> Dump:
 
     for target in manifest["targets"]:
         guard.run(f"{MANIFEST} target {str(target)[:60]}", load_target, target)
-    if not rows["processes"]:
+    # A dump of logs alone (`capture --log FILE` of a job that already ended) has no target.
+    logs_only = not manifest["targets"] and bool(manifest.get("logs"))
+    if not rows["processes"] and not logs_only:
         listed = len(manifest["targets"])
         why = "; ".join(f"{p['file']}: {p['problem']}" for p in problems[:5])
         raise BadDumpError(

@@ -63,6 +63,10 @@ def capture_command(
     else:
         for pid in run.pids.values():
             argv += ["--pid", str(pid)]
+    for member in list(run.members.values()):
+        if not member.alive() and not member.killed:
+            # It ended on its own (a TF2 job crashes when a peer is lost): its log says why.
+            argv += ["--log", str(member.stderr_path)]
     if run.checkpoint_dir is not None:
         argv += ["--checkpoint-dir", str(run.checkpoint_dir)]
     if tf_trace:

@@ -159,7 +159,78 @@ class MwmsHealthyTraining(MwmsPartialSave):
         )
 
 
-TF2_SCENARIOS: list[Scenario] = [MwmsPartialSave(), MwmsHealthyTraining()]
+class MwmsPeerLostDuringSave(MwmsPartialSave):
+    name = "mwms-peer-lost-during-save"
+    description = (
+        "MultiWorkerMirroredStrategy, every worker saves; one is SIGKILLed as the save "
+        "begins. The coordination service aborts the save within ~10 s and the others crash: "
+        "not a hang, but which task was lost?"
+    )
+    hang_class = "peer-unresponsive"
+    defaults = {**MwmsPartialSave.defaults, "skip_save": "", "culprit": "worker:1"}
+
+    def validate(self, params: dict[str, Any]) -> None:
+        if not 2 <= params["num_workers"] <= 8:
+            raise ScenarioError("mwms-peer-lost-during-save needs 2 to 8 workers")
+        job, index = parse_role(params["culprit"])
+        if job != "worker" or index >= params["num_workers"]:
+            raise ScenarioError(f"culprit {params['culprit']} is not a worker of this job")
+
+    def launch(self, run: ScenarioRun) -> None:
+        p = run.params
+        run.plan_cluster(0, p["num_workers"])
+        run.checkpoint_dir = run.workdir / "ckpt"
+        for role in run.roles("worker"):
+            run.spawn_member(
+                role,
+                MWMS_TRAIN,
+                f"--checkpoint_dir={run.checkpoint_dir}",
+                f"--save_every_steps={p['save_every_steps']}",
+                f"--step_sleep={p['step_sleep']}",
+                f"--save_gate={run.control_dir / 'save_gate'}",
+                tf_config=True,
+            )
+
+    def drive(self, run: ScenarioRun) -> None:
+        culprit = run.params["culprit"]
+        others = [r for r in run.roles("worker") if r != culprit]
+        run.wait_for(
+            "every worker at its first save",
+            lambda: all(SAVE_BEGAN.search(run.log_text(r)) for r in run.roles("worker")),
+            240,
+            0.25,
+        )
+        run.kill_member(culprit)
+        (run.control_dir / "save_gate").touch()
+        run.wait_for(
+            f"the save to fail on {', '.join(others)} and the process to end",
+            lambda: all(
+                m.SAVE_FAILED in run.log_text(r) and not run.members[r].alive() for r in others
+            ),
+            90,
+            0.5,
+        )
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        culprit = run.params["culprit"]
+        return Truth(
+            self.hang_class,
+            culprit,
+            f"every worker's Checkpoint.save in the all-reduce; {culprit} lost, the "
+            "collective aborted by the coordination service",
+            f"{culprit} was SIGKILLed as every worker began its first save; the others' "
+            "saves failed with UnavailableError ('tasks are unhealthy (stopped sending "
+            "heartbeats)') and their processes ended. The dump holds their logs.",
+            (culprit,),
+            strategy=MWMS,
+        )
+
+
+TF2_SCENARIOS: list[Scenario] = [
+    MwmsPartialSave(),
+    MwmsHealthyTraining(),
+    MwmsPeerLostDuringSave(),
+]
 
 
 PSS_TRAIN = "pss_train.py"

@@ -30,7 +30,7 @@ ALL_SCENARIOS = (
     "ps-frozen-during-save", "oversized-variable-save", "sync-replicas-stall", "storage-stall",
     "saver-lock-deadlock", "ps-unreachable-at-startup", "healthy-slow-save",
     "healthy-training", "degraded-worker-lost", "mwms-partial-save", "mwms-healthy-training",
-    "pss-ps-frozen-during-save",
+    "pss-ps-frozen-during-save", "mwms-peer-lost-during-save",
 )
 
 live_demo = [

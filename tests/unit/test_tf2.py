@@ -118,3 +118,108 @@ def test_lines_that_only_mention_heartbeats_name_no_task() -> None:
     facts = read_log("worker:0", 1, "x", ["INFO heartbeat every 10s to /job:worker/task:1",
                                           "step 10 failed with nothing"])
     assert facts.lost_tasks == {}
+
+
+# -- the recorded samples, changed the way other incidents differ -----------------------------
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import postmortem  # noqa: E402
+from tests.conftest import SAMPLES, verdict  # noqa: E402
+
+SAVER, SKIPPER = 6271, 6272  # worker:0 and worker:1 of samples/mwms-partial-save
+COLLECTIVE_FRAMES = [
+    {"name": "collective_reduce_v2", "filename": f"{TF}/ops/gen_collective_ops.py", "line": 1267},
+    {"name": "all_reduce_v2", "filename": f"{TF}/ops/collective_ops.py", "line": 145},
+]
+
+
+def _mwms(tmp_path: Path) -> Path:
+    copy = tmp_path / "dump"
+    shutil.copytree(SAMPLES / "mwms-partial-save", copy)
+    (copy / "truth.json").unlink()
+    return copy
+
+
+def _edit(dump: Path, pid: int, name: str, change: Any) -> None:
+    for path in sorted((dump / "processes" / str(pid)).glob(f"round-*/{name}")):
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+
+
+def test_the_sample_names_the_worker_that_never_joins(tmp_path: Path) -> None:
+    incident = postmortem.analyze(postmortem.load(_mwms(tmp_path)))
+    found = incident.verdict.finding
+    assert found.hang_class.value == "collective-mismatch"
+    assert found.culprit is not None and found.culprit.role == "worker:1"
+    assert [(e.waiter, e.waits_on) for e in incident.wait_for] == [("worker:0", "worker:1")]
+
+
+def test_a_peer_inside_a_collective_too_is_not_the_culprit(tmp_path: Path) -> None:
+    # GIVEN the worker that skipped the save waiting in a collective of its own (another one)
+    dump = _mwms(tmp_path)
+
+    def in_collective(threads: list[dict[str, Any]]) -> None:
+        main = next(t for t in threads if t["thread_name"] == "MainThread")
+        main["frames"] = COLLECTIVE_FRAMES + main["frames"]
+
+    _edit(dump, SKIPPER, "pyspy.json", in_collective)
+    # THEN nobody is outside the collectives: not this class
+    assert verdict(dump)["hang_class"] != "collective-mismatch"
+
+
+def test_a_stopped_peer_is_unresponsive_not_a_mismatch(tmp_path: Path) -> None:
+    dump = _mwms(tmp_path)
+
+    def stopped(data: dict[str, Any]) -> None:
+        data["state"] = "T"
+        for t in data.get("threads", []):
+            t["state"] = "T"
+
+    _edit(dump, SKIPPER, "procfs.json", stopped)
+    got = verdict(dump)
+    assert (got["hang_class"], got["culprit"]["role"]) == ("peer-unresponsive", "worker:1")
+
+
+def test_a_save_whose_collective_moves_is_not_stuck(tmp_path: Path) -> None:
+    # GIVEN the saver's threads seen in a different place in each round (it progresses)
+    dump = _mwms(tmp_path)
+    rounds = iter(range(100))
+
+    def moved(threads: list[dict[str, Any]]) -> None:
+        shift = next(rounds)
+        for t in threads:
+            for frame in t["frames"][:1]:
+                frame["line"] = frame["line"] + shift
+
+    _edit(dump, SAVER, "pyspy.json", moved)
+    assert verdict(dump)["hang_class"] != "collective-mismatch"
+
+
+def test_a_dump_of_logs_alone_names_the_task_a_crashed_job_lost(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # GIVEN the log of an MWMS worker that crashed when its peer was lost (no process left)
+    from postmortem.cli import main
+
+    log = tmp_path / "worker-0.log"
+    log.write_text(
+        "2026-11-24 01:11:31,059 7986 MainThread ERROR save failed 40\n"
+        "tensorflow.python.framework.errors_impl.UnavailableError: Collective ops is aborted "
+        "by: Error reported from /job:worker/task:1: The following tasks are unhealthy "
+        "(stopped sending heartbeats):\n/job:worker/replica:0/task:1\n"
+        "The tasks have crashed. Check the task logs for an earlier error.\n"
+    )
+    dump = tmp_path / "dump"
+    # WHEN its log alone is captured and analyzed
+    assert main(["capture", "--log", str(log), "-o", str(dump), "--samples", "1"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(dump), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["verdict"]
+    # THEN the lost task is named, from the log the dump holds
+    assert (got["hang_class"], got["culprit"]["role"]) == ("peer-unresponsive", "worker:1")
+    # ... and with neither a pid nor a log, capture still refuses
+    assert main(["capture", "-o", str(tmp_path / "none")]) == 2

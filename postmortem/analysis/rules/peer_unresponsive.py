@@ -20,7 +20,7 @@ from postmortem.analysis.rules.common import (
 from postmortem.model import Evidence, Finding, HangClass, Status, WaitKind
 
 HANG_CLASS = HangClass.PEER_UNRESPONSIVE
-WAITS = (WaitKind.SESSION_RUN, WaitKind.TF_OP)  # a v1 session.run, or a TF2 eager op
+WAITS = (WaitKind.SESSION_RUN, WaitKind.TF_OP, WaitKind.COLLECTIVE)  # v1 run, TF2 op or collective
 
 
 def _fix(role: str, job: str) -> str:
@@ -91,7 +91,7 @@ def evaluate(facts: Facts) -> list[Finding]:
     )
     if savers:
         summary += " The checkpoint save waits on it with no deadline, so it never returns."
-    tf2 = lead.waits_on is WaitKind.TF_OP
+    tf2 = lead.waits_on in (WaitKind.TF_OP, WaitKind.COLLECTIVE)
     fix = _fix_tf2(role) if tf2 else _fix(role, suspect.member.job)
     return [case.finding(summary, fix, culprit(facts, role, suspect.problems[0]), op)]
 
@@ -180,22 +180,26 @@ def _lost_tasks(facts: Facts) -> list[Finding]:
     member = facts.member(role)
     case = Case(HANG_CLASS, 0.6)
     case.add(0.2 if confirmed else 0.0)
-    case.add(0, Evidence(f"{reporter}'s log: {line[:300]}", source, reporter))
-    for other, (other_line, other_source, other_reporter) in sorted(named.items()):
-        if other != role:
-            case.add(0, Evidence(f"{other_reporter}'s log: {other_line[:300]}", other_source,
-                                 other_reporter))
+    for lost, (text, where, who) in sorted(named.items(), key=lambda item: item[0] != role):
+        case.add(0, Evidence(f"{_whose(facts, who, where)} names {lost} lost: {text[:300]}",
+                             where, who))
     case.add(0, *member_evidence(facts, role))
     if member is not None and member.pid is None:
         case.add(0.1, Evidence(f"{role} is not in the dump", "manifest.json", role))
     state = health.problems[0] if confirmed and health else "declared lost by TensorFlow"
+    why = f" ({state})" if confirmed else ""
     summary = (
-        f"TensorFlow declared {role} lost ({state}) and aborted the collectives and remote "
-        f"calls that waited on it, the save among them: {reporter}'s log says so. It did not "
-        "hang; it failed, and the job needs that task back."
+        f"TensorFlow declared {role} lost{why} and aborted the collectives and remote calls "
+        f"that waited on it, the save among them ({_whose(facts, reporter, source)} says "
+        "so). It did not hang; it failed, and the job needs that task back."
     )
     op = f"collectives and remote ops waiting on {role}, aborted"
     return [case.finding(summary, _fix_tf2(role), culprit(facts, role, state), op, cap=0.9)]
+
+
+def _whose(facts: Facts, role: str, source: str) -> str:
+    """'worker:0's log', or 'the log logs/0-w0.log' for a --log file of no known process."""
+    return f"{role}'s log" if role in facts.pid_by_role else f"the log {source}"
 
 
 def _frozen_ps_unobserved(facts: Facts) -> list[Finding]:
