@@ -253,6 +253,18 @@ class FlightRecorder:
         saver._postmortem_recorded = True
 
     @contextlib.contextmanager
+    def step(self, global_step: Any = None) -> Iterator[None]:
+        """One step of a TF2 custom loop: `with recorder.step(): train_step()`. Its time is
+        recorded; `global_step` (a number, a tf.Variable or a callable returning one) is
+        read when the step ends. TF2 steps are not traced (no RunMetadata in eager mode)."""
+        self.step_begins()
+        try:
+            yield
+        finally:
+            value = global_step() if callable(global_step) else global_step
+            self.step_ends(_numpy(value))
+
+    @contextlib.contextmanager
     def saving(self, path: str = "", global_step: Any = None) -> Iterator[None]:
         """Mark a Saver.save: `with recorder.saving(path): saver.save(sess, path)`."""
         self.save_begins(global_step, path)
@@ -627,6 +639,17 @@ def _snapshot(ring: collections.deque[Any]) -> list[Any]:
     """A copy of a ring the job's thread appends to: deque.copy runs in C under the GIL, so
     no append lands half-way through it."""
     return list(ring.copy())
+
+
+def _numpy(value: Any) -> Any:
+    """A tf.Variable's or tensor's value; anything else as it is."""
+    numpy = getattr(value, "numpy", None)
+    if callable(numpy):
+        try:
+            return numpy()
+        except Exception:  # noqa: BLE001 - a value we cannot read must not fail a step
+            return None
+    return value
 
 
 def _int(value: Any) -> int | None:

@@ -35,6 +35,7 @@ class MwmsPartialSave(Scenario):
         "save_every_steps": 40,
         "step_sleep": 0.05,
         "settle_secs": 4.0,
+        "recorder": False,  # run postmortem.recorder's step and save marks in every worker
     }
 
     def skipped(self, params: dict[str, Any]) -> list[str]:

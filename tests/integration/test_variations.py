@@ -107,6 +107,11 @@ CASES = [
     Case("mwms-3w-manager-two-skip", "mwms-partial-save",
          {"num_workers": 3, "skip_save": "worker:1,worker:2", "api": "manager"},
          "collective-mismatch", "worker:1"),
+    Case("mwms-recorded", "mwms-partial-save", {"recorder": True},
+         "collective-mismatch", "worker:1"),
+    Case("mwms-3w-worker2-lost", "mwms-peer-lost-during-save",
+         {"num_workers": 3, "culprit": "worker:2"}, "peer-unresponsive", "worker:2",
+         absent=("worker:2",)),
     Case("pss-2ps-ps1-frozen", "pss-ps-frozen-during-save",
          {"num_ps": 2, "num_workers": 2, "culprit": "ps:1"}, "peer-unresponsive", "ps:1"),
 ]

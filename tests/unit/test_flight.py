@@ -139,6 +139,28 @@ def test_the_recorder_keeps_steps_and_saves_and_writes_them_atomically(tmp_path:
     assert not [p for p in (tmp_path / "f").iterdir() if p.name.startswith(".flight.")]
 
 
+def test_a_tf2_loop_records_its_steps_with_a_context_manager(tmp_path: Path) -> None:
+    class Variable:  # as a tf.Variable reads: .numpy()
+        def __init__(self) -> None:
+            self.value = 0
+
+        def numpy(self) -> int:
+            return self.value
+
+    recorder = FlightRecorder(flight_dir=tmp_path / "f")
+    step = Variable()
+    for _ in range(3):
+        with recorder.step(step):
+            step.value += 1
+    with recorder.step(lambda: 99):
+        pass
+    assert [s[2] for s in recorder.steps] == [1, 2, 3, 99]
+    assert all(s[1] is not None and s[1] >= s[0] for s in recorder.steps)
+    with pytest.raises(RuntimeError), recorder.step(step):  # a failed step still ends
+        raise RuntimeError("step failed")
+    assert recorder.current is None and len(recorder.steps) == 5
+
+
 def test_a_step_ends_where_a_save_run_by_a_hook_after_it_began(tmp_path: Path) -> None:
     recorder = FlightRecorder(flight_dir=tmp_path / "f")
     recorder.step_begins()

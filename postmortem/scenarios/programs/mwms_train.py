@@ -14,10 +14,12 @@ Logs `step N global_step N` every --log_every steps and `save began` / `save don
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--api", choices=["checkpoint", "manager"], default="checkpoint")
     parser.add_argument("--save_gate", default="",
                         help="before the first save: log 'save began', wait for this file")
+    parser.add_argument("--recorder", action="store_true", help="run postmortem's flight recorder")
     parser.add_argument("--timeout_seconds", type=float, default=0.0,
                         help="CommunicationOptions(timeout_seconds); 0: none, as by default")
     args = parser.parse_args()
@@ -84,11 +87,18 @@ def main() -> None:
 
         return strategy.run(replica)
 
+    recorder = c.flight_recorder(args)
+    if recorder is not None:
+        recorder.start()
     c.log.info("%s %s", c.SESSION_READY, role)
     number = 0
     while True:
         number += 1
-        step()
+        if recorder is not None:
+            with recorder.step(number):
+                step()
+        else:
+            step()
         if number % args.log_every == 0 or number == 1:
             c.log.info(c.STEP_LINE.format(step=number, global_step=number))
         if number % args.save_every_steps == 0:
@@ -98,16 +108,26 @@ def main() -> None:
                 c.log.info("%s %d", c.SAVE_BEGIN, number)
                 if args.save_gate:
                     c.wait_for_file(args.save_gate)
+                saving = (
+                    recorder.saving(directory, number)
+                    if recorder is not None
+                    else contextlib.nullcontext()
+                )
                 try:
-                    if args.api == "manager":
-                        path = manager.save(checkpoint_number=number)
-                    else:
-                        path = checkpoint.save(os.path.join(directory, "ckpt"))
+                    with saving:
+                        path = save(args, checkpoint, manager, directory, number)
                 except Exception:
                     c.log.exception("%s %d", c.SAVE_FAILED, number)
                     raise
                 c.log.info("%s %d %s", c.SAVE_DONE, number, path)
         time.sleep(args.step_sleep)
+
+
+def save(args: argparse.Namespace, checkpoint: Any, manager: Any, directory: str,
+         number: int) -> Any:
+    if args.api == "manager":
+        return manager.save(checkpoint_number=number)
+    return checkpoint.save(os.path.join(directory, "ckpt"))
 
 
 def skip_save(tf: object, args: argparse.Namespace, number: int) -> None:
