@@ -42,7 +42,9 @@ GRPC_UNREACHABLE = re.compile(
 SAVE_LINE = re.compile(
     r"(Saving checkpoints? (for \d+ )?(in)?to|Saving checkpoint to path)", re.IGNORECASE
 )
-SAVE_TRACEBACK = re.compile(r'saver\.py", line \d+, in save\b')
+SAVE_TRACEBACK = re.compile(
+    r'(?:saver|checkpoint|checkpoint_management)\.py", line \d+, in (?:save|_write)\b'
+)
 # A step line names a step; "step" alone in prose ("stepping") must not count.
 STEP_LINE = re.compile(r"\b(?:global[_ ]step|step)\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
 GLOBAL_STEP = re.compile(r"\bglobal[_ ]step\b\s*[:=#]?\s*(\d+)", re.IGNORECASE)
@@ -107,6 +109,8 @@ NOTABLE_WORDS = (
     "saving checkpoint",
     "remote target",
     "saver.py",
+    "checkpoint.py",
+    "checkpoint_management.py",
     "heartbeat",
     "parameter server failure",
     "failed with",

@@ -47,6 +47,7 @@ class Spawned:
     stderr_path: Path
     argv: list[str] = field(default_factory=list)
     killed: bool = False  # SIGKILLed by the fault, on purpose
+    may_exit: bool = False  # its exit is the scenario's outcome (a TF2 job that crashes)
 
     @property
     def pid(self) -> int:

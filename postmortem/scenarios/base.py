@@ -326,7 +326,7 @@ class ScenarioRun:
 
     def check_members_alive(self) -> None:
         for role, p in list(self.members.items()):
-            if not p.killed and p.popen.poll() is not None:
+            if not p.killed and not p.may_exit and p.popen.poll() is not None:
                 raise ScenarioError(
                     f"{role} (pid {p.pid}) exited with code {p.popen.returncode} "
                     f"before the hang established"

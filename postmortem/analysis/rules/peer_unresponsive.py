@@ -149,17 +149,25 @@ def _failing_calls(facts: Facts) -> list[Finding]:
     case.add(0, *member_evidence(facts, role))
     if member is not None and member.pid is None:
         case.add(0, Evidence(f"{role} is not in the dump", "manifest.json", role))
-    summary = (
-        f"{what} on {reporter} fails again and again because {role} cannot be reached "
-        f"({state}); the job retries, so it never hangs outright but never saves a "
-        "checkpoint either."
-    )
-    op = f"{what} on {reporter} failing with UNAVAILABLE from {task_device(role)} (retried)"
-    return [
-        case.finding(
-            summary, _fix(role, role.split(":")[0]), culprit(facts, role, state), op, cap=0.9
+    pid = facts.pid_by_role.get(reporter)
+    if pid is None or pid in facts.exited_pids:
+        # Its process ended (a TF2 job crashes on a lost peer): a failure, not a retry loop.
+        what = "the save" if in_save else "a call"
+        where = reporter if pid is not None else f"the job of {sources[reporter]}"
+        summary = (
+            f"{what.capitalize()} on {where} failed because {role} could not be reached "
+            f"({state}), and the process ended: it did not hang, it crashed."
         )
-    ]
+        fix = _fix_tf2(role)
+    else:
+        summary = (
+            f"{what} on {reporter} fails again and again because {role} cannot be reached "
+            f"({state}); the job retries, so it never hangs outright but never saves a "
+            "checkpoint either."
+        )
+        fix = _fix(role, role.split(":")[0])
+    op = f"{what} on {reporter} failing with UNAVAILABLE from {task_device(role)} (retried)"
+    return [case.finding(summary, fix, culprit(facts, role, state), op, cap=0.9)]
 
 
 def _lost_tasks(facts: Facts) -> list[Finding]:
