@@ -223,3 +223,28 @@ def test_a_dump_of_logs_alone_names_the_task_a_crashed_job_lost(
     assert (got["hang_class"], got["culprit"]["role"]) == ("peer-unresponsive", "worker:1")
     # ... and with neither a pid nor a log, capture still refuses
     assert main(["capture", "-o", str(tmp_path / "none")]) == 2
+
+
+def test_a_crashed_job_whose_peer_refused_connections_is_a_crash_not_a_retry_loop(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # GIVEN the log of a worker whose save's all-reduce hit a dead peer's closed port
+    from postmortem.cli import main
+
+    log = tmp_path / "worker-0.log"
+    log.write_text(
+        '  File "/tf/python/checkpoint/checkpoint.py", line 2533, in save\n'
+        "tensorflow.python.framework.errors_impl.UnavailableError: Collective ops is aborted "
+        "by: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:45059: "
+        "Failed to connect to remote host: Connection refused\n"
+        "Additional GRPC error information from remote target /job:worker/replica:0/task:2 "
+        "while calling /tensorflow.WorkerService/RecvBuf:\n"
+    )
+    dump = tmp_path / "dump"
+    assert main(["capture", "--log", str(log), "-o", str(dump), "--samples", "1"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(dump), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["verdict"]
+    assert (got["hang_class"], got["culprit"]["role"]) == ("peer-unresponsive", "worker:2")
+    assert "worker:2" in got["blocking_op"] and "retried" not in got["blocking_op"]
+    assert "crashed" in got["summary"]

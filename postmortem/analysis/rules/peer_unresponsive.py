@@ -167,6 +167,8 @@ def _failing_calls(facts: Facts) -> list[Finding]:
         )
         fix = _fix(role, role.split(":")[0])
     op = f"{what} on {reporter} failing with UNAVAILABLE from {task_device(role)} (retried)"
+    if pid is None or pid in facts.exited_pids:
+        op = f"{what} failed with UNAVAILABLE: {role} ({task_device(role)}) could not be reached"
     return [case.finding(summary, fix, culprit(facts, role, state), op, cap=0.9)]
 
 
