@@ -503,3 +503,16 @@ def test_capture_refuses_a_flight_file_past_its_bound(tmp_path: Path) -> None:
         handle.truncate(flight_collector.LIMIT + 1)  # sparse: no disk used
     with pytest.raises(OSError, match="larger than"):
         flight_collector.read(str(tmp_path))
+
+
+def test_importing_the_recorder_loads_no_heavy_library() -> None:
+    # A job imports it at start: it must not bring the analysis stack along.
+    import subprocess
+    import sys
+
+    code = ("import sys, postmortem.recorder; "
+            "print(sorted(m for m in ('pandas', 'plotly', 'rich', 'typer', 'numpy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
