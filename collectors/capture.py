@@ -624,6 +624,10 @@ class Capture:
         ]
         writer.manifest["interrupted"] = False
         writer.manifest["pauses"] = {}
+        if not self.targets:
+            # `--log` files alone, of a job that already ended: say so, so that a dump whose
+            # targets were lost is never taken for one.
+            writer.manifest["logs_only"] = True
         self._flush()
         return writer
 

@@ -512,7 +512,7 @@ def _load_dump(path: Path | str) -> Dump:
     for target in manifest["targets"]:
         guard.run(f"{MANIFEST} target {str(target)[:60]}", load_target, target)
     # A dump of logs alone (`capture --log FILE` of a job that already ended) has no target.
-    logs_only = not manifest["targets"] and bool(manifest.get("logs"))
+    logs_only = manifest.get("logs_only") is True and not manifest["targets"]
     if not rows["processes"] and not logs_only:
         listed = len(manifest["targets"])
         why = "; ".join(f"{p['file']}: {p['problem']}" for p in problems[:5])

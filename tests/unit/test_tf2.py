@@ -248,3 +248,19 @@ def test_a_crashed_job_whose_peer_refused_connections_is_a_crash_not_a_retry_loo
     assert (got["hang_class"], got["culprit"]["role"]) == ("peer-unresponsive", "worker:2")
     assert "worker:2" in got["blocking_op"] and "retried" not in got["blocking_op"]
     assert "crashed" in got["summary"]
+
+
+def test_a_dump_with_no_target_is_logs_only_only_when_it_says_so(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from postmortem.cli import main
+
+    dump = tmp_path / "dump"
+    shutil.copytree(SAMPLES / "mwms-peer-lost-during-save", dump)
+    assert main(["analyze", str(dump), "--json"]) == 0  # logs_only: true, as capture wrote it
+    manifest = json.loads((dump / "manifest.json").read_text())
+    del manifest["logs_only"]  # as if its targets had been lost
+    (dump / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["analyze", str(dump), "--json"]) == 10
+    assert "no process could be loaded" in capsys.readouterr().err
