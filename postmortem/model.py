@@ -62,6 +62,7 @@ __all__ = [
     "StackSample",
     "StackSource",
     "Status",
+    "Strategy",
     "StepPoint",
     "StepSeries",
     "TfEvent",
@@ -102,6 +103,15 @@ class HangClass(str, enum.Enum):
             HangClass.HEALTHY,
             HangClass.NO_HANG_FOUND,
         )
+
+
+class Strategy(str, enum.Enum):
+    """How the job distributes its work (docs/hang-classes.md)."""
+
+    V1 = "compat.v1"  # ps/worker graphs and sessions (replica_device_setter)
+    MWMS = "MultiWorkerMirroredStrategy"
+    PSS = "ParameterServerStrategy"
+    UNKNOWN = ""
 
 
 class Status(str, enum.Enum):
@@ -775,6 +785,8 @@ class Incident:
     load_problems: tuple[LoadProblem, ...] = ()
     flights: tuple[FlightRecord, ...] = ()  # from processes that run the flight recorder
     risks: tuple[Risk, ...] = ()
+    strategy: Strategy = Strategy.UNKNOWN  # how the job distributes, read from the dump
+    strategy_evidence: str = ""  # what showed it, in words
 
     def process(self, pid: int) -> Process | None:
         return next((p for p in self.processes if p.pid == pid), None)

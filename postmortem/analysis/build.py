@@ -17,6 +17,7 @@ from postmortem.analysis import flight as flight_facts
 from postmortem.analysis import logs as log_facts
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.stacktree import last_samples, merged_tree, stack_samples
+from postmortem.analysis.strategy import detect as detect_strategy
 from postmortem.loading import records
 from postmortem.model import (
     CaptureProblem,
@@ -50,6 +51,7 @@ def build_incident(facts: Facts, verdict: Verdict) -> Incident:
         if tree_source is not None
         else None
     )
+    strategy, strategy_evidence = detect_strategy(facts)
     return Incident(
         dump=_dump_info(facts),
         verdict=verdict,
@@ -86,6 +88,8 @@ def build_incident(facts: Facts, verdict: Verdict) -> Incident:
         ),
         flights=tuple(facts.flights),
         risks=tuple(flight_facts.risks(facts.flights)),
+        strategy=strategy,
+        strategy_evidence=strategy_evidence,
     )
 
 

@@ -85,6 +85,10 @@ def draw(incident: Incident, options: RenderOptions) -> str:
         )
     for risk in incident.risks:
         console.print(f"risk: {risk.what}. Fix: {risk.fix} ({risk.source})", markup=False)
+    if incident.strategy.value:
+        console.print(
+            f"strategy: {incident.strategy.value} ({incident.strategy_evidence})", markup=False
+        )
     for line in coverage_lines(incident):
         console.print(f"note: {line}" if not line.startswith("  ") else line, markup=False)
     return out.getvalue()

@@ -168,6 +168,12 @@ def verdict_section(incident: Incident) -> str:
             else ""
         )
         + risks_block(incident)
+        + (
+            f'<p class="strategy">Strategy: <b>{esc(incident.strategy.value)}</b> '
+            f'<span class="mono">({esc(incident.strategy_evidence)})</span></p>'
+            if incident.strategy.value
+            else ""
+        )
         + "</section>"
     )
 

@@ -115,3 +115,13 @@ def test_recorded_samples_use_their_flight_files(sample: Path, tmp_path: Path) -
 def test_there_are_recorded_samples_of_a_hang_and_of_a_healthy_job() -> None:
     classes = {json.loads((p / "truth.json").read_text())["hang_class"] for p in RECORDED}
     assert "healthy" in classes and classes - {"healthy", "degraded"}
+
+
+@pytest.mark.parametrize("sample", SAMPLE_DIRS, ids=lambda p: p.name)
+def test_the_strategy_is_read_from_the_dump(sample: Path) -> None:
+    # truth.json says how the scenario's job distributed; the analysis reads it from the
+    # stacks, thread names, logs or command lines, never from truth.json
+    truth = json.loads((sample / "truth.json").read_text())
+    incident = postmortem.analyze(postmortem.load(sample))
+    assert incident.strategy.value == truth["strategy"], incident.strategy_evidence
+    assert incident.strategy_evidence
