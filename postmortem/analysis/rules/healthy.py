@@ -10,7 +10,7 @@ from __future__ import annotations
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.progress import overdue
 from postmortem.analysis.rules.common import Case, thread_evidence
-from postmortem.model import Evidence, Finding, HangClass, LogProgress, Status, WaitKind
+from postmortem.model import Evidence, Finding, HangClass, LogProgress, Status, Thread, WaitKind
 
 HANG_CLASS = HangClass.HEALTHY
 
@@ -19,7 +19,14 @@ FIX = (
     "so (a dashboard that stopped refreshing, a stale log file); capture again when it "
     "misbehaves."
 )
-STALL_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE, WaitKind.LOCK, WaitKind.COLLECTIVE)
+STALL_WAITS = (
+    WaitKind.SESSION_RUN,
+    WaitKind.SESSION_CREATE,
+    WaitKind.LOCK,
+    WaitKind.COLLECTIVE,
+    WaitKind.TF_OP,
+)
+STEP_WAITS = (WaitKind.SESSION_RUN, WaitKind.TF_OP)  # a v1 session.run, a TF2 step
 
 
 def evaluate(facts: Facts) -> list[Finding]:
@@ -29,7 +36,7 @@ def evaluate(facts: Facts) -> list[Finding]:
     active = [
         t
         for t in facts.threads
-        if t.waits_on is WaitKind.SESSION_RUN and t.status is Status.ACTIVE and not t.in_save
+        if t.waits_on in STEP_WAITS and t.status is Status.ACTIVE and not t.in_save
     ]
     if not moved and not active:
         return []
@@ -55,7 +62,7 @@ def evaluate(facts: Facts) -> list[Finding]:
     if active:
         case.add(
             0.1 if moved else 0.25,
-            *(thread_evidence(facts, t, "keeps returning from session.run") for t in active[:3]),
+            *(thread_evidence(facts, t, f"keeps returning from {_call(t)}") for t in active[:3]),
         )
     stuck = [
         t
@@ -87,7 +94,8 @@ def evaluate(facts: Facts) -> list[Finding]:
         ) + f", seen on {len(stepping)} process(es) ({', '.join(stepping)})"
     else:
         roles = sorted({t.role for t in active})
-        how = f"the training threads of {', '.join(roles)} keep returning from session.run"
+        calls = " and ".join(sorted({_call(t) for t in active}))
+        how = f"the training threads of {', '.join(roles)} keep returning from {calls}"
     summary = f"Healthy: {how}{cadence}. Nothing is stuck."
     op = "none: training advances"
     return [case.finding(summary, FIX, None, op, cap=0.9)]
@@ -109,3 +117,7 @@ def _progress_evidence(p: LogProgress) -> Evidence:
         p.source,
         p.role,
     )
+
+
+def _call(thread: Thread) -> str:
+    return "a TF op" if thread.waits_on is WaitKind.TF_OP else "session.run"
