@@ -20,7 +20,10 @@ from postmortem.analysis.roles import host_of, is_local, port_of
 from postmortem.loading import Dump, as_int
 from postmortem.model import Member, Status, Thread, WaitEdge, WaitKind
 
-CLUSTER_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE, WaitKind.TF_OP)
+CLUSTER_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE)
+# A stuck TF2 op waits on the cluster too (wait-for edges), but a long tf.function call
+# never wakes either: it alone does not make an uncaptured member look dead.
+EDGE_WAITS = (*CLUSTER_WAITS, WaitKind.TF_OP)
 COLLECTIVE_JOBS = ("chief", "worker")  # who joins a MultiWorkerMirroredStrategy collective
 
 
@@ -254,7 +257,7 @@ class Cluster:
             stuck = [
                 t
                 for t in self._threads_by_pid.get(pid, [])
-                if t.status is Status.STUCK and t.waits_on in CLUSTER_WAITS
+                if t.status is Status.STUCK and t.waits_on in EDGE_WAITS
             ]
             if not stuck:
                 continue

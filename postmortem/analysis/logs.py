@@ -31,6 +31,9 @@ TASK = re.compile(r"/job:[\w-]+/replica:\d+/task:\d+")
 HEARTBEAT_LOST = re.compile(r"tasks are unhealthy \(stopped sending heartbeats\)")
 PS_FAILURE = re.compile(r"Parameter server failure detected at PS task (\d+)")
 WORKER_FAILED = re.compile(r"Worker (/job:[\w-]+/replica:\d+/task:\d+) failed with")
+# ...and a preempted PSS worker that came back (the coordinator goes on with it).
+WORKER_RECOVERED = re.compile(r"Worker (/job:[\w-]+/replica:\d+/task:\d+) has been recovered")
+BARE_TASK = re.compile(r"^\s*(/job:[\w-]+/replica:\d+/task:\d+)\s*,?\s*$")
 CREATE_SESSION_WAIT = re.compile(
     r"CreateSession still waiting for response from worker: (/job:[\w-]+/replica:\d+/task:\d+)"
 )
@@ -83,6 +86,7 @@ NOTABLE = re.compile(
             HEARTBEAT_LOST,
             PS_FAILURE,
             WORKER_FAILED,
+            WORKER_RECOVERED,
         )
     ),
     re.MULTILINE,
@@ -114,6 +118,7 @@ NOTABLE_WORDS = (
     "heartbeat",
     "parameter server failure",
     "failed with",
+    "has been recovered",
 )
 
 
@@ -156,6 +161,7 @@ class LogFacts:
 
 def read_log(role: str, pid: int | None, source: str, lines: list[str]) -> LogFacts:
     facts = LogFacts(role, pid, source, lines)
+    counted = False
     for number, text in enumerate(lines):
         if not notable(text):
             if match := STEP_LINE.search(text):
@@ -178,23 +184,32 @@ def read_log(role: str, pid: int | None, source: str, lines: list[str]) -> LogFa
         ):
             device = match.group(1)
             facts.unreachable_targets[device] = facts.unreachable_targets.get(device, 0) + 1
-        if SAVE_TRACEBACK.search(text):
+        if "Traceback (most recent call last)" in text:
+            counted = False  # one failed save per traceback, however many save frames
+        if SAVE_TRACEBACK.search(text) and not counted:
             facts.failed_saves += 1
-        _lost_tasks(facts, text, lines[number + 1 : number + 4])
+            counted = True
+        _lost_tasks(facts, text, lines[number + 1 : number + 9])
     return facts
 
 
 def _lost_tasks(facts: LogFacts, text: str, following: list[str]) -> None:
     if HEARTBEAT_LOST.search(text):
         named = TASK.findall(text.split("heartbeats", 1)[-1])
-        if not named:  # the list may start on the next line
-            named = [t for line in following for t in TASK.findall(line)][:8]
+        if not named:  # the list follows, one bare task name per line
+            for line in following:
+                bare = BARE_TASK.match(line)
+                if bare is None:
+                    break
+                named.append(bare.group(1))
         for device in named:
             facts.lost_tasks.setdefault(device, text.strip())
     elif match := PS_FAILURE.search(text):
         facts.lost_tasks.setdefault(f"/job:ps/replica:0/task:{match.group(1)}", text.strip())
     elif match := WORKER_FAILED.search(text):
         facts.lost_tasks.setdefault(match.group(1), text.strip())
+    elif match := WORKER_RECOVERED.search(text):
+        facts.lost_tasks.pop(match.group(1), None)  # it came back: not lost
 
 
 def oversized_details(logs: list[LogFacts]) -> dict[str, object]:

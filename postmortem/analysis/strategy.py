@@ -15,8 +15,6 @@ V1_FILES = ("client/session.py", "monitored_session.py", "supervisor.py")
 V1_FLAGS = ("--ps_hosts", "--worker_hosts", "--job_name")  # the classic cluster flags
 LOG_MARKS = (
     ("MultiWorkerMirroredStrategy with cluster_spec", Strategy.MWMS),
-    ("ParameterServerStrategy (CentralStorageStrategy if you are using a single machine)",
-     Strategy.PSS),
     ("ParameterServerStrategyV2 is now connecting to cluster", Strategy.PSS),
 )
 

@@ -95,7 +95,9 @@ def in_collective(stack: Stack) -> bool:
 def in_tf_op(stack: Stack) -> bool:
     """The innermost Python frame is an eager op wrapper (gen_*_ops.py) or tf.function's
     execute: the thread waits in the TensorFlow runtime."""
-    inner = stack.innermost
+    if any(f.native and f.function.endswith(EAGER_EXECUTE_FUNCTIONS) for f in stack.frames[:8]):
+        return True
+    inner = next((f for f in stack.frames if not f.native), None)  # with --native: skip C
     if inner is None:
         return False
     base = inner.short_file

@@ -264,3 +264,48 @@ def test_a_dump_with_no_target_is_logs_only_only_when_it_says_so(
     capsys.readouterr()
     assert main(["analyze", str(dump), "--json"]) == 10
     assert "no process could be loaded" in capsys.readouterr().err
+
+
+def test_a_recovered_pss_worker_is_not_lost_and_a_traceback_counts_once() -> None:
+    facts = read_log("chief:0", 1, "x", [
+        "WARNING Worker /job:worker/replica:0/task:1 failed with UnavailableError()",
+        "INFO Cluster now being recovered.",
+        "INFO Worker /job:worker/replica:0/task:1 has been recovered.",
+        "Traceback (most recent call last):",
+        '  File "/tf/python/checkpoint/checkpoint.py", line 2533, in save',
+        '  File "/tf/python/checkpoint/checkpoint.py", line 2369, in _write',
+        '  File "/tf/python/checkpoint/checkpoint.py", line 1356, in save',
+        "UnavailableError: ...",
+    ])
+    assert facts.lost_tasks == {}
+    assert facts.failed_saves == 1
+
+
+def test_only_bare_task_lines_after_the_heartbeat_line_are_lost_tasks() -> None:
+    facts = read_log("worker:0", 1, "x", [
+        "The following tasks are unhealthy (stopped sending heartbeats):",
+        "/job:worker/replica:0/task:2",
+        "{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0}}",
+    ])
+    assert list(facts.lost_tasks) == ["/job:worker/replica:0/task:2"]
+
+
+def test_an_eager_op_is_seen_under_native_frames() -> None:
+    native = Frame("pthread_cond_wait", "libc.so.6", 0, native=True)
+    assert in_tf_op(Stack((native, *PSS_COORDINATOR.frames)))
+    assert not in_tf_op(Stack((native, *PEER_ELSEWHERE.frames)))
+
+
+def test_a_peer_busy_in_the_tf_runtime_is_slow_not_absent(tmp_path: Path) -> None:
+    # GIVEN the worker that "skipped" is in fact inside an eager op (its input pipeline)
+    dump = _mwms(tmp_path)
+
+    def in_an_op(threads: list[dict[str, Any]]) -> None:
+        main = next(t for t in threads if t["thread_name"] == "MainThread")
+        main["frames"] = [{"name": "iterator_get_next",
+                           "filename": f"{TF}/ops/gen_dataset_ops.py", "line": 3086},
+                          *main["frames"]]
+
+    _edit(dump, SKIPPER, "pyspy.json", in_an_op)
+    # THEN it may yet reach the collective: no culprit is blamed for never joining it
+    assert verdict(dump)["hang_class"] != "collective-mismatch"

@@ -16,7 +16,7 @@ from postmortem.analysis.cluster import COLLECTIVE_JOBS
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.rules.common import Case, culprit, flight_evidence, thread_evidence
 from postmortem.analysis.threads import is_collective_frame, is_save_frame
-from postmortem.model import Evidence, Finding, HangClass, Member, Status, Thread
+from postmortem.model import Evidence, Finding, HangClass, Member, Status, Thread, WaitKind
 
 HANG_CLASS = HangClass.COLLECTIVE_MISMATCH
 
@@ -49,15 +49,22 @@ def evaluate(facts: Facts) -> list[Finding]:
 
 
 def _live_elsewhere(facts: Facts, member: Member) -> bool:
-    """Captured, running, answering, and no thread of it inside a collective."""
+    """Captured, running, answering, seen (a Python stack), no thread of it inside a
+    collective, and none busy in the TF runtime (a step on its way to the collective, an
+    input pipeline filling up: slow, not absent)."""
     if member.pid is None or member.pid in facts.exited_pids:
         return False
     health = facts.health.get(member.role)
     if health is not None and health.unresponsive:
         return False
-    if facts.process_states.get(member.pid, "") in ("T", "t", "Z"):
+    if set(facts.process_states.get(member.pid, "")) & {"T", "t", "Z", "X"}:
         return False
-    return not facts.in_collective(member.pid) and bool(facts.threads_of(member.pid))
+    threads = facts.threads_of(member.pid)
+    if not any(t.python and t.stack for t in threads):
+        return False  # py-spy did not see it: no evidence of where it is
+    if any(t.waits_on is WaitKind.TF_OP and t.status is not Status.PARKED for t in threads):
+        return False
+    return not facts.in_collective(member.pid)
 
 
 def _finding(facts: Facts, waiting: dict[str, list[Thread]], outside: list[Member]) -> Finding:

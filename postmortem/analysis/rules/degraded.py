@@ -31,7 +31,7 @@ def evaluate(facts: Facts) -> list[Finding]:
     active = [
         t
         for t in facts.threads
-        if t.waits_on is WaitKind.SESSION_RUN
+        if t.waits_on in (WaitKind.SESSION_RUN, WaitKind.TF_OP)
         and t.status is Status.ACTIVE
         and not t.in_save
         and t.role not in down

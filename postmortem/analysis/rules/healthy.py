@@ -32,6 +32,8 @@ STEP_WAITS = (WaitKind.SESSION_RUN, WaitKind.TF_OP)  # a v1 session.run, a TF2 s
 def evaluate(facts: Facts) -> list[Finding]:
     if any(h.unresponsive for h in facts.health.values()):
         return []  # a member that cannot answer: degraded or a hang, not healthy
+    if any(t.status is Status.STUCK and t.waits_on is WaitKind.COLLECTIVE for t in facts.threads):
+        return []  # a collective that never completes: synchronous training cannot go on
     moved = [p for p in facts.progress if p.moved and p.pid is not None]
     active = [
         t

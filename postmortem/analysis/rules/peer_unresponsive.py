@@ -150,7 +150,12 @@ def _failing_calls(facts: Facts) -> list[Finding]:
     if member is not None and member.pid is None:
         case.add(0, Evidence(f"{role} is not in the dump", "manifest.json", role))
     pid = facts.pid_by_role.get(reporter)
-    if pid is None or pid in facts.exited_pids:
+    # The reporter's process ended: it exited during the capture, or the dump holds logs
+    # alone (no process of the job was left to capture).
+    ended = (pid is not None and pid in facts.exited_pids) or (
+        pid is None and not any(m.captured for m in facts.members)
+    )
+    if ended:
         # Its process ended (a TF2 job crashes on a lost peer): a failure, not a retry loop.
         what = "the save" if in_save else "a call"
         where = reporter if pid is not None else f"the job of {sources[reporter]}"
@@ -167,7 +172,7 @@ def _failing_calls(facts: Facts) -> list[Finding]:
         )
         fix = _fix(role, role.split(":")[0])
     op = f"{what} on {reporter} failing with UNAVAILABLE from {task_device(role)} (retried)"
-    if pid is None or pid in facts.exited_pids:
+    if ended:
         op = f"{what} failed with UNAVAILABLE: {role} ({task_device(role)}) could not be reached"
     return [case.finding(summary, fix, culprit(facts, role, state), op, cap=0.9)]
 
@@ -183,7 +188,11 @@ def _lost_tasks(facts: Facts) -> list[Finding]:
                 named.setdefault(role, (line, log.source, log.role))
     if not named:
         return []
-    role = sorted(named, key=lambda r: facts.health.get(r) is None)[0]
+    def down(r: str) -> bool:
+        h = facts.health.get(r)
+        return bool(h and h.unresponsive)
+
+    role = sorted(named, key=lambda r: not down(r))[0]  # one that is down first
     line, source, reporter = named[role]
     health = facts.health.get(role)
     confirmed = bool(health and health.unresponsive)
