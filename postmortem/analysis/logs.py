@@ -122,10 +122,14 @@ NOTABLE_WORDS = (
 )
 
 
+def _glog_error_start(text: str) -> bool:
+    return len(text) > 5 and text[0] in "EF" and text[1:5].isdigit()
+
+
 def notable(text: str) -> bool:
     """Whether any pattern but the step line can match: NOTABLE.search, made cheap."""
-    if len(text) > 5 and text[0] in "EF" and text[1:5].isdigit():
-        return bool(NOTABLE.search(text))
+    if _glog_error_start(text) or ("\n" in text and any(map(_glog_error_start, text.split("\n")))):
+        return bool(NOTABLE.search(text))  # a glog E/F line: "^[EF]\d{4} " (per line)
     lowered = text.lower()
     return any(word in lowered for word in NOTABLE_WORDS) and bool(NOTABLE.search(text))
 

@@ -181,15 +181,17 @@ def test_the_cheap_log_filter_lets_every_notable_line_through(line: str) -> None
 
 
 def test_the_cheap_log_filter_never_drops_what_the_patterns_match() -> None:
-    from hypothesis import given, settings
+    from hypothesis import example, given, settings
     from hypothesis import strategies as st
 
     from postmortem.analysis.logs import NOTABLE, notable
 
     words = st.sampled_from(["Error:", "save", "Saving checkpoint to path", "E0101 ", "step",
-                             "Connection refused", "2GB", "x", " ", "Exception:", "F1234 "])
+                             "Connection refused", "2GB", "x", " ", "Exception:", "F1234 ",
+                             "\n", "heartbeats", "has been recovered", "checkpoint.py"])
 
     @settings(max_examples=300, deadline=None)
+    @example(["\n", "E0101 "])  # a glog error line after a newline (found by hypothesis)
     @given(st.lists(st.one_of(words, st.text(max_size=8)), max_size=8))
     def check(parts: list[str]) -> None:
         line = "".join(parts)
