@@ -60,6 +60,10 @@ class MwmsPartialSave(Scenario):
         if params["save_every_steps"] < 2:
             raise ScenarioError("save_every_steps must be at least 2")
 
+    def extra_flags(self, run: ScenarioRun) -> list[str]:
+        """Flags a variant of this job adds to every worker's."""
+        return []
+
     def launch(self, run: ScenarioRun) -> None:
         p = run.params
         run.plan_cluster(0, p["num_workers"])
@@ -75,6 +79,7 @@ class MwmsPartialSave(Scenario):
                 f"--skip_save_tasks={skip}",
                 f"--skip_action={p['skip_action']}",
                 f"--api={p['api']}",
+                *self.extra_flags(run),
                 tf_config=True,
             )
 
@@ -177,20 +182,8 @@ class MwmsPeerLostDuringSave(MwmsPartialSave):
         if job != "worker" or index >= params["num_workers"]:
             raise ScenarioError(f"culprit {params['culprit']} is not a worker of this job")
 
-    def launch(self, run: ScenarioRun) -> None:
-        p = run.params
-        run.plan_cluster(0, p["num_workers"])
-        run.checkpoint_dir = run.workdir / "ckpt"
-        for role in run.roles("worker"):
-            run.spawn_member(
-                role,
-                MWMS_TRAIN,
-                f"--checkpoint_dir={run.checkpoint_dir}",
-                f"--save_every_steps={p['save_every_steps']}",
-                f"--step_sleep={p['step_sleep']}",
-                f"--save_gate={run.control_dir / 'save_gate'}",
-                tf_config=True,
-            )
+    def extra_flags(self, run: ScenarioRun) -> list[str]:
+        return [f"--save_gate={run.control_dir / 'save_gate'}"]  # the kill comes first
 
     def drive(self, run: ScenarioRun) -> None:
         culprit = run.params["culprit"]
