@@ -265,6 +265,10 @@ class Member:
     host: str
     problems: tuple[str, ...] = ()  # why it cannot answer, in words
     problems_source: str = ""  # the dump file they were read from
+    # Its place in a MultiWorkerMirroredStrategy collective group (chief and workers of a job
+    # that runs collectives): "inside" (a thread in a collective), "outside" (seen, none
+    # inside), "unseen" (no stack read); "" when the job runs no collective or it is no member.
+    collective: str = ""
 
     @property
     def captured(self) -> bool:

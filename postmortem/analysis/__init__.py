@@ -57,8 +57,18 @@ class Precedence:
     why: str
 
 
+def _collective_aborted(facts: Facts) -> bool:
+    return any(log.collective_mismatch is not None for log in facts.logs.values())
+
+
 # The one place where findings are weighed against each other.
 PRECEDENCE: tuple[Precedence, ...] = (
+    Precedence(
+        HangClass.COLLECTIVE_MISMATCH,
+        HangClass.PEER_UNRESPONSIVE,
+        lambda _winner, _loser, facts: _collective_aborted(facts),
+        "the collective aborted on mismatched shapes: a peer's errors and exit are its echo",
+    ),
     Precedence(
         HangClass.PEER_UNRESPONSIVE,
         HangClass.TRAINING_STALLED,

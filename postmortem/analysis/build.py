@@ -8,6 +8,7 @@ happened, which TF events are checkpoint ops or transfers, what the capture coul
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -15,6 +16,7 @@ import pandas as pd
 from collectors.layout import CollectorStatus, FailureKind, StackSource
 from postmortem.analysis import flight as flight_facts
 from postmortem.analysis import logs as log_facts
+from postmortem.analysis.cluster import COLLECTIVE_JOBS
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.stacktree import last_samples, merged_tree, stack_samples
 from postmortem.analysis.strategy import detect as detect_strategy
@@ -26,8 +28,10 @@ from postmortem.model import (
     Incident,
     LoadProblem,
     LogSummary,
+    Member,
     Outlier,
     Process,
+    Strategy,
     TfEvent,
     TfEventKind,
     Timeline,
@@ -35,6 +39,25 @@ from postmortem.model import (
 )
 
 MAX_STACK_CLASSES = 100
+
+
+def _with_collectives(facts: Facts, strategy: Strategy) -> list[Member]:
+    """Each member of a collective group, marked inside or outside a collective: the
+    cluster map groups them. Only for jobs that run collectives (MWMS, or any member seen
+    inside one)."""
+    group = [m for m in facts.members if m.job in COLLECTIVE_JOBS]
+    inside = {m.role for m in group if m.pid is not None and facts.in_collective(m.pid)}
+    if strategy is not Strategy.MWMS and not inside:
+        return list(facts.members)
+    out = []
+    for m in facts.members:
+        if m.job not in COLLECTIVE_JOBS:
+            out.append(m)
+            continue
+        seen = m.pid is not None and any(t.python and t.stack for t in facts.threads_of(m.pid))
+        where = "inside" if m.role in inside else "outside" if seen else "unseen"
+        out.append(replace(m, collective=where))
+    return out
 
 
 def build_incident(facts: Facts, verdict: Verdict) -> Incident:
@@ -55,7 +78,7 @@ def build_incident(facts: Facts, verdict: Verdict) -> Incident:
     return Incident(
         dump=_dump_info(facts),
         verdict=verdict,
-        members=tuple(facts.members),
+        members=tuple(_with_collectives(facts, strategy)),
         processes=tuple(processes),
         threads=tuple(facts.threads),
         thread_groups=tuple(facts.thread_groups),

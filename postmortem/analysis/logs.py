@@ -34,6 +34,17 @@ WORKER_FAILED = re.compile(r"Worker (/job:[\w-]+/replica:\d+/task:\d+) failed wi
 # ...and a preempted PSS worker that came back (the coordinator goes on with it).
 WORKER_RECOVERED = re.compile(r"Worker (/job:[\w-]+/replica:\d+/task:\d+) has been recovered")
 BARE_TASK = re.compile(r"^\s*(/job:[\w-]+/replica:\d+/task:\d+)\s*,?\s*$")
+# A collective whose members disagree (MultiWorkerMirroredStrategy): one ran a collective the
+# others did not, and the others' next one had another shape. TF aborts every member.
+COLLECTIVE_SHAPE_MISMATCH = re.compile(
+    r"Shape mismatch in the collective instance (\d+)\.?(?: Op at device (\S+) expected shape "
+    r"(\[[^\]]*\]) but another member in the group expected shape (\[[^\]]*\]))?"
+)
+# The op an eager TF error names last: a collective op run eagerly ("[Op:CollectiveReduceV2]",
+# outside any tf.function: a save, strategy.reduce) or a function ("[Op:__inference_...]").
+FAILED_OP = re.compile(r"\[Op:([\w.-]+)\]")
+# MultiWorkerMirroredStrategy says who the process is: "task_type = 'worker', task_id = 1".
+OWN_TASK = re.compile(r"task_type = '([\w-]+)', task_id = (\d+)")
 CREATE_SESSION_WAIT = re.compile(
     r"CreateSession still waiting for response from worker: (/job:[\w-]+/replica:\d+/task:\d+)"
 )
@@ -43,7 +54,8 @@ GRPC_UNREACHABLE = re.compile(
     re.IGNORECASE,
 )
 SAVE_LINE = re.compile(
-    r"(Saving checkpoints? (for \d+ )?(in)?to|Saving checkpoint to path)", re.IGNORECASE
+    r"(Saving checkpoints? (for \d+ )?(in)?to|Saving checkpoint to path|saving model to)",
+    re.IGNORECASE,
 )
 SAVE_TRACEBACK = re.compile(
     r'(?:saver|checkpoint|checkpoint_management)\.py", line \d+, in (?:save|_write)\b'
@@ -87,6 +99,7 @@ NOTABLE = re.compile(
             PS_FAILURE,
             WORKER_FAILED,
             WORKER_RECOVERED,
+            COLLECTIVE_SHAPE_MISMATCH,
         )
     ),
     re.MULTILINE,
@@ -111,6 +124,7 @@ NOTABLE_WORDS = (
     "dns resolution",
     "createsession",
     "saving checkpoint",
+    "saving model to",
     "remote target",
     "saver.py",
     "checkpoint.py",
@@ -119,6 +133,7 @@ NOTABLE_WORDS = (
     "parameter server failure",
     "failed with",
     "has been recovered",
+    "shape mismatch",
 )
 
 
@@ -152,6 +167,23 @@ class LogFacts:
     failed_saves: int = 0  # tracebacks through Saver.save
     # Tasks a TF2 runtime declared lost (device -> the line that says so).
     lost_tasks: dict[str, str] = field(default_factory=dict)
+    own_task: str | None = None  # "worker:1", as the strategy's own log line names it
+    collective_mismatch: str | None = None  # the first "Shape mismatch in the collective" line
+    failed_ops: list[str] = field(default_factory=list)  # "[Op:NAME]" names, in order
+
+    @property
+    def task(self) -> str:
+        """Whose log: the process's role, or the task the log names (a --log file)."""
+        return self.own_task if self.role == "log" and self.own_task else self.role
+
+    @property
+    def mismatch_outside_function(self) -> bool | None:
+        """After a collective shape mismatch: whether the op that failed ran eagerly, outside
+        any tf.function (a collective run by a save or strategy.reduce, not by the step);
+        None when the log names no failed op."""
+        if self.collective_mismatch is None or not self.failed_ops:
+            return None
+        return not self.failed_ops[-1].startswith("__inference")
 
     @property
     def last_step(self) -> int | None:
@@ -167,6 +199,11 @@ def read_log(role: str, pid: int | None, source: str, lines: list[str]) -> LogFa
     facts = LogFacts(role, pid, source, lines)
     counted = False
     for number, text in enumerate(lines):
+        if "[Op:" in text:
+            facts.failed_ops.extend(FAILED_OP.findall(text))
+        if facts.own_task is None and "task_type = '" in text:
+            if match := OWN_TASK.search(text):
+                facts.own_task = f"{match.group(1)}:{match.group(2)}"
         if not notable(text):
             if match := STEP_LINE.search(text):
                 facts.step_values.append((number, int(match.group(1))))
@@ -194,6 +231,8 @@ def read_log(role: str, pid: int | None, source: str, lines: list[str]) -> LogFa
             facts.failed_saves += 1
             counted = True
         _lost_tasks(facts, text, lines[number + 1 : number + 9])
+        if facts.collective_mismatch is None and COLLECTIVE_SHAPE_MISMATCH.search(text):
+            facts.collective_mismatch = text.strip()
     return facts
 
 

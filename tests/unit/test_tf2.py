@@ -127,6 +127,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import postmortem  # noqa: E402
+from postmortem.report import render_html  # noqa: E402
 from tests.conftest import SAMPLES, verdict  # noqa: E402
 
 SAVER, SKIPPER = 6271, 6272  # worker:0 and worker:1 of samples/mwms-partial-save
@@ -309,3 +310,113 @@ def test_a_peer_busy_in_the_tf_runtime_is_slow_not_absent(tmp_path: Path) -> Non
     _edit(dump, SKIPPER, "pyspy.json", in_an_op)
     # THEN it may yet reach the collective: no culprit is blamed for never joining it
     assert verdict(dump)["hang_class"] != "collective-mismatch"
+
+
+# -- tf_keras fit with a chief-only ModelCheckpoint: TF aborts every worker ---------------------
+KERAS_FIT = "mwms-keras-fit-chief-save"  # worker logs (ended) + a live sidecar evaluator
+
+
+def _keras_fit(tmp_path: Path) -> Path:
+    copy = tmp_path / "dump"
+    shutil.copytree(SAMPLES / KERAS_FIT, copy)
+    (copy / "truth.json").unlink()
+    return copy
+
+
+def _worker_logs(dump: Path) -> dict[str, Path]:
+    """task -> the --log file of the worker that wrote it, as its MWMS line says."""
+    out = {}
+    for path in sorted((dump / "logs").iterdir()):
+        facts = read_log("log", None, path.name, path.read_text().splitlines())
+        assert facts.own_task is not None
+        out[facts.own_task] = path
+    return out
+
+
+def test_a_workers_log_says_whose_it_is_and_how_its_collective_failed() -> None:
+    logs = _worker_logs(SAMPLES / KERAS_FIT)
+    saver = read_log("log", None, "w0", logs["worker:0"].read_text().splitlines())
+    stepper = read_log("log", None, "w1", logs["worker:1"].read_text().splitlines())
+    assert saver.task == "worker:0" and stepper.task == "worker:1"
+    assert saver.collective_mismatch and stepper.collective_mismatch
+    # the save's all-reduce ran eagerly; the other worker's inside its train function
+    assert saver.mismatch_outside_function is True
+    assert stepper.mismatch_outside_function is False
+
+
+def test_the_worker_that_went_on_training_is_the_culprit_not_the_evaluator(
+    tmp_path: Path,
+) -> None:
+    incident = postmortem.analyze(postmortem.load(_keras_fit(tmp_path)))
+    found = incident.verdict.finding
+    assert found.hang_class.value == "collective-mismatch"
+    assert found.culprit is not None and found.culprit.role == "worker:1"
+    assert incident.strategy is not None and incident.strategy.value == (
+        "MultiWorkerMirroredStrategy"
+    )
+    # the evaluator is a member of the job, alive and outside every collective: not blamed
+    assert "evaluator:0" in {m.role for m in incident.members}
+    assert all(f.culprit is None or f.culprit.role != "evaluator:0"
+               for f in incident.verdict.findings)
+
+
+def test_the_culprit_follows_the_logs_not_the_task_numbers(tmp_path: Path) -> None:
+    # GIVEN the same incident with worker:1 the saver and worker:0 the one that went on
+    dump = _keras_fit(tmp_path)
+    logs = _worker_logs(dump)
+    for path, old, new in ((logs["worker:0"], "0", "1"), (logs["worker:1"], "1", "0")):
+        text = path.read_text().replace(f"task_id = {old}", f"task_id = {new}")
+        path.write_text(text)
+    got = verdict(dump)
+    assert (got["hang_class"], got["culprit"]["role"]) == ("collective-mismatch", "worker:0")
+
+
+def test_the_savers_log_alone_still_names_the_other_worker(tmp_path: Path) -> None:
+    # GIVEN only the chief's log (the other worker's was lost); the evaluator's TF_CONFIG
+    # lists both workers
+    dump = _keras_fit(tmp_path)
+    logs = _worker_logs(dump)
+    logs["worker:1"].write_text("")
+    got = verdict(dump)
+    assert (got["hang_class"], got["culprit"]["role"]) == ("collective-mismatch", "worker:1")
+
+
+def test_a_shape_mismatch_with_no_failed_op_named_is_not_judged_a_mismatch(
+    tmp_path: Path,
+) -> None:
+    # GIVEN the abort lines but no "[Op:...]" line saying which op failed on either side
+    dump = _keras_fit(tmp_path)
+    for path in _worker_logs(dump).values():
+        kept = [line for line in path.read_text().splitlines() if "[Op:" not in line]
+        path.write_text("\n".join(kept) + "\n")
+    assert verdict(dump)["hang_class"] != "collective-mismatch"
+
+
+def test_the_savers_log_alone_with_no_cluster_known_names_no_culprit(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from postmortem.cli import main
+
+    dump = tmp_path / "dump"
+    saver = _worker_logs(SAMPLES / KERAS_FIT)["worker:0"]
+    assert main(["capture", "--log", str(saver), "-o", str(dump), "--samples", "1"]) == 0
+    capsys.readouterr()
+    got = verdict(dump)
+    # the class is known from the saver's log; who did not join is not
+    assert got["hang_class"] == "collective-mismatch" and got["culprit"] is None
+
+
+def test_members_of_the_collective_group_are_marked_inside_or_outside(tmp_path: Path) -> None:
+    incident = postmortem.analyze(postmortem.load(_mwms(tmp_path)))
+    assert {m.role: m.collective for m in incident.members} == {
+        "worker:0": "inside",
+        "worker:1": "outside",
+    }
+    page = render_html(incident)
+    assert "<th>collective</th>" in page and "in no collective" in page
+    # a compat.v1 job runs no collective: nobody is marked
+    v1 = postmortem.analyze(postmortem.load(SAMPLES / "ps-frozen-during-save"))
+    assert all(m.collective == "" for m in v1.members)
+    # the evaluator of a tf_keras job is no member of the group
+    fit = postmortem.analyze(postmortem.load(_keras_fit(tmp_path / "fit")))
+    assert next(m for m in fit.members if m.role == "evaluator:0").collective == ""

@@ -8,12 +8,20 @@ all-reduces them: the savers wait in `collective_reduce_v2` for peers that are s
 else, forever and silently. The discriminator is the absence: the peer that does not join
 has no thread inside a collective at all. A peer that is stopped or dead is
 peer-unresponsive's finding, not this one.
+
+When the peer's next collective has another shape (tf_keras `fit` goes on to its next
+training step), TensorFlow aborts every member instead: "Shape mismatch in the collective
+instance N". The processes end and the logs tell the story: the savers' failing op ran
+eagerly, outside any tf.function (the save's all-reduce); the peer's failed inside its
+training function. The peer that was in its training step never joined the save's
+collective.
 """
 
 from __future__ import annotations
 
 from postmortem.analysis.cluster import COLLECTIVE_JOBS
 from postmortem.analysis.facts import Facts
+from postmortem.analysis.logs import LogFacts
 from postmortem.analysis.rules.common import Case, culprit, flight_evidence, thread_evidence
 from postmortem.analysis.threads import is_collective_frame, is_save_frame
 from postmortem.model import Evidence, Finding, HangClass, Member, Status, Thread, WaitKind
@@ -41,7 +49,7 @@ def evaluate(facts: Facts) -> list[Finding]:
             if stuck:
                 waiting[m.role] = stuck
     if not waiting:
-        return []
+        return _from_logs(facts)
     outside = [m for m in group if m.role not in waiting and _live_elsewhere(facts, m)]
     if not outside:
         return []  # every peer is inside a collective, stopped or gone: not this hang
@@ -145,3 +153,57 @@ def _main_thread(facts: Facts, pid: int) -> Thread | None:
         return main
     python = [t for t in facts.threads_of(pid) if t.python and t.stack]
     return python[0] if python else None
+
+
+def _from_logs(facts: Facts) -> list[Finding]:
+    """The collective aborted on a shape mismatch: whose failing op ran outside the
+    training function (the extra collective) and whose inside it (the peer that went on)."""
+    aborted = [log for log in facts.logs.values() if log.collective_mismatch is not None]
+    extra = [log for log in aborted if log.mismatch_outside_function]
+    stepping = [log for log in aborted if log.mismatch_outside_function is False]
+    if not extra:
+        return []
+    extra_tasks = {log.task for log in extra}
+    if stepping:
+        culprits = sorted({log.task for log in stepping} - extra_tasks)
+    else:  # only the extra side's log: the peer is another member of the collective
+        culprits = [m.role for m in facts.members
+                    if m.job in COLLECTIVE_JOBS and m.role not in extra_tasks]
+    case = Case(HANG_CLASS, 0.5 if culprits else 0.4)
+    case.add(0.15 if stepping else 0.0)
+    for log in extra:
+        case.add(0, Evidence(
+            f"{_whose(log)} shows the collective aborted on mismatched shapes while running a "
+            f"collective eagerly, outside any tf.function ([Op:{log.failed_ops[-1]}]): "
+            f"{(log.collective_mismatch or '')[:300]}",
+            log.source, log.task))
+    for log in stepping:
+        case.add(0, Evidence(
+            f"{_whose(log)} shows the same abort inside its training function "
+            f"([Op:{log.failed_ops[-1]}]): it was in its training step, not in that collective",
+            log.source, log.task))
+    saving = [log for log in extra if log.failed_saves or log.save_lines]
+    if saving:
+        case.add(0.1, *(Evidence(f"{_whose(log)} was saving a checkpoint when it failed",
+                                 log.source, log.task) for log in saving[:2]))
+    savers = ", ".join(sorted(extra_tasks))
+    peers = ", ".join(culprits) or "another worker (its log is not in the dump)"
+    under = " (a save)" if saving else ""
+    summary = (
+        f"{savers} ran a collective outside the training step{under} that {peers} never "
+        f"joined: {'it' if len(culprits) == 1 else 'they'} went on with the training step, "
+        "whose collective has another shape, and TensorFlow aborted every member with "
+        "'Shape mismatch in the collective instance'. A MultiWorkerMirroredStrategy "
+        "collective needs every worker; code that runs on some workers only (a chief-only "
+        "ModelCheckpoint or save reads sync-on-read variables, which all-reduces them) makes "
+        "the workers' collectives disagree. Had the shapes matched, it would have hung."
+    )
+    op = (f"an eager collective{under} on {savers} that {peers} never joined, aborted on a "
+          "shape mismatch")
+    state = "in its training step, never joined the collective"
+    found = culprit(facts, culprits[0], state) if culprits else None
+    return [case.finding(summary, FIX, found, op, cap=0.85)]
+
+
+def _whose(log: LogFacts) -> str:
+    return f"{log.task}'s log ({log.source})" if log.task != "log" else f"the log {log.source}"

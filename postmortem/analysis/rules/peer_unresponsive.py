@@ -184,7 +184,7 @@ def _lost_tasks(facts: Facts) -> list[Finding]:
     for log in facts.logs.values():
         for device, line in log.lost_tasks.items():
             role = role_from_device(device)
-            if role is not None and role != log.role:
+            if role is not None and role != log.task:
                 named.setdefault(role, (line, log.source, log.role))
     if not named:
         return []
