@@ -126,6 +126,58 @@ def cluster_positions(members: Sequence[Member]) -> dict[str, tuple[float, float
     return positions
 
 
+COLLECTIVE_WORDS = {
+    "inside": "in a collective",
+    "outside": "in no collective",
+    "unseen": "collective: not seen",
+}
+
+
+def _collective_words(member: Member) -> str:
+    return COLLECTIVE_WORDS.get(member.collective, ptext(member.collective, 40))
+
+
+def _collective_group(
+    members: Sequence[Member], positions: dict[str, tuple[float, float]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A box around the members of the collective group, with a note of who is inside a
+    collective and who is not (Member.collective, from the analysis)."""
+    group = [m for m in members if m.collective and m.role in positions]
+    if not group:
+        return [], []
+    xs = [positions[m.role][0] for m in group]
+    ys = [positions[m.role][1] for m in group]
+    inside = [m.role for m in group if m.collective == "inside"]
+    outside = [m.role for m in group if m.collective == "outside"]
+    note = f"collective group: {len(inside)} in a collective"
+    if outside:
+        note += f"; not in one: {', '.join(outside[:6])}" + (" ..." if len(outside) > 6 else "")
+    shape = {
+        "type": "rect",
+        "xref": "x",
+        "yref": "y",
+        "x0": min(xs) - 0.45,
+        "x1": max(xs) + 0.45,
+        "y0": min(ys) - 0.62,
+        "y1": max(ys) + 0.42,
+        "line": {"color": "#1f77b4", "width": 1.5, "dash": "dot"},
+        "fillcolor": "rgba(31,119,180,0.05)",
+        "layer": "below",
+    }
+    label = {
+        "x": min(xs) - 0.43,
+        "y": max(ys) + 0.4,
+        "xref": "x",
+        "yref": "y",
+        "xanchor": "left",
+        "yanchor": "top",
+        "showarrow": False,
+        "text": ptext(note, 160),
+        "font": {"size": 11, "color": "#1f77b4"},
+    }
+    return [shape], [label]
+
+
 def cluster_map_figure(
     members: Sequence[Member],
     wait_for: Sequence[WaitEdge],
@@ -147,13 +199,17 @@ def cluster_map_figure(
             xs.append(x)
             ys.append(y)
             texts.append(
-                f"<b>{ptext(m.role)}</b><br>" + (f"pid {m.pid}" if m.pid is not None else "absent")
+                f"<b>{ptext(m.role)}</b><br>"
+                + (f"pid {m.pid}" if m.pid is not None else "absent")
+                + (f"<br><i>{_collective_words(m)}</i>" if m.collective else "")
             )
             lines = [
                 f"<b>{ptext(m.role)}</b>",
                 f"address: {ptext(m.address or '-')}",
                 f"pid: {m.pid if m.pid is not None else 'not in the dump'}",
             ]
+            if m.collective:
+                lines.append(f"collective: {_collective_words(m)}")
             counts = status_counts.get(m.role)
             if counts:
                 lines.append(
@@ -211,12 +267,16 @@ def cluster_map_figure(
                 "hovertext": ptext(f"{a} waits on {b}: {edge.why}", 200),
             }
         )
+    shapes, group_notes = _collective_group(members, positions)
+    annotations.extend(group_notes)
     jobs = sorted({int(x) for x, _ in positions.values()})
     column_names: dict[int, str] = {}
     for m in members:
         column_names[int(positions[m.role][0])] = m.job
     rows = max(1, len({y for _, y in positions.values()}))
-    layout = base_layout("Cluster map: who waits on whom", max(260, 80 * rows + 130))
+    tall = bool(shapes)  # a third line under each marker, and the group's box
+    height = max(320, 120 * rows + 150) if tall else max(260, 80 * rows + 130)
+    layout = base_layout("Cluster map: who waits on whom", height)
     layout.update(
         {
             "showlegend": True,
@@ -229,8 +289,9 @@ def cluster_map_figure(
                 "showgrid": False,
                 "zeroline": False,
             },
-            "yaxis": {"visible": False, "range": [-rows + 0.4, 0.6]},
+            "yaxis": {"visible": False, "range": [-rows + (0.2 if tall else 0.4), 0.6]},
             "annotations": annotations,
+            "shapes": shapes,
             "hovermode": "closest",
             "margin": {"l": 20, "r": 20, "t": 70, "b": 30},
         }

@@ -30,7 +30,7 @@ from postmortem.model import (
     WaitEdge,
 )
 from postmortem.render.text import culprit_text as _culprit_text
-from postmortem.report.figures import STATUS_COLORS, FigureSpec
+from postmortem.report.figures import COLLECTIVE_WORDS, STATUS_COLORS, FigureSpec
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -269,15 +269,22 @@ def figure_block(spec: FigureSpec, title: str, intro: str, extra: str = "") -> s
 
 def members_table(members: Sequence[Member], culprit_role: str | None) -> str:
     rows = []
+    collectives = any(m.collective for m in members)
     for m in members:
         mark = ' <b class="bad">culprit</b>' if m.role == culprit_role else ""
-        rows.append(
-            [
-                esc(m.role) + mark,
-                esc(m.address or "-"),
-                esc(m.pid) if m.pid is not None else "<i>absent</i>",
-                "<br>".join(esc(p) for p in m.problems) or "-",
-            ]
+        row = [
+            esc(m.role) + mark,
+            esc(m.address or "-"),
+            esc(m.pid) if m.pid is not None else "<i>absent</i>",
+            "<br>".join(esc(p) for p in m.problems) or "-",
+        ]
+        if collectives:
+            row.insert(3, esc(COLLECTIVE_WORDS.get(m.collective, m.collective)) or "-")
+        rows.append(row)
+    if collectives:
+        return table(
+            ["member", "address", "pid", "collective", "problems"], rows,
+            ("", "mono", "", "", "wrap"),
         )
     return table(["member", "address", "pid", "problems"], rows, ("", "mono", "", "wrap"))
 

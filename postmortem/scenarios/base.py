@@ -66,8 +66,10 @@ class Truth:
 
 def parse_role(role: str) -> tuple[str, int]:
     job, _, index = role.partition(":")
-    if job not in ("ps", "worker", "chief") or not index.isdigit():
-        raise ScenarioError(f"bad role {role!r}: want 'ps:N', 'worker:N' or 'chief:0'")
+    if job not in ("ps", "worker", "chief", "evaluator") or not index.isdigit():
+        raise ScenarioError(
+            f"bad role {role!r}: want 'ps:N', 'worker:N', 'chief:0' or 'evaluator:0'"
+        )
     return job, int(index)
 
 
@@ -223,7 +225,8 @@ class ScenarioRun:
     @property
     def all_roles(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
-        for role in self.addresses:
+        # the cluster's tasks, and members with no cluster address (an evaluator)
+        for role in [*self.addresses, *(r for r in self.members if r not in self.addresses)]:
             p = self.members.get(role)
             out[role] = p.pid if p is not None and p.alive() else None
         return out

@@ -222,10 +222,164 @@ class MwmsPeerLostDuringSave(MwmsPartialSave):
         )
 
 
+MWMS_KERAS_FIT = "mwms_keras_fit.py"
+SHAPE_MISMATCH = "Shape mismatch in the collective instance"
+
+
+def _need_tf_keras(name: str) -> None:
+    """Keras 3 (TensorFlow 2.16+) cannot run MWMS fit: the scenario runs tf_keras."""
+    import importlib.util
+
+    if importlib.util.find_spec("tf_keras") is None:
+        raise ScenarioError(
+            f"{name} needs the tf-keras package (Keras 2, which runs MultiWorkerMirroredStrategy "
+            "fit): pip install --no-deps tf-keras (--no-deps keeps pip from adding the full "
+            "tensorflow package beside tensorflow-cpu)"
+        )
+
+
+class MwmsKerasFitChiefSave(Scenario):
+    name = "mwms-keras-fit-chief-save"
+    description = (
+        "MultiWorkerMirroredStrategy, tf_keras Model.fit with a ModelCheckpoint callback on "
+        "the chief only. Its save all-reduces the batch-norm statistics; the others go on to "
+        "their next step, whose all-reduce has another shape: TF aborts every worker."
+    )
+    hang_class = "collective-mismatch"
+    defaults = {
+        "num_workers": 2,
+        "save_on": "worker:0",  # the workers that get the ModelCheckpoint callback
+        "save_freq": 40,
+        "step_sleep": 0.05,
+        "evaluator": False,  # a sidecar evaluator task (TF_CONFIG type evaluator) as well
+    }
+
+    def savers(self, params: dict[str, Any]) -> list[str]:
+        return [r.strip() for r in str(params["save_on"]).split(",") if r.strip()]
+
+    def validate(self, params: dict[str, Any]) -> None:
+        _need_tf_keras(self.name)
+        if not 2 <= params["num_workers"] <= 4:
+            raise ScenarioError(f"{self.name} needs 2 to 4 workers")
+        for role in self.savers(params):
+            job, index = parse_role(role)
+            if job != "worker" or index >= params["num_workers"]:
+                raise ScenarioError(f"save_on: {role} is not a worker of this job")
+        if not self.savers(params) or len(set(self.savers(params))) >= params["num_workers"]:
+            raise ScenarioError("save_on: some workers save, not all")
+        if params["save_freq"] < 2:
+            raise ScenarioError("save_freq must be at least 2")
+
+    def launch(self, run: ScenarioRun) -> None:
+        p = run.params
+        run.plan_cluster(0, p["num_workers"])
+        run.checkpoint_dir = run.workdir / "ckpt"
+        save_on = ",".join(str(parse_role(r)[1]) for r in self.savers(p))
+        flags = [
+            f"--checkpoint_dir={run.checkpoint_dir}",
+            f"--save_on={save_on}",
+            f"--save_freq={p['save_freq']}",
+            f"--step_sleep={p['step_sleep']}",
+        ]
+        for role in run.roles("worker"):
+            run.spawn_member(role, MWMS_KERAS_FIT, *flags, tf_config=True)
+        if p["evaluator"]:  # not in the cluster: it only reads the checkpoints
+            run.spawn_member("evaluator:0", MWMS_KERAS_FIT, *flags, tf_config=True)
+
+    def drive(self, run: ScenarioRun) -> None:
+        workers = run.roles("worker")
+        for role in workers:
+            run.members[role].may_exit = True  # TF aborts every worker
+        run.wait_for(
+            "every worker to fail on the collective and end",
+            lambda: all(
+                SHAPE_MISMATCH in run.log_text(r) and not run.members[r].alive() for r in workers
+            ),
+            240,
+            0.5,
+        )
+        for role in self.savers(run.params):
+            if not SAVE_BEGAN.search(run.log_text(role)):
+                raise ScenarioError(f"{role} failed before its save began")
+            if m.SAVE_DONE in run.log_text(role):
+                raise ScenarioError(f"{role}'s save completed: no mismatch")
+        run.facts["save_began_at_step"] = int(
+            SAVE_BEGAN.findall(run.log_text(self.savers(run.params)[0]))[-1]
+        )
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        savers = self.savers(run.params)
+        others = [r for r in run.roles("worker") if r not in savers]
+        return Truth(
+            self.hang_class,
+            others[0],
+            f"ModelCheckpoint's save on {', '.join(savers)} all-reduces the batch-norm "
+            f"statistics in a collective that {', '.join(others)} never "
+            f"join{'s' if len(others) == 1 else ''}; their next "
+            "step's all-reduce has another shape: aborted",
+            f"{', '.join(savers)} save at step {run.facts.get('save_began_at_step')} "
+            f"(a ModelCheckpoint callback on them only); {', '.join(others)} "
+            f"go{'es' if len(others) == 1 else ''} on training. "
+            f"TF aborts every worker with '{SHAPE_MISMATCH} ...' and they exit; the dump "
+            "holds their logs"
+            + (" and the live sidecar evaluator." if run.params["evaluator"] else "."),
+            ("collective",),
+            strategy=MWMS,
+        )
+
+
+class MwmsKerasFitHealthy(MwmsKerasFitChiefSave):
+    name = "mwms-keras-fit-healthy"
+    description = (
+        "MultiWorkerMirroredStrategy, tf_keras Model.fit with ModelCheckpoint on every "
+        "worker (tf_keras writes the non-chief copies to temporary directories), optionally "
+        "a sidecar evaluator: nothing to find."
+    )
+    hang_class = "healthy"
+    defaults = {**MwmsKerasFitChiefSave.defaults, "save_on": "all", "saves": 2}
+
+    def validate(self, params: dict[str, Any]) -> None:
+        _need_tf_keras(self.name)
+        if not 2 <= params["num_workers"] <= 4:
+            raise ScenarioError(f"{self.name} needs 2 to 4 workers")
+        if params["save_on"] != "all":
+            raise ScenarioError(f"{self.name}: every worker saves (save_on='all')")
+
+    def savers(self, params: dict[str, Any]) -> list[str]:
+        return [f"worker:{i}" for i in range(params["num_workers"])]
+
+    def drive(self, run: ScenarioRun) -> None:
+        want = run.params["saves"]
+        run.wait_for(
+            f"{want} completed saves on every worker",
+            lambda: all(
+                run.log_text(r).count(f"INFO {m.SAVE_DONE} ") >= want for r in run.roles("worker")
+            ),
+            240,
+            0.5,
+        )
+
+    def truth(self, run: ScenarioRun) -> Truth:
+        p = run.params
+        return Truth(
+            self.hang_class,
+            None,
+            "none: training advances",
+            f"MultiWorkerMirroredStrategy, tf_keras fit, {p['num_workers']} workers, "
+            f"ModelCheckpoint every {p['save_freq']} steps on every worker"
+            + (", a sidecar evaluator" if p["evaluator"] else "")
+            + "; no fault.",
+            (),
+            strategy=MWMS,
+        )
+
+
 TF2_SCENARIOS: list[Scenario] = [
     MwmsPartialSave(),
     MwmsHealthyTraining(),
     MwmsPeerLostDuringSave(),
+    MwmsKerasFitChiefSave(),
+    MwmsKerasFitHealthy(),
 ]
 
 

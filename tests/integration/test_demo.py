@@ -30,7 +30,8 @@ ALL_SCENARIOS = (
     "ps-frozen-during-save", "oversized-variable-save", "sync-replicas-stall", "storage-stall",
     "saver-lock-deadlock", "ps-unreachable-at-startup", "healthy-slow-save",
     "healthy-training", "degraded-worker-lost", "mwms-partial-save", "mwms-healthy-training",
-    "pss-ps-frozen-during-save", "mwms-peer-lost-during-save",
+    "pss-ps-frozen-during-save", "mwms-peer-lost-during-save", "mwms-keras-fit-chief-save",
+    "mwms-keras-fit-healthy",
 )
 
 live_demo = [
@@ -84,12 +85,16 @@ def source_line(dump: Path, pid: int, filename: str, line: int) -> str:
 
 
 # -- one demo ---------------------------------------------------------------------------------
-def demo_and_analyze(name: str, tmp_path: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """`postmortem demo NAME -o DUMP`, then `postmortem analyze DUMP --json`; the verdict's
-    class and culprit role must equal truth.json's. Returns (dump, truth, verdict doc)."""
+def demo_and_analyze(
+    name: str, tmp_path: Path, *set_args: str
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """`postmortem demo NAME -o DUMP [--set K=V...]`, then `postmortem analyze DUMP --json`;
+    the verdict's class and culprit role must equal truth.json's. Returns (dump, truth,
+    verdict doc)."""
     dump = tmp_path / "dump"
+    sets = [arg for pair in set_args for arg in ("--set", pair)]
     demo = postmortem("demo", name, "-o", str(dump), "--timeout", str(ESTABLISH_TIMEOUT),
-                      timeout=DEMO_TIMEOUT)
+                      *sets, timeout=DEMO_TIMEOUT)
     assert demo.returncode == 0 and (dump / "truth.json").exists(), (
         f"demo {name} exit {demo.returncode}:\n{demo.stderr[-3000:]}")
     assert "Traceback" not in demo.stderr, demo.stderr[-3000:]
@@ -186,6 +191,26 @@ def test_demo_mwms_partial_save(tmp_path: Path) -> None:
         assert {"waiter": "worker:0", "waits_on": "worker:1"}.items() <= doc["wait_for"][0].items()
     except AssertionError as e:
         raise AssertionError(f"{e}\ndump kept at {keep_on_failure('mwms', dump)}") from e
+
+
+@_apply(live_demo)
+def test_demo_mwms_keras_fit_chief_save(tmp_path: Path) -> None:
+    # GIVEN tf_keras fit under MWMS, ModelCheckpoint on worker:0 alone, a sidecar evaluator
+    dump, truth, doc = demo_and_analyze("mwms-keras-fit-chief-save", tmp_path, "evaluator=true")
+    try:
+        # THEN both workers ended, their logs are in the dump with TF's abort in each
+        assert set(truth["all_roles"]) == {"worker:0", "worker:1", "evaluator:0"}
+        logs = [p.read_text() for p in sorted((dump / "logs").iterdir())]
+        assert len(logs) == 2
+        assert all("Shape mismatch in the collective instance" in text for text in logs)
+        # ... the evaluator was captured live, and it is a member but never a suspect
+        manifest = json.loads((dump / "manifest.json").read_text())
+        assert [t["pid"] for t in manifest["targets"]] == [truth["all_roles"]["evaluator:0"]]
+        members = {m["role"]: m for m in doc["members"]}
+        assert members["evaluator:0"]["pid"] == truth["all_roles"]["evaluator:0"]
+        assert members["evaluator:0"]["collective"] == ""
+    except AssertionError as e:
+        raise AssertionError(f"{e}\ndump kept at {keep_on_failure('keras', dump)}") from e
 
 
 @_apply(live_demo)

@@ -65,6 +65,9 @@ HEALTHY = [
     # TF2: MultiWorkerMirroredStrategy, every worker saves; found by TF_CONFIG
     Shape("mwms-3-workers-all-save-discover", "mwms-healthy-training",
           {"num_workers": 3, "save_every_steps": 20}, discover=True),
+    # TF2: tf_keras fit, ModelCheckpoint on every worker, a sidecar evaluator; --discover
+    Shape("keras-fit-evaluator-discover", "mwms-keras-fit-healthy",
+          {"evaluator": True, "save_freq": 30}, discover=True),
 ]
 DEGRADED = [
     Shape("async-worker1-stopped", "degraded-worker-lost", {"fault": "stop"},

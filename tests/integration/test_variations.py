@@ -112,6 +112,12 @@ CASES = [
     Case("mwms-3w-worker2-lost", "mwms-peer-lost-during-save",
          {"num_workers": 3, "culprit": "worker:2"}, "peer-unresponsive", "worker:2",
          absent=("worker:2",)),
+    Case("keras-fit-3w-worker1-saves", "mwms-keras-fit-chief-save",
+         {"num_workers": 3, "save_on": "worker:1", "save_freq": 25}, "collective-mismatch",
+         "worker:0"),
+    Case("keras-fit-two-save-evaluator", "mwms-keras-fit-chief-save",
+         {"num_workers": 3, "save_on": "worker:0,worker:2", "evaluator": True},
+         "collective-mismatch", "worker:1"),
     Case("pss-2ps-ps1-frozen", "pss-ps-frozen-during-save",
          {"num_ps": 2, "num_workers": 2, "culprit": "ps:1"}, "peer-unresponsive", "ps:1"),
 ]

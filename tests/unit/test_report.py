@@ -80,6 +80,25 @@ def test_cluster_map_highlights_the_culprit_marks_the_absent_and_draws_wait_for_
     assert arrow["arrowcolor"] == "#d62728"
 
 
+def test_cluster_map_boxes_the_collective_group_and_says_who_is_outside() -> None:
+    members = [
+        Member("worker:0", "worker", 0, "h:2", 2, "h", collective="inside"),
+        Member("worker:1", "worker", 1, "h:3", 3, "h", collective="outside"),
+        Member("evaluator:0", "evaluator", 0, None, 4, "h"),
+    ]
+    spec = cluster_map_figure(members, [], {}, "worker:1")
+    assert spec.figure is not None
+    (box,) = spec.figure["layout"]["shapes"]
+    assert box["x0"] < 0.0 < box["x1"] < 1.0  # the worker column (0), not the evaluator's (1)
+    notes = [a["text"] for a in spec.figure["layout"]["annotations"]]
+    assert notes == ["collective group: 1 in a collective; not in one: worker:1"]
+    texts = [t for trace in spec.figure["data"] for t in trace["text"]]
+    assert any("in no collective" in t for t in texts)
+    # a job without collectives: no box
+    plain = cluster_map_figure([Member("ps:0", "ps", 0, "h:1", 1, "h")], [], {}, None)
+    assert plain.figure is not None and plain.figure["layout"]["shapes"] == []
+
+
 def test_cluster_map_without_members_says_so() -> None:
     spec = cluster_map_figure([], [], {}, None)
     assert spec.figure is None and spec.note
