@@ -72,6 +72,9 @@ class CaptureOptions:
     watch_stacks: bool = False  # one more non-pausing py-spy dump midway between rounds
     force: bool = False
     command: tuple[str, ...] = ()
+    # Refuse to start without py-spy; a remote host (--host) is captured without stacks
+    # instead, and its outcomes say why.
+    require_py_spy: bool = True
 
 
 @dataclass
@@ -150,7 +153,9 @@ def validate(options: CaptureOptions) -> None:
             )
 
 
-def preflight(pids: tuple[int, ...], logs: tuple[Path, ...] = ()) -> None:
+def preflight(
+    pids: tuple[int, ...], logs: tuple[Path, ...] = (), require_py_spy: bool = True
+) -> None:
     """Refuse, before writing anything, what cannot work: wrong pid, no rights, not Python.
     With no pid but --log files, the capture keeps the logs of a job that already ended
     (a TF2 job that crashed when a peer was lost)."""
@@ -188,7 +193,7 @@ def preflight(pids: tuple[int, ...], logs: tuple[Path, ...] = ()) -> None:
     if not_python:
         names = ", ".join(f"{pid} ({procfs.read_comm(pid)})" for pid in not_python)
         raise NotPythonError(f"Not a Python process: {names}.")
-    if find_tool("py-spy") is None:
+    if require_py_spy and find_tool("py-spy") is None:
         raise ToolMissingError("py-spy is not installed or not on PATH.")
 
 
@@ -634,7 +639,7 @@ class Capture:
     def run(self) -> CaptureResult:
         options = self.options
         validate(options)
-        preflight(options.pids, tuple(options.logs))
+        preflight(options.pids, tuple(options.logs), options.require_py_spy)
         self.plan = OutputPlan.prepare(options.output, options.force)
         try:
             result = self._run()

@@ -15,7 +15,7 @@ FORMAT_NAME = "postmortem-dump"
 # offsets and per-round --log sizes. 3: the flight recorder's file of each process that
 # runs one. 1 and 2 still load (without what came after them).
 SCHEMA_VERSION = 3
-SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3)
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3, 4)  # 4: the top manifest of several hosts' dumps
 MANIFEST = "manifest.json"
 
 

@@ -26,6 +26,7 @@ class ExitCode(enum.IntEnum):
     UNSUPPORTED_DUMP_VERSION = 11
     PARTIAL_CAPTURE = 12
     OUTPUT_UNWRITABLE = 13
+    HOST_NOT_CAPTURED = 14
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -154,6 +155,19 @@ class OutputUnwritableError(PostmortemError):
 
     exit_code = ExitCode.OUTPUT_UNWRITABLE
     help_text = "Choose an output path on a writable filesystem, in a directory you can write."
+
+
+class HostNotCapturedError(PostmortemError):
+    """A --host could not be captured (unreachable, refused, unknown host key): the other
+    hosts' dump is still written, and says which host is missing and why."""
+
+    exit_code = ExitCode.HOST_NOT_CAPTURED
+    help_text = (
+        "Check that `ssh -o BatchMode=yes HOST true` works from here (the host key known, a "
+        "key that logs in without a password) and that python3 runs there; pass ssh options "
+        "with --ssh-option, or another remote shell with --via. Its members show as "
+        "'not captured' in the analysis."
+    )
 
 
 class UsageError(PostmortemError):

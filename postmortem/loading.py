@@ -32,6 +32,7 @@ from collectors.layout import (
 from postmortem.bulk import collector_paused
 from postmortem.dumpfiles import JSON_LIMIT, MANIFEST_LIMIT, DumpReader, NotReadable
 from postmortem.errors import BadDumpError, UnsupportedDumpVersionError
+from postmortem.model import PID_BITS
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "processes": (
@@ -46,6 +47,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "python",
         "tensorflow",
         "std_streams",
+        "host",  # the host it runs on (a dump of several hosts), else the capture's host
     ),
     "process_rounds": (
         "pid",
@@ -186,6 +188,9 @@ class Dump:
     frames_by_name: dict[str, pd.DataFrame]
     sources: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
     read_files: frozenset[str] = frozenset()  # paths inside the dump that were read
+    # A dump of several hosts: each process's key (its pid here) -> (the directory of its
+    # host's dump inside this one, "hosts/h2/", and its pid on that host).
+    origins: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> pd.DataFrame:
         frames = self.__dict__.get("frames_by_name", {})
@@ -430,10 +435,135 @@ def load_dump(path: Path | str) -> Dump:
         return _load_dump(path)
 
 
-def _load_dump(path: Path | str) -> Dump:
+# -- a dump of several hosts (capture --host) ---------------------------------------------------
+
+HOST_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+# Columns that hold a host's wall-clock time: moved onto the capturing host's clock.
+TIME_COLUMNS = {
+    "process_rounds": ("time",),
+    "watch": ("started", "ended"),
+    "log_sizes": ("time",),
+    "checkpoint_files": ("time", "mtime"),
+    "flights": ("started",),
+    "flight_steps": ("started", "ended"),
+    "flight_events": ("time",),
+    "rounds": ("started_at", "ended_at"),
+}
+
+
+def host_offset(entry: dict[str, Any]) -> float:
+    """Seconds to add to a host's clock to read it on the capturing host's: the median of
+    the offsets measured at each round (0 when none was measured)."""
+    offsets = sorted(
+        float(c["offset"])
+        for c in _list(entry.get("clock"))
+        if isinstance(c, dict) and isinstance(c.get("offset"), (int, float))
+        and math.isfinite(c["offset"])
+    )
+    return offsets[len(offsets) // 2] if offsets else 0.0
+
+
+def _load_hosts(root: Path, manifest: dict[str, Any], reader: DumpReader) -> Dump:
+    """Every captured host's dump, as one: pids keyed apart, times on one clock."""
+    loaded: list[tuple[str, dict[str, Any], Dump]] = []
+    problems = list(reader.problems)
+    for entry in _list(manifest.get("hosts")):
+        if not isinstance(entry, dict) or entry.get("status") != "ok":
+            continue
+        name = _s(entry.get("name"))
+        relative = f"hosts/{name}"
+        if not HOST_NAME.fullmatch(name) or name in ("..", "."):
+            problems.append({"file": MANIFEST, "problem": f"a host name that is not one: {name!r}"})
+            continue
+        if not reader.is_dir(relative):
+            problems.append({"file": relative, "problem": "missing: the host's dump is not there"})
+            continue
+        try:
+            sub = _load_dump(root / relative, nested=True)
+        except (BadDumpError, UnsupportedDumpVersionError) as exc:
+            problems.append({"file": relative, "problem": exc.message})
+            continue
+        loaded.append((name, entry, sub))
+    if not loaded:
+        raise BadDumpError(
+            f"{root} is a dump of several hosts, and none of their dumps could be read.",
+            help_text="Capture again; manifest.json's `hosts` says why each host failed.",
+        )
+    frames: dict[str, list[pd.DataFrame]] = {}
+    sources: dict[int, dict[str, dict[str, str]]] = {}
+    origins: dict[int, tuple[str, int]] = {}
+    read: set[str] = {MANIFEST}
+    targets: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    logs: list[dict[str, Any]] = []
+    for index, (name, entry, sub) in enumerate(loaded):
+        shift = index << PID_BITS
+        offset = host_offset(entry)
+        prefix = f"hosts/{name}/"
+        for frame_name, frame in sub.frames_by_name.items():
+            frame = frame.copy()
+            if shift and "pid" in frame.columns and not frame.empty:
+                frame["pid"] = frame["pid"].map(lambda p, s=shift: p + s if pd.notna(p) else p)
+            for column in TIME_COLUMNS.get(frame_name, ()) if offset else ():
+                if column in frame.columns:
+                    frame[column] = pd.to_numeric(frame[column], errors="coerce") + offset
+            if frame_name == "processes":
+                frame["host"] = name
+            if frame_name == "problems" and not frame.empty:
+                frame["file"] = prefix + frame["file"].astype(str)
+            frames.setdefault(frame_name, []).append(frame)
+        for pid, snippets in sub.sources.items():
+            sources[pid + shift] = snippets
+        for pid in sub.processes["pid"].tolist() if not sub.processes.empty else []:
+            origins[int(pid) + shift] = (prefix, int(pid))
+        read.update(prefix + f for f in sub.read_files)
+        targets.extend(
+            {**target, "pid": int(target["pid"]) + shift, "host": name}
+            for target in _list(sub.manifest.get("targets"))
+            if isinstance(target, dict) and _int(target.get("pid")) is not None
+        )
+        for outcome in _list(sub.manifest.get("outcomes")):
+            if isinstance(outcome, dict):
+                target = _s(outcome.get("target"))
+                moved = str(int(target) + shift) if target.isdigit() else target
+                outcomes.append({**outcome, "target": moved, "host": name})
+        logs.extend(
+            {**log, "file": prefix + _s(log.get("file"))}
+            for log in _list(sub.manifest.get("logs"))
+            if isinstance(log, dict)
+        )
+    merged = {
+        **manifest,
+        "targets": targets,
+        "outcomes": outcomes,
+        "logs": logs,
+        "rounds": [
+            {**r, "started_at": (_f(r.get("started_at")) or 0) + host_offset(loaded[0][1]),
+             "ended_at": (_f(r.get("ended_at")) or 0) + host_offset(loaded[0][1])}
+            for r in _list(loaded[0][2].manifest.get("rounds"))
+            if isinstance(r, dict)
+        ],
+        "logs_only": all(sub.manifest.get("logs_only") for _, _, sub in loaded),
+        "hosts_loaded": [name for name, _, _ in loaded],
+    }
+    combined = {
+        name: pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        for name, parts in frames.items()
+    }
+    if problems:
+        extra = pd.DataFrame(problems, columns=list(COLUMNS["problems"]))
+        combined["problems"] = pd.concat([combined["problems"], extra], ignore_index=True)
+    return Dump(root, merged, combined, sources, frozenset(read), origins)
+
+
+def _load_dump(path: Path | str, nested: bool = False) -> Dump:
     root = Path(path)
     reader = DumpReader(root)
     manifest = read_manifest(root, reader)
+    if manifest.get("multi_host"):
+        if nested:
+            raise BadDumpError(f"{root}: a dump of several hosts inside another one.")
+        return _load_hosts(root, manifest, reader)
     problems = reader.problems
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in COLUMNS}
     columns: dict[str, dict[str, list[Any]]] = {
@@ -482,6 +612,7 @@ def _load_dump(path: Path | str) -> Dump:
                 "python": info.get("python"),
                 "tensorflow": info.get("tensorflow"),
                 "std_streams": streams if isinstance(streams, dict) else {},
+                "host": _s(manifest.get("host")),
             }
         )
         for name in reader.list_dir(layout.process_dir(pid)):

@@ -79,6 +79,15 @@ __all__ = [
 ]
 
 
+PID_BITS = 22  # Linux pids are below 2**22; in a dump of several hosts, host N's keys are
+# N << 22 | pid, so every process has a key of its own
+
+
+def os_pid(key: int) -> int:
+    """The pid a process has on its own host, from its key in the incident."""
+    return key & ((1 << PID_BITS) - 1)
+
+
 class HangClass(str, enum.Enum):
     """What the verdict says happened. docs/hang-classes.md explains each."""
 
@@ -269,6 +278,9 @@ class Member:
     # that runs collectives): "inside" (a thread in a collective), "outside" (seen, none
     # inside), "unseen" (no stack read); "" when the job runs no collective or it is no member.
     collective: str = ""
+    # Its host could not be captured (capture --host): why, in ssh's words. Absent from the
+    # dump then says nothing about it.
+    not_captured: str = ""
 
     @property
     def captured(self) -> bool:
@@ -298,8 +310,8 @@ class Process:
     def label(self) -> str:
         """'worker:0 (pid 123)', or 'python (pid 123)' when no role is known."""
         if self.role and not self.role.startswith("pid:"):
-            return f"{self.role} (pid {self.pid})"
-        return f"{self.comm or 'process'} (pid {self.pid})"
+            return f"{self.role} (pid {os_pid(self.pid)})"
+        return f"{self.comm or 'process'} (pid {os_pid(self.pid)})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,7 +161,7 @@ def _processes(facts: Facts) -> list[Process]:
             Process(
                 pid=pid,
                 role=facts.role(pid),
-                host=facts.host,
+                host=str(row.get("host") or facts.host),
                 comm=str(row["comm"] or ""),
                 exe=str(row["exe"] or ""),
                 cwd=str(row["cwd"] or ""),

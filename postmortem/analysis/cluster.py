@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pandas as pd
 
-from postmortem.analysis.roles import host_of, is_local, port_of
+from postmortem.analysis.roles import Hosts, host_of, port_of
 from postmortem.loading import Dump, as_int
 from postmortem.model import Member, Status, Thread, WaitEdge, WaitKind
 
@@ -54,6 +54,10 @@ class Cluster:
     ) -> None:
         self.dump = dump
         self.host = dump.host
+        self.hosts = Hosts.of(dump.manifest)
+        # hosts whose processes the dump holds (a dump of several hosts: the ones captured)
+        loaded = dump.manifest.get("hosts_loaded")
+        self.captured_hosts = set(loaded) if isinstance(loaded, list) else {dump.host}
         self.members = members
         self.threads = threads
         self.grouped = grouped  # pids with parked or stopped threads kept as groups
@@ -76,19 +80,27 @@ class Cluster:
         return out
 
     @cached_property
-    def listening_everywhere(self) -> set[int] | None:
-        """Ports listening anywhere in the captured network namespace, when recorded."""
+    def _listening_by_host(self) -> dict[str, set[int]]:
+        """host -> ports listening anywhere in its network namespace, where recorded."""
         pr = self.dump.process_rounds
         if "host_listening" not in pr.columns or pr.empty:
-            return None
-        addresses: set[str] = set()
-        recorded = False
-        for value in pr["host_listening"]:
+            return {}
+        procs = self.dump.processes
+        where = (
+            dict(zip(procs["pid"].tolist(), procs["host"].tolist(), strict=True))
+            if "host" in procs.columns and not procs.empty
+            else {}
+        )
+        out: dict[str, set[int]] = {}
+        for pid, value in zip(pr["pid"].tolist(), pr["host_listening"].tolist(), strict=True):
             if isinstance(value, list):
-                recorded = True
-                addresses.update(map(str, value))
-        ports = {p for p in map(port_of, addresses) if p is not None}
-        return ports if recorded else None
+                ports = out.setdefault(str(where.get(pid) or self.host), set())
+                ports.update(p for p in map(port_of, map(str, value)) if p is not None)
+        return out
+
+    def listening_on(self, host: str) -> set[int] | None:
+        """Ports listening anywhere on a captured host, when recorded; None otherwise."""
+        return self._listening_by_host.get(host)
 
     @cached_property
     def health(self) -> dict[str, Health]:
@@ -133,15 +145,12 @@ class Cluster:
         return h
 
     def _absent_health(self, m: Member, h: Health) -> None:
+        if m.not_captured:
+            return  # its host was not captured: its absence says nothing
         port = port_of(m.address) if m.address else None
-        listening = self.listening_everywhere
-        # Whether anything listens at its address is known only for this host.
-        seen = (
-            listening is not None
-            and port is not None
-            and bool(m.address)
-            and is_local(m.address or "", self.host)
-        )
+        listening = self.listening_on(m.host) if m.host in self.captured_hosts else None
+        # Whether anything listens at its address is known only for a captured host.
+        seen = listening is not None and port is not None and bool(m.address)
         if seen and port not in (listening or set()):
             h.problems.append(f"not running: nothing listens on {m.address}")
         elif seen:
@@ -196,12 +205,30 @@ class Cluster:
         if not address or self.dump.sockets.empty:
             return 0
         port = port_of(address)
-        return self._established_remote_ports.get(port, 0) if port is not None else 0
+        if port is None:
+            return 0
+        if len(self.hosts.aliases) <= 1:
+            return self._established_remote_ports.get(port, 0)
+        aliases = self._aliases(host_of(address))  # several hosts may use the same port
+        return sum(
+            1
+            for remotes in self._remotes_by_pid.values()
+            for host, remote_port in remotes
+            if remote_port == port and host in aliases
+        )
 
     def _any_waiting_on_cluster(self) -> bool:
         return any(t.status is Status.STUCK and t.waits_on in CLUSTER_WAITS for t in self.threads)
 
     # -- connections and the wait-for graph -----------------------------------------------
+
+    def _aliases(self, host: str) -> set[str]:
+        """Every name and address of the host a cluster address names."""
+        names = _host_aliases(host)
+        owner = self.hosts.host_of_address(f"{host}:0") if len(self.hosts.aliases) > 1 else None
+        if owner is not None:
+            names |= set(self.hosts.aliases[owner])
+        return names
 
     def connected_members(self, pid: int) -> list[str]:
         """Roles of cluster members this process holds TCP connections to."""
@@ -211,7 +238,7 @@ class Cluster:
         found: set[int] = set()
         for host, port in remotes:
             for index, m in self._members_by_port.get(port, ()):
-                if m.pid != pid and host in _host_aliases(host_of(str(m.address))):
+                if m.pid != pid and host in self._aliases(host_of(str(m.address))):
                     found.add(index)
         return [self.members[i].role for i in sorted(found)]
 
@@ -307,6 +334,7 @@ def _ports(addresses: pd.Series) -> pd.Series:
 
 
 def _host_aliases(host: str) -> set[str]:
+    """Loopback's many spellings; any other host is itself."""
     if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
         return {"127.0.0.1", "::1", "localhost", "0.0.0.0"}
     return {host}

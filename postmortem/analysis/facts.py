@@ -22,7 +22,7 @@ from postmortem.analysis import logs as log_facts
 from postmortem.analysis import progress as progress_facts
 from postmortem.analysis.cluster import Cluster, Health
 from postmortem.analysis.logs import LogFacts
-from postmortem.analysis.roles import build_cluster
+from postmortem.analysis.roles import Hosts, build_cluster
 from postmortem.analysis.stacktree import main_threads, outliers, stack_classes
 from postmortem.analysis.threads import ThreadViews, thread_views
 from postmortem.loading import Dump, as_int, records
@@ -40,17 +40,26 @@ from postmortem.model import (
 
 
 class DumpFiles:
-    """Paths inside the dump that evidence cites: only files the loader really read."""
+    """Paths inside the dump that evidence cites: only files the loader really read. In a
+    dump of several hosts, a process's files are under its host's directory, by its pid
+    there."""
 
     def __init__(self, dump: Dump) -> None:
         self.present = dump.read_files
+        self.origins = dump.origins
+        keys = {origin: key for key, origin in dump.origins.items()}
         self._last_round: dict[int, int] = {}
         for name in dump.read_files:
             parts = name.split("/")
+            prefix = ""
+            if len(parts) == 6 and parts[0] == "hosts":
+                prefix, parts = f"hosts/{parts[1]}/", parts[2:]
             if len(parts) == 4 and parts[0] == "processes" and parts[1].isdigit():
                 index = layout.round_index(parts[2])
                 if index is not None:
-                    pid = int(parts[1])
+                    pid = keys.get((prefix, int(parts[1])), int(parts[1])) if prefix else int(
+                        parts[1]
+                    )
                     self._last_round[pid] = max(self._last_round.get(pid, -1), index)
 
     def _first(self, *candidates: str) -> str:
@@ -59,16 +68,23 @@ class DumpFiles:
     def _rounds(self, pid: int) -> range:
         return range(self._last_round.get(pid, -1), -1, -1)
 
+    def _at(self, pid: int) -> tuple[str, int]:
+        """(the directory its host's dump is in, its pid there)."""
+        return self.origins.get(pid, ("", pid))
+
     def procfs(self, pid: int) -> str:
-        return self._first(*(layout.procfs_file(pid, r) for r in self._rounds(pid)))
+        prefix, real = self._at(pid)
+        return self._first(*(prefix + layout.procfs_file(real, r) for r in self._rounds(pid)))
 
     def pyspy(self, pid: int) -> str:
-        return self._first(*(layout.pyspy_file(pid, r) for r in self._rounds(pid)))
+        prefix, real = self._at(pid)
+        return self._first(*(prefix + layout.pyspy_file(real, r) for r in self._rounds(pid)))
 
     def native(self, pid: int) -> str:
+        prefix, real = self._at(pid)
         return self._first(
             *(
-                layout.native_file(pid, r, source)
+                prefix + layout.native_file(real, r, source)
                 for r in self._rounds(pid)
                 for source in (StackSource.PYSTACK, StackSource.GDB)
             )
@@ -78,14 +94,18 @@ class DumpFiles:
         return self.pyspy(pid) if python else self.native(pid)
 
     def process(self, pid: int) -> str:
-        return self._first(layout.process_file(pid))
+        prefix, real = self._at(pid)
+        return self._first(prefix + layout.process_file(real))
 
     def sources(self, pid: int) -> str:
-        return self._first(layout.sources_file(pid), self.pyspy(pid))
+        prefix, real = self._at(pid)
+        return self._first(prefix + layout.sources_file(real), self.pyspy(pid))
 
     def log(self, pid: int) -> str:
+        prefix, real = self._at(pid)
         return self._first(
-            layout.std_stream_file(pid, "stderr"), layout.std_stream_file(pid, "stdout")
+            prefix + layout.std_stream_file(real, "stderr"),
+            prefix + layout.std_stream_file(real, "stdout"),
         )
 
     def checkpoint(self, index: int) -> str:
@@ -105,7 +125,9 @@ class Facts:
 
     @staticmethod
     def _cluster_members(dump: Dump) -> tuple[list[Member], dict[int, str]]:
-        labels, members = build_cluster(dump.processes, dump.sockets, dump.host)
+        labels, members = build_cluster(
+            dump.processes, dump.sockets, dump.host, Hosts.of(dump.manifest)
+        )
         return members, labels
 
     def role(self, pid: int | None) -> str:

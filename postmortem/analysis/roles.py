@@ -8,70 +8,25 @@ culprit and is, by being dead, absent.
 
 from __future__ import annotations
 
-import functools
-import json
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from collectors.clusterspec import JOB_FLAGS, cluster_spec, flag, host_of, port_of, tf_config
 from postmortem.loading import records
 from postmortem.model import Member
 
-JOB_FLAGS = {
-    "ps": ("ps_hosts",),
-    "worker": ("worker_hosts",),
-    "chief": ("chief_hosts",),
-    "evaluator": ("evaluator_hosts",),
-}
+__all__ = ["JOB_FLAGS", "build_cluster", "cluster_spec", "flag", "host_of", "port_of"]
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::1", "[::1]")
-
-
-def flag(args: list[str], name: str) -> str | None:
-    """Value of --name=value or --name value (also -name), last one wins as argparse does."""
-    value = None
-    for i, arg in enumerate(args):
-        for prefix in (f"--{name}", f"-{name}"):
-            if arg == prefix and i + 1 < len(args):
-                value = args[i + 1]
-            elif arg.startswith(prefix + "="):
-                value = arg.split("=", 1)[1]
-    return value
-
-
-def _tf_config(env: dict[str, str]) -> dict[str, Any]:
-    try:
-        config = json.loads(env.get("TF_CONFIG", "") or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def cluster_spec(args: list[str], env: dict[str, str]) -> dict[str, list[str]]:
-    spec: dict[str, list[str]] = {}
-    for job, flags in JOB_FLAGS.items():
-        for name in flags:
-            value = flag(args, name)
-            if value:
-                spec[job] = list(_hosts(value))
-    cluster = _tf_config(env).get("cluster")
-    if isinstance(cluster, dict):
-        for job, addresses in cluster.items():
-            if isinstance(addresses, list) and job not in spec:
-                spec[str(job)] = [str(a) for a in addresses]
-    return spec
-
-
-@functools.lru_cache(maxsize=64)
-def _hosts(value: str) -> tuple[str, ...]:
-    """A --*_hosts list: every process of a big job repeats the same one."""
-    return tuple(a.strip() for a in value.split(",") if a.strip())
 
 
 def own_task(args: list[str], env: dict[str, str]) -> tuple[str | None, int | None]:
     job = flag(args, "job_name") or flag(args, "job")
     task = flag(args, "task_index") or flag(args, "task")
     if job is None:
-        t = _tf_config(env).get("task")
+        t = tf_config(env).get("task")
         if isinstance(t, dict):
             job = t.get("type")
             task = t.get("index", task)
@@ -81,23 +36,64 @@ def own_task(args: list[str], env: dict[str, str]) -> tuple[str | None, int | No
         return job, None
 
 
-def port_of(address: str) -> int | None:
-    try:
-        return int(address.rsplit(":", 1)[1])
-    except (IndexError, ValueError):
+@dataclass(frozen=True)
+class Hosts:
+    """The hosts of a dump: each one's names and addresses, and the ones that were not
+    captured with why. A single-host dump has one, the capture's host."""
+
+    aliases: dict[str, frozenset[str]]
+    not_captured: dict[str, str]  # host (as named) -> why it was not captured
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> Hosts:
+        capture_host = str(manifest.get("host", ""))
+        entries = manifest.get("hosts")
+        if not manifest.get("multi_host") or not isinstance(entries, list):
+            return cls({capture_host: frozenset({capture_host})}, {})
+        aliases: dict[str, frozenset[str]] = {}
+        failed: dict[str, str] = {}
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            name = str(entry.get("name", ""))
+            address = str(entry.get("address", ""))
+            names = {name, host_of(address.rpartition("@")[2]), str(entry.get("hostname", ""))}
+            names.update(str(a) for a in entry.get("addresses") or [] if isinstance(a, str))
+            if entry.get("address") == "local":
+                names.add(capture_host)
+            names.discard("")
+            names.discard("127.0.0.1")  # every host has it: it names none of them
+            if entry.get("status") == "ok":
+                aliases[name] = frozenset(names)
+            else:
+                failed[name] = str(entry.get("reason", "")) or "not captured"
+                aliases.setdefault(name, frozenset(names))
+        return cls(aliases, failed)
+
+    def host_of_address(self, address: str) -> str | None:
+        """The host an address lives on, by its host part (None: no host of the dump)."""
+        host = host_of(address)
+        for name, names in self.aliases.items():
+            if host in names or host.split(".")[0] in names:
+                return name
         return None
 
-
-def host_of(address: str) -> str:
-    return address.rsplit(":", 1)[0].strip("[]")
+    def on(self, address: str, host: str) -> bool:
+        """Whether a cluster address is on this host (loopback: on the process's own)."""
+        return host_of(address) in LOCAL_HOSTS or self.host_of_address(address) == host
 
 
 def build_cluster(
-    processes: pd.DataFrame, sockets: pd.DataFrame, capture_host: str
+    processes: pd.DataFrame,
+    sockets: pd.DataFrame,
+    capture_host: str,
+    hosts: Hosts | None = None,
 ) -> tuple[dict[int, str], list[Member]]:
     """(pid -> role label, every cluster member). Unknown processes get 'pid:PID'."""
+    hosts = hosts or Hosts({capture_host: frozenset({capture_host})}, {})
     spec: dict[str, list[str]] = {}
     tasks: dict[int, tuple[str | None, int | None]] = {}
+    where: dict[int, str] = {}
     for row in records(processes):
         args = list(row["args"])
         env = dict(row["env"])
@@ -105,6 +101,7 @@ def build_cluster(
             if len(addresses) > len(spec.get(job, [])):
                 spec[job] = addresses
         tasks[int(row["pid"])] = own_task(args, env)
+        where[int(row["pid"])] = str(row.get("host") or capture_host)
 
     listening: dict[int, set[int]] = {}
     if not sockets.empty:
@@ -117,14 +114,14 @@ def build_cluster(
     for pid, (own_job, own_index) in tasks.items():
         if own_job is not None and own_index is not None:
             labels[pid] = f"{own_job}:{own_index}"
-    # No flags: match a listening port against a cluster address on this host.
+    # No flags: match a listening port against a cluster address on the process's host.
     for pid in tasks:
         if pid in labels:
             continue
         for job, addresses in spec.items():
             for index, address in enumerate(addresses):
-                if port_of(address) in listening.get(pid, set()) and is_local(
-                    address, capture_host
+                if port_of(address) in listening.get(pid, set()) and (
+                    hosts.on(address, where[pid]) or is_local(address, capture_host)
                 ):
                     labels[pid] = f"{job}:{index}"
     for pid in tasks:
@@ -136,19 +133,24 @@ def build_cluster(
         for index, address in enumerate(addresses):
             role = f"{job}:{index}"
             member_pid = by_role.get(role)
-            # An absent member lives where the cluster spec says; loopback means this host.
-            host = (
-                capture_host
-                if member_pid is not None or is_local(address, capture_host)
-                else (host_of(address))
+            if member_pid is not None:
+                host = where.get(member_pid, capture_host)
+            elif len(hosts.aliases) > 1:
+                host = hosts.host_of_address(address) or host_of(address)
+            else:  # an absent member lives where the cluster spec says; loopback: here
+                host = capture_host if is_local(address, capture_host) else host_of(address)
+            not_captured = hosts.not_captured.get(host, "") if member_pid is None else ""
+            members.append(
+                Member(role, job, index, address, member_pid, host, not_captured=not_captured)
             )
-            members.append(Member(role, job, index, address, member_pid, host))
     named = {m.role for m in members}
     for pid, label in labels.items():
         if label not in named:
             label_job, _, label_task = label.partition(":")
             task_index = int(label_task) if label_task.isdigit() else 0
-            members.append(Member(label, label_job, task_index, None, pid, capture_host))
+            members.append(
+                Member(label, label_job, task_index, None, pid, where.get(pid, capture_host))
+            )
     members.sort(key=lambda m: (_job_order(m.job), m.task))
     return labels, members
 

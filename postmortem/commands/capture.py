@@ -17,8 +17,18 @@ from rich.table import Table
 from collectors.capture import CaptureOptions, CaptureResult
 from collectors.capture import capture as run_capture
 from collectors.discover import discover as discover_pids
+from collectors.multihost import (
+    LOCAL,
+    HostResult,
+    HostSpec,
+    capture_hosts,
+    cluster_hosts,
+    parse_host,
+    parse_pid_at,
+)
 from postmortem.errors import (
     ExitCode,
+    HostNotCapturedError,
     NotPythonError,
     PartialCaptureError,
     PermissionDeniedError,
@@ -42,7 +52,46 @@ def default_output() -> Path:
 
 
 PidOpt = Annotated[
-    Optional[list[int]], typer.Option("--pid", "-p", help="Target pid (repeatable).")
+    Optional[list[str]],
+    typer.Option("--pid", "-p", help="Target pid, or PID@HOST on another host (repeatable)."),
+]
+HostOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--host",
+        help="[USER@]HOST[:SSHPORT] to capture over ssh as well (repeatable); with --discover "
+        "each host's TF processes are found there.",
+    ),
+]
+SshOptionOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--ssh-option", help="An ssh -o option for every host, e.g. Port=2222."),
+]
+ViaOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--via",
+        help="Another remote shell instead of ssh: a command with {host}, e.g. "
+        "'kubectl exec -i -n NS {host} --' or 'docker exec -i {host}' (docs/capture.md).",
+    ),
+]
+FollowOpt = Annotated[
+    bool,
+    typer.Option(
+        "--follow-cluster",
+        help="Also capture every host the local TF processes' cluster spec names "
+        "(--ps_hosts/--worker_hosts or TF_CONFIG), with --discover there.",
+    ),
+]
+PushPySpyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--push-py-spy",
+        help="Copy this host's py-spy to each remote host for the run (removed after).",
+    ),
+]
+RemotePythonOpt = Annotated[
+    str, typer.Option("--remote-python", help="The Python to run on remote hosts.")
 ]
 DiscoverOpt = Annotated[bool, typer.Option(help="Find the TF ps/worker processes on this host.")]
 OutputOpt = Annotated[
@@ -93,6 +142,12 @@ def capture(
     tf_trace_ms: TfTraceMsOpt = 500,
     watch_stacks: WatchStacksOpt = False,
     force: ForceOpt = False,
+    host: HostOpt = None,
+    ssh_option: SshOptionOpt = None,
+    via: ViaOpt = None,
+    follow_cluster: FollowOpt = False,
+    push_py_spy: PushPySpyOpt = False,
+    remote_python: RemotePythonOpt = "python3",
 ) -> int:
     """Snapshot live ps and worker processes: stacks, thread states, sockets, logs,
     checkpoint-directory state and TF traces, without harming them.
@@ -103,7 +158,41 @@ def capture(
     9 a --tf-server did not answer, 12 other collector failures, 130 Ctrl-C.
     """
     console = Console(stderr=True, highlight=False)
-    pids = list(pid or [])
+    pids: list[int] = []
+    remote_pids: dict[str, list[int]] = {}
+    for text in pid or []:
+        number, at = parse_pid_at(text)
+        if at is None or at == LOCAL:
+            pids.append(number)
+        else:
+            remote_pids.setdefault(at, []).append(number)
+    if host or remote_pids or follow_cluster:
+        return _capture_hosts(
+            console,
+            pids,
+            remote_pids,
+            list(host or []),
+            discover=discover,
+            follow_cluster=follow_cluster,
+            output=output or default_output(),
+            force=force,
+            via=via,
+            ssh_options=tuple(ssh_option or ()),
+            push_py_spy=push_py_spy,
+            python=remote_python,
+            options={
+                "samples": samples,
+                "interval": interval,
+                "native": native,
+                "all_threads": all_threads,
+                "nonblocking": nonblocking,
+                "watch_stacks": watch_stacks,
+                "logs": [str(p.resolve()) for p in log or []],
+                "checkpoint_dirs": [str(p.resolve()) for p in checkpoint_dir or []],
+            },
+        )
+    if via or ssh_option or push_py_spy:
+        raise UsageError("--via, --ssh-option and --push-py-spy apply to --host captures.")
     if discover:
         found = discover_pids()
         listed = ", ".join(map(str, found)) or "none"
@@ -115,8 +204,8 @@ def capture(
                 help_text="Pass --pid explicitly; run as the user that owns the job (or root).",
             )
     for address in tf_server or []:
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        server_host, sep, port = address.rpartition(":")
+        if not sep or not server_host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise UsageError(
                 f"--tf-server {address!r}: expected HOST:PORT with a port from 1 to 65535, "
                 "e.g. 127.0.0.1:2222."
@@ -160,6 +249,100 @@ def capture(
         result = run_capture(options, progress)
     print_summary(result, console)
     raise_for_result(result)
+    return 0
+
+
+def _capture_hosts(
+    console: Console,
+    local_pids: list[int],
+    remote_pids: dict[str, list[int]],
+    hosts: list[str],
+    *,
+    discover: bool,
+    follow_cluster: bool,
+    output: Path,
+    force: bool,
+    via: str | None,
+    ssh_options: tuple[str, ...],
+    push_py_spy: bool,
+    python: str,
+    options: dict[str, object],
+) -> int:
+    """Every named host (and this one, when it has targets) in parallel, into one dump."""
+    specs: dict[str, HostSpec] = {}
+    for text in hosts:
+        spec = parse_host(text)
+        specs.setdefault(spec.host, spec)
+    for name, numbers in remote_pids.items():
+        spec = specs.get(name) or parse_host(name)
+        specs[spec.host] = replace(spec, pids=(*spec.pids, *numbers))
+    if follow_cluster:
+        start = local_pids or discover_pids()
+        if not start:
+            raise UsageError(
+                "--follow-cluster starts from the TF processes on this host, and there are none.",
+                help_text="Name the hosts with --host, or run it on a node of the job.",
+            )
+        named = cluster_hosts(start)
+        listed = ", ".join(f"{h} ({', '.join(r)})" for h, r in named.items()) or "none"
+        console.print(f"the cluster spec names {len(named)} other host(s): {listed}")
+        for name in named:
+            if name not in specs:
+                specs[name] = replace(parse_host(name), discover=True)
+        local_pids = list(dict.fromkeys([*local_pids, *start]))
+    if local_pids:
+        specs[LOCAL] = HostSpec(LOCAL, LOCAL, pids=tuple(local_pids))
+    chosen = list(specs.values())
+    argv = ["postmortem", "capture"]
+    for spec in chosen:
+        if not spec.local:
+            argv += ["--host", spec.text]
+        argv += [f"--pid={p}@{spec.host}" if not spec.local else f"--pid={p}" for p in spec.pids]
+    if discover:
+        argv.append("--discover")
+    argv += ["--samples", str(options["samples"]), "--interval", str(options["interval"])]
+    if via:
+        argv += ["--via", via]
+    argv += ["-o", str(output)]
+    console.print(f"capturing {len(chosen)} host(s): {', '.join(s.text for s in chosen)}")
+
+    def report(spec: HostSpec, result: HostResult) -> None:
+        if result.status == "ok":
+            count = len(result.info.get("pids", []))
+            console.print(f"  {spec.text}: {count} process(es) in {result.seconds:.1f}s")
+        else:
+            console.print(f"  {spec.text}: not captured: {result.reason}", markup=False)
+
+    result = capture_hosts(
+        chosen,
+        {**options, "discover": discover},
+        output,
+        force,
+        via=via,
+        ssh_options=ssh_options,
+        python=python,
+        push_py_spy=push_py_spy,
+        command=tuple(argv),
+        progress=report,
+    )
+    failed = result.failed
+    reasons = "\n  ".join(f"{h.spec.text}: {h.reason}" for h in failed)
+    if len(failed) == len(chosen):
+        raise HostNotCapturedError(f"No host could be captured:\n  {reasons}")
+    no_stacks = [
+        h.spec.text for h in result.hosts if h.status == "ok" and h.info.get("py_spy") is False
+    ]
+    if no_stacks:
+        console.print(
+            f"note: py-spy is missing on {', '.join(no_stacks)}: captured without Python "
+            "stacks (--push-py-spy copies this host's py-spy for the run)"
+        )
+    console.print(f"{len(chosen) - len(failed)} of {len(chosen)} host(s) -> {result.output}")
+    if failed:
+        raise HostNotCapturedError(
+            f"{len(failed)} host(s) not captured (dump kept at {result.output}):\n  {reasons}"
+        )
+    console.print(f"next: postmortem analyze {result.output}")
     return 0
 
 

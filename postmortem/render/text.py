@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from postmortem.model import Culprit, Incident
+from postmortem.model import Culprit, Incident, os_pid
 from postmortem.render import Drawing, RenderOptions
 
 MAX_PROBLEMS = 10
@@ -20,7 +20,7 @@ MAX_PROBLEMS = 10
 def culprit_text(culprit: Culprit | None) -> str:
     if culprit is None:
         return "none"
-    pid = culprit.pid if culprit.pid is not None else "absent"
+    pid = os_pid(culprit.pid) if culprit.pid is not None else "absent"
     return f"{culprit.role} (pid {pid}, host {culprit.host})" + (
         f": {culprit.state}" if culprit.state else ""
     )

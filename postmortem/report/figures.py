@@ -30,6 +30,7 @@ from postmortem.model import (
     ThreadGroup,
     Timeline,
     WaitEdge,
+    os_pid,
 )
 
 Figure = dict[str, Any]
@@ -133,6 +134,10 @@ COLLECTIVE_WORDS = {
 }
 
 
+def _absent_words(member: Member) -> str:
+    return "host not captured" if member.not_captured else "absent"
+
+
 def _collective_words(member: Member) -> str:
     return COLLECTIVE_WORDS.get(member.collective, ptext(member.collective, 40))
 
@@ -200,13 +205,14 @@ def cluster_map_figure(
             ys.append(y)
             texts.append(
                 f"<b>{ptext(m.role)}</b><br>"
-                + (f"pid {m.pid}" if m.pid is not None else "absent")
+                + (f"pid {os_pid(m.pid)}" if m.pid is not None else _absent_words(m))
                 + (f"<br><i>{_collective_words(m)}</i>" if m.collective else "")
             )
             lines = [
                 f"<b>{ptext(m.role)}</b>",
                 f"address: {ptext(m.address or '-')}",
-                f"pid: {m.pid if m.pid is not None else 'not in the dump'}",
+                f"pid: {os_pid(m.pid) if m.pid is not None else 'not in the dump'}",
+                f"host: {ptext(m.host)}",
             ]
             if m.collective:
                 lines.append(f"collective: {_collective_words(m)}")
@@ -217,6 +223,8 @@ def cluster_map_figure(
                     + ", ".join(f"{counts[s]} {s.value}" for s in STATUS_ORDER if counts.get(s))
                 )
             lines += [f"problem: {ptext(p, 160)}" for p in m.problems]
+            if m.not_captured:
+                lines.append(f"not captured: {ptext(m.not_captured, 160)}")
             hovers.append("<br>".join(lines))
         traces.append(
             {
@@ -771,7 +779,7 @@ def step_times_figure(
         steps = [s for s in record.steps if s.seconds is not None]
         if len(steps) > budget:
             steps, thinned = steps[-budget:], True
-        name = ptext(f"{record.role} (pid {record.pid})", 60)
+        name = ptext(f"{record.role} (pid {os_pid(record.pid)})", 60)
         traces.append(
             {
                 "type": "scatter",

@@ -28,6 +28,7 @@ from postmortem.model import (
     StackSample,
     Thread,
     WaitEdge,
+    os_pid,
 )
 from postmortem.render.text import culprit_text as _culprit_text
 from postmortem.report.figures import COLLECTIVE_WORDS, STATUS_COLORS, FigureSpec
@@ -199,7 +200,7 @@ def flight_table(incident: Incident) -> str:
         largest = f.variables[0] if f.variables else None
         rows.append(
             [
-                esc(f"{f.role} (pid {f.pid})"),
+                esc(f"{f.role} (pid {os_pid(f.pid)})"),
                 esc(len(f.steps)),
                 esc(f"{f.typical_step_s:.3f}s" if f.typical_step_s is not None else "-"),
                 esc(fmt_time(f.steps_stopped) if f.steps_stopped is not None else "-"),
@@ -275,8 +276,9 @@ def members_table(members: Sequence[Member], culprit_role: str | None) -> str:
         row = [
             esc(m.role) + mark,
             esc(m.address or "-"),
-            esc(m.pid) if m.pid is not None else "<i>absent</i>",
-            "<br>".join(esc(p) for p in m.problems) or "-",
+            esc(os_pid(m.pid)) if m.pid is not None else "<i>absent</i>",
+            "<br>".join(esc(p) for p in m.problems)
+            or (f"<i>host not captured: {esc(m.not_captured)}</i>" if m.not_captured else "-"),
         ]
         if collectives:
             row.insert(3, esc(COLLECTIVE_WORDS.get(m.collective, m.collective)) or "-")
@@ -425,7 +427,7 @@ def processes_section(incident: Incident, order: Sequence[int]) -> str:
         )
         stacks = raw_stacks(samples.get(pid, []), threads[pid], limit)
         parts.append(
-            f'<details data-pid="{pid}"><summary>{esc(p.role)} &middot; pid {pid} &middot; '
+            f'<details data-pid="{pid}"><summary>{esc(p.role)} &middot; pid {os_pid(pid)} &middot; '
             f"{esc(p.comm)} &middot; state {esc(p.states or '-')} &middot; threads: "
             f"{esc(summary or '-')}</summary>"
             + table(

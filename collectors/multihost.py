@@ -1,0 +1,476 @@
+"""Capture every host of a cluster at once, into one dump.
+
+For each host, in parallel: start the remote Python through OpenSSH (BatchMode, the user's
+~/.ssh/config) or any remote shell (`--via 'kubectl exec -i -n NS {host} --'`), send it the
+collectors as a zip on stdin (collectors/remote.py), answer its clock questions, and unpack
+the dump it streams back into `hosts/<name>/` of the output. Nothing is installed on the
+remote host and nothing is left there: the agent runs from a temporary directory it removes.
+
+A host that cannot be reached (refused, timed out, host key unknown, auth refused) is
+recorded with ssh's reason; the others go on. The top manifest (schema 4) lists the hosts,
+how each went, its addresses and the clock offsets measured at every round.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from collectors import clusterspec, procfs
+from collectors.dump import OutputPlan, unwritable
+from collectors.layout import FORMAT_NAME, MANIFEST
+from collectors.remote import BOOTSTRAP
+from collectors.tools import find_tool
+from postmortem import __version__
+from postmortem.errors import UsageError
+
+MULTI_HOST_SCHEMA = 4
+HOSTS_DIR = "hosts"
+LOCAL = "local"  # the host postmortem runs on: the agent runs as a child, no ssh
+CONNECT_TIMEOUT = 10  # seconds for ssh to connect
+SETUP_ALLOWANCE = 60.0  # seconds on top of the rounds: connect, start Python, pack, copy
+MAX_DUMP_BYTES = 4 << 30  # a host's dump larger than this is refused
+MAX_DUMP_FILES = 200_000
+NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host to capture: `[user@]host[:port]`, or `local`."""
+
+    text: str
+    host: str
+    user: str = ""
+    port: int | None = None
+    pids: tuple[int, ...] = ()
+    discover: bool = False
+
+    @property
+    def local(self) -> bool:
+        return self.host == LOCAL
+
+    @property
+    def key(self) -> str:
+        """The host's directory and name in the dump."""
+        return NAME.sub("_", self.host) or "host"
+
+
+def parse_host(text: str) -> HostSpec:
+    """`[user@]host[:port]` ([v6]:port for IPv6); a clear error for anything else."""
+    value = text.strip()
+    user, _, rest = value.rpartition("@")
+    port: int | None = None
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        if tail.startswith(":"):
+            port = _port(text, tail[1:])
+    elif rest.count(":") == 1:
+        host, _, tail = rest.partition(":")
+        port = _port(text, tail)
+    else:
+        host = rest
+    if not host or any(c.isspace() for c in value) or host.startswith("-"):
+        raise UsageError(
+            f"--host {text!r}: expected [USER@]HOST[:SSHPORT], e.g. ubuntu@10.0.0.5:22.",
+        )
+    return HostSpec(value, host, user, port)
+
+
+def _port(text: str, value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise UsageError(f"--host {text!r}: the ssh port must be a number from 1 to 65535.")
+    return int(value)
+
+
+def parse_pid_at(text: str) -> tuple[int, str | None]:
+    """`PID` or `PID@HOST`."""
+    pid, sep, host = text.partition("@")
+    if not pid.isdigit() or (sep and not host):
+        raise UsageError(f"--pid {text!r}: expected a process id, or PID@HOST.")
+    return int(pid), (host if sep else None)
+
+
+# -- the remote command ----------------------------------------------------------------------
+
+
+def agent_zip() -> bytes:
+    """The collectors package (and the two small postmortem modules it uses), zipped: the
+    remote Python imports it straight from the zip."""
+    root = Path(__file__).resolve().parent.parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted((root / "collectors").glob("*.py")):
+            zf.write(path, f"collectors/{path.name}")
+        for name in ("__init__.py", "errors.py"):
+            zf.write(root / "postmortem" / name, f"postmortem/{name}")
+    return buffer.getvalue()
+
+
+def remote_argv(
+    spec: HostSpec, via: str | None, ssh_options: tuple[str, ...], python: str
+) -> list[str]:
+    """The command that runs the agent on the host."""
+    command = [python, "-c", BOOTSTRAP]
+    if spec.local:
+        return [sys.executable, "-c", BOOTSTRAP]
+    if via:
+        shell = " ".join(shlex.quote(a) for a in command)
+        argv = []
+        templated = False
+        for part in shlex.split(via):
+            if "{command}" in part:
+                part = part.replace("{command}", shell)
+                templated = True
+            argv.append(part.replace("{host}", spec.host))
+        return argv if templated else [*argv, *command]
+    argv = [
+        "ssh",
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={CONNECT_TIMEOUT}",
+    ]
+    for option in ssh_options:
+        argv += ["-o", option]
+    if spec.port is not None:
+        argv += ["-p", str(spec.port)]
+    target = f"{spec.user}@{spec.host}" if spec.user else spec.host
+    # ssh runs the command through the remote user's shell: one quoted string.
+    return [*argv, "--", target, " ".join(shlex.quote(a) for a in command)]
+
+
+# -- one host --------------------------------------------------------------------------------
+
+
+@dataclass
+class HostResult:
+    spec: HostSpec
+    status: str = "failed"  # "ok" or "failed"
+    reason: str = ""
+    exit_code: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.key,
+            "address": self.spec.text,
+            "status": self.status,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "dir": f"{HOSTS_DIR}/{self.spec.key}" if self.status == "ok" else None,
+            "hostname": self.info.get("hostname", ""),
+            "addresses": self.info.get("addresses", []),
+            "clock": self.info.get("clock", []),
+            "py_spy": self.info.get("py_spy"),
+            "pids": self.info.get("pids", []),
+            "problems": self.info.get("problems", []),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _ssh_reason(stderr: str, code: int | None) -> str:
+    """The line of ssh's stderr that says why, in its own words."""
+    lines = [
+        line.strip()
+        for line in stderr.splitlines()
+        if line.strip() and not line.startswith("Warning: Permanently added")
+    ]
+    for line in reversed(lines):
+        if line.startswith(("ssh:", "Host key verification failed", "Permission denied")) or (
+            "REMOTE HOST IDENTIFICATION" in line or "No route to host" in line
+        ):
+            return line
+    if lines:
+        return lines[-1][:300]
+    return f"the remote command ended with exit code {code} and said nothing"
+
+
+def _extract(data: bytes, into: Path) -> None:
+    """Unpack a host's dump: regular files and directories only, every path inside `into`."""
+    count = 0
+    total = 0
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            name = member.name
+            parts = Path(name).parts
+            if not name or name.startswith("/") or ".." in parts or "\\" in name:
+                raise ValueError(f"a path outside the dump: {name!r}")
+            count += 1
+            total += max(0, member.size)
+            if count > MAX_DUMP_FILES or total > MAX_DUMP_BYTES:
+                raise ValueError("the host's dump is larger than postmortem accepts")
+            target = into / name
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                with open(target, "wb") as out:
+                    out.write(source.read())
+            # links, devices and FIFOs are dropped
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
+    chunks = []
+    left = size
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def run_host(
+    spec: HostSpec,
+    argv: list[str],
+    header: dict[str, Any],
+    payload: bytes,
+    into: Path,
+    timeout: float,
+    stop: threading.Event,
+) -> HostResult:
+    """Run the agent on one host and unpack its dump into `into`; never raises."""
+    result = HostResult(spec)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argv built by us
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # ended by process group, never by name
+        )
+    except OSError as exc:
+        result.reason = f"cannot run {argv[0]}: {exc.strerror or exc}"
+        return result
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: stderr_chunks.append(proc.stderr.read() if proc.stderr else b""),
+        daemon=True,
+    )
+    reader.start()
+    timer = threading.Timer(timeout, _end_group, args=(proc,))
+    timer.daemon = True
+    timer.start()
+    watcher = threading.Thread(target=_end_on_stop, args=(proc, stop), daemon=True)
+    watcher.start()
+    try:
+        proc.stdin.write(json.dumps(header).encode() + b"\n" + payload)
+        proc.stdin.flush()
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            text = line.decode(errors="replace").rstrip("\n")
+            if text.startswith("C "):
+                proc.stdin.write(f"T {text[2:].strip()} {time.time():.6f}\n".encode())
+                proc.stdin.flush()
+            elif text.startswith("R "):
+                info = json.loads(text[2:])
+                result.info = info if isinstance(info, dict) else {}
+            elif text.startswith("TAR "):
+                size = int(text[4:])
+                data = _read_exact(proc.stdout, size)
+                if size and len(data) == size:
+                    into.mkdir(parents=True, exist_ok=True)
+                    _extract(data, into)
+                    result.status = "ok"
+                break
+    except (OSError, ValueError, json.JSONDecodeError, tarfile.TarError) as exc:
+        result.reason = f"the host's answer could not be read: {exc}"
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _end_group(proc)
+            proc.wait(timeout=10)
+        timer.cancel()
+        reader.join(5)
+    result.exit_code = proc.returncode
+    result.seconds = time.monotonic() - started
+    stderr = b"".join(stderr_chunks).decode(errors="replace")
+    if result.status != "ok" and not result.reason:
+        if stop.is_set():
+            result.reason = "interrupted"
+        elif result.info.get("problems"):
+            result.reason = "; ".join(map(str, result.info["problems"]))[:500]
+        elif proc.returncode is not None and proc.returncode < 0:
+            result.reason = f"timed out after {timeout:.0f}s"
+        else:
+            result.reason = _ssh_reason(stderr, proc.returncode)
+    return result
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _end_on_stop(proc: subprocess.Popen[bytes], stop: threading.Event) -> None:
+    while proc.poll() is None:
+        if stop.wait(0.2):
+            _end_group(proc)
+            return
+
+
+# -- every host ------------------------------------------------------------------------------
+
+
+@dataclass
+class MultiResult:
+    output: Path
+    hosts: list[HostResult]
+    manifest: dict[str, Any]
+
+    @property
+    def failed(self) -> list[HostResult]:
+        return [h for h in self.hosts if h.status != "ok"]
+
+
+def capture_hosts(
+    specs: list[HostSpec],
+    options: dict[str, Any],
+    output: Path,
+    force: bool,
+    via: str | None = None,
+    ssh_options: tuple[str, ...] = (),
+    python: str = "python3",
+    push_py_spy: bool = False,
+    command: tuple[str, ...] = (),
+    progress: Any = None,
+) -> MultiResult:
+    """Capture every host in parallel into one dump at `output`."""
+    plan = OutputPlan.prepare(output, force)
+    payload = agent_zip()
+    binary = b""
+    if push_py_spy:
+        found = find_tool("py-spy")
+        if found is None:
+            raise UsageError("--push-py-spy: py-spy is not installed here: none to copy.")
+        binary = Path(found).read_bytes()
+    rounds = int(options.get("samples", 3))
+    timeout = rounds * float(options.get("interval", 1.0)) + SETUP_ALLOWANCE + 5 * rounds
+    stop = threading.Event()
+    results: list[HostResult] = [HostResult(s) for s in specs]
+    started = time.time()
+
+    def one(index: int, spec: HostSpec) -> None:
+        host_options = {
+            **options,
+            "pids": list(spec.pids),
+            "discover": bool(options.get("discover")) or spec.discover,
+            "command": list(command),
+        }
+        if not spec.local:  # paths on this host mean nothing there
+            host_options["logs"] = []
+            host_options["checkpoint_dirs"] = []
+        header = {
+            "zip": len(payload),
+            "py_spy": len(binary) if binary and not spec.local else 0,
+            "options": host_options,
+        }
+        data = payload + (binary if header["py_spy"] else b"")
+        argv = remote_argv(spec, via, ssh_options, python)
+        results[index] = run_host(
+            spec, argv, header, data, plan.build / HOSTS_DIR / spec.key, timeout, stop
+        )
+        if progress is not None:
+            progress(spec, results[index])
+
+    threads = [
+        threading.Thread(target=one, args=(i, s), name=f"postmortem-host-{s.key}", daemon=True)
+        for i, s in enumerate(specs)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        plan.abort()
+        raise
+    manifest = {
+        "format": FORMAT_NAME,
+        "schema_version": MULTI_HOST_SCHEMA,
+        "tool_version": __version__,
+        "host": socket.gethostname(),
+        "multi_host": True,
+        "started_at": started,
+        "ended_at": time.time(),
+        "complete": not stop.is_set(),
+        "command": list(command),
+        "options": options,
+        "hosts": [r.manifest_entry() for r in results],
+        "targets": [],
+        "rounds": [],
+        "outcomes": [],
+    }
+    try:
+        (plan.build / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        if not any(r.status == "ok" for r in results):
+            plan.abort()
+        else:
+            plan.commit()
+    except OSError as exc:
+        plan.abort()
+        raise unwritable(plan.final, exc) from None
+    return MultiResult(plan.final, results, manifest)
+
+
+# -- following the cluster -------------------------------------------------------------------
+
+LOOPBACK = ("127.0.0.1", "localhost", "0.0.0.0", "::1")
+
+
+def cluster_hosts(pids: list[int]) -> dict[str, list[str]]:
+    """Hosts named by the cluster specs (--ps_hosts/--worker_hosts, TF_CONFIG) of these
+    local processes -> the roles that live there; this host's own addresses left out."""
+    from collectors.remote import host_addresses
+
+    own = {*LOOPBACK, socket.gethostname(), *host_addresses()}
+    found: dict[str, list[str]] = {}
+    for pid in pids:
+        try:
+            args = procfs.read_cmdline(pid)
+            env, _ = procfs.read_env(pid)
+        except OSError:
+            continue
+        for job, addresses in clusterspec.cluster_spec(args[1:], env).items():
+            for index, address in enumerate(addresses):
+                host = clusterspec.host_of(address)
+                if host and host not in own:
+                    roles = found.setdefault(host, [])
+                    if f"{job}:{index}" not in roles:
+                        roles.append(f"{job}:{index}")
+    return found
