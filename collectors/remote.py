@@ -123,14 +123,14 @@ def main(header: dict[str, Any], work: str, stdin: BinaryIO) -> int:
     _PROTOCOL = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but the conversation on stdout
     options = header.get("options") or {}
-    clock = Clock(stdin)
-    clock.exchange("start")
-    if header.get("py_spy"):
+    if header.get("py_spy"):  # sent right after the zip, before any clock answer
         binary = os.path.join(work, "py-spy")
         with open(binary, "wb") as f:
             f.write(stdin.read(int(header["py_spy"])))
         os.chmod(binary, 0o700)
         os.environ["POSTMORTEM_PY_SPY"] = binary  # pushed for this run, removed with it
+    clock = Clock(stdin)
+    clock.exchange("start")
     result: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "addresses": host_addresses(),

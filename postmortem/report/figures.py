@@ -113,13 +113,29 @@ CATEGORY_STYLE = {
 }
 
 
+def _job_rank(job: str) -> int:
+    return JOB_ORDER.index(job) if job in JOB_ORDER else len(JOB_ORDER)
+
+
+def by_host(members: Sequence[Member]) -> bool:
+    """Whether the map groups members by host: they live on more than one."""
+    return len({m.host for m in members}) > 1
+
+
 def cluster_positions(members: Sequence[Member]) -> dict[str, tuple[float, float]]:
-    """role -> (x, y): one column per job (chief, ps, worker...), one row per task."""
-    jobs = sorted(
-        {m.job for m in members},
-        key=lambda j: (JOB_ORDER.index(j) if j in JOB_ORDER else len(JOB_ORDER), j),
-    )
-    positions: dict[str, tuple[float, float]] = {}
+    """role -> (x, y): one column per job (chief, ps, worker...), one row per task; when
+    the members live on several hosts, one column per host instead."""
+    if by_host(members):
+        ordered = sorted(members, key=lambda m: (_job_rank(m.job), m.task, m.role))
+        hosts = list(dict.fromkeys(m.host for m in ordered))
+        positions: dict[str, tuple[float, float]] = {}
+        for column, host in enumerate(hosts):
+            mine = [m for m in ordered if m.host == host]
+            for row, m in enumerate(mine):
+                positions[m.role] = (float(column), -float(row))
+        return positions
+    jobs = sorted({m.job for m in members}, key=lambda j: (_job_rank(j), j))
+    positions = {}
     for column, job in enumerate(jobs):
         mine = sorted((m for m in members if m.job == job), key=lambda m: (m.task, m.role))
         for row, m in enumerate(mine):
@@ -280,11 +296,12 @@ def cluster_map_figure(
     jobs = sorted({int(x) for x, _ in positions.values()})
     column_names: dict[int, str] = {}
     for m in members:
-        column_names[int(positions[m.role][0])] = m.job
+        column_names[int(positions[m.role][0])] = m.host if by_host(members) else m.job
     rows = max(1, len({y for _, y in positions.values()}))
     tall = bool(shapes)  # a third line under each marker, and the group's box
     height = max(320, 120 * rows + 150) if tall else max(260, 80 * rows + 130)
-    layout = base_layout("Cluster map: who waits on whom", height)
+    title = "Cluster map: who waits on whom" + (", by host" if by_host(members) else "")
+    layout = base_layout(title, height)
     layout.update(
         {
             "showlegend": True,

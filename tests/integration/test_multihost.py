@@ -183,6 +183,36 @@ def test_follow_cluster_from_the_chiefs_host_finds_every_other_host(
 
 
 @pytest.mark.timeout(300)
+def test_via_another_remote_shell_and_a_pushed_py_spy(hung: Hung, tmp_path: Path) -> None:
+    # GIVEN no ssh at all: a remote shell that enters a host's namespaces (as `docker exec
+    # {host}` or `kubectl exec` would), the host named by its first process's pid; and h3,
+    # which has no py-spy, given this host's for the run
+    h1, h3 = hung.host("h1"), hung.host("h3")
+    assert h1.init_pid is not None and h3.init_pid is not None
+    dump = tmp_path / "dump"
+    out = _postmortem(
+        [], "capture", "--via", "nsenter -t {host} -p -m -u -n -- sh -c {command}",
+        "--host", str(h1.init_pid), "--host", str(h3.init_pid), "--discover",
+        "--push-py-spy", "--remote-python", "python3", "--samples", "2", "--interval", "1",
+        "-o", str(dump),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = json.loads((dump / "manifest.json").read_text())
+    hosts = {h["name"]: h for h in manifest["hosts"]}
+    assert set(hosts) == {str(h1.init_pid), str(h3.init_pid)}
+    # THEN h3 was read with the pushed py-spy: worker:1's stacks are in the dump
+    assert hosts[str(h3.init_pid)]["py_spy"] is True
+    doc = _verdict(dump)
+    members = {m["role"]: m for m in doc["members"]}
+    worker1 = next(p for p in doc["processes"] if p["role"] == "worker:1")
+    assert any(t["pid"] == worker1["pid"] and t["stack"] for t in doc["threads"])
+    assert members["ps:0"]["pid"] is not None
+    assert (doc["verdict"]["hang_class"], doc["verdict"]["culprit"]["role"]) == (
+        "peer-unresponsive", "ps:0")
+    _no_agent_left()  # the agent and the pushed py-spy went with their temporary directory
+
+
+@pytest.mark.timeout(300)
 def test_a_host_that_cannot_be_reached_is_named_and_the_rest_is_captured(
     hung: Hung, tmp_path: Path
 ) -> None:
