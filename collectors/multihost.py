@@ -13,6 +13,7 @@ how each went, its addresses and the clock offsets measured at every round.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -302,16 +303,20 @@ def run_host(
     try:
         if callable(header):
             header, payload = header()
-        proc.stdin.write(json.dumps(header).encode() + b"\n" + payload)
-        proc.stdin.flush()
+        try:
+            proc.stdin.write(json.dumps(header).encode() + b"\n" + payload)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the remote command already ended (ssh refused): its stderr says why
         while True:
             line = proc.stdout.readline()
             if not line:
                 break
             text = line.decode(errors="replace").rstrip("\n")
             if text.startswith("C "):
-                proc.stdin.write(f"T {text[2:].strip()} {time.time():.6f}\n".encode())
-                proc.stdin.flush()
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(f"T {text[2:].strip()} {time.time():.6f}\n".encode())
+                    proc.stdin.flush()
             elif text.startswith("R "):
                 info = json.loads(text[2:])
                 result.info = info if isinstance(info, dict) else {}
