@@ -237,6 +237,24 @@ def test_a_host_that_cannot_be_reached_is_named_and_the_rest_is_captured(
     assert "Connection refused" in members["worker:1"]["not_captured"]
     assert (doc["verdict"]["hang_class"], doc["verdict"]["culprit"]["role"]) == (
         "peer-unresponsive", "ps:0")
+    # ... a key the host does not accept: ssh's reason; and a process named PID@HOST (the
+    # pid as its host sees it) is captured there
+    status = Path(f"/proc/{hung.ps_pid}/status").read_text().splitlines()
+    ns_pid = int(next(line for line in status if line.startswith("NSpid:")).split()[-1])
+    wrong_key = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)],
+                   check=True, timeout=30)
+    out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ns_pid}@root@{h1.ip}",
+                      "--via", f"ssh -T -o BatchMode=yes -o IdentityFile={wrong_key} "
+                      f"-o UserKnownHostsFile={sim.known} {{host}}",
+                      "--host", f"root@{h3.ip}", "--samples", "1", "-o", str(tmp_path / "key"))
+    assert out.returncode == 14, out.stderr[-3000:]
+    assert "Permission denied (publickey)" in _said(out)
+    out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ns_pid}@root@{h1.ip}",
+                      *_ssh_flags(sim), "--samples", "1", "-o", str(tmp_path / "one"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert [h["pids"] for h in one["hosts"]] == [[ns_pid]]
     # ... an unknown host key is refused by a strict client, with ssh's reason
     strict = [o for o in sim.ssh_options() if not o.startswith(("StrictHost", "UserKnown"))]
     flags = [a for o in strict for a in ("--ssh-option", o)]
