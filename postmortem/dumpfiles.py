@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+orjson: Any
+try:  # ~5x faster on the MBs of JSON a big dump holds; the standard library otherwise
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; a missing one is not fatal
+    orjson = None
+
 MIB = 1024 * 1024
 MANIFEST_LIMIT = 256 * MIB
 JSON_LIMIT = 64 * MIB
@@ -34,6 +40,7 @@ class DumpReader:
 
     def __post_init__(self) -> None:
         self.real_root = os.path.realpath(self.root)
+        self._real_dirs: dict[str, str] = {"": self.real_root}  # relative dir -> real path
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -43,6 +50,18 @@ class DumpReader:
             raise NotReadable("not a path")
         if os.path.isabs(relative):
             raise NotReadable("an absolute path: outside the dump")
+        # A dump has thousands of files in a few hundred directories: resolve each directory
+        # once, and only the last name of each file (a symlink is resolved in full).
+        parent, _, name = relative.rpartition("/")
+        if name in ("", ".", ".."):
+            return self._resolve(relative)
+        real_parent = self._real_dirs.get(parent)
+        if real_parent is None:
+            real_parent = self._real_dirs[parent] = self._resolve(parent)
+        candidate = os.path.join(real_parent, name)
+        return self._resolve(relative) if os.path.islink(candidate) else candidate
+
+    def _resolve(self, relative: str) -> str:
         real = os.path.realpath(os.path.join(self.real_root, relative))
         if real != self.real_root and not real.startswith(self.real_root + os.sep):
             raise NotReadable("leads outside the dump")
@@ -119,6 +138,11 @@ class DumpReader:
 
     def read_json(self, relative: str, limit: int = JSON_LIMIT) -> Any:
         data = self.read_bytes(relative, limit)
+        if orjson is not None:
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass  # NaN, a lone surrogate...: what the standard library accepts, it reads
         try:
             return json.loads(data)
         except RecursionError as exc:

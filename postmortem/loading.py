@@ -1155,8 +1155,24 @@ def _b(value: Any) -> bool | None:
     return value if type(value) is bool else None
 
 
+_STRINGS: dict[tuple[Any, ...], list[str]] = {}
+
+
 def _strings(value: Any) -> list[str] | None:
-    return [str(v) for v in value if isinstance(v, str)] if isinstance(value, list) else None
+    """A list of strings; the same list (every process of a host repeats its listening
+    addresses in every round) parsed once and shared."""
+    if not isinstance(value, list):
+        return None
+    try:
+        key = tuple(value)
+        found = _STRINGS.get(key)
+    except TypeError:  # unhashable items (a dict in a hostile dump)
+        return [str(v) for v in value if isinstance(v, str)]
+    if found is None:
+        if len(_STRINGS) > 10_000:
+            _STRINGS.clear()
+        found = _STRINGS[key] = [str(v) for v in value if isinstance(v, str)]
+    return found
 
 
 COLUMN_TYPES: dict[str, tuple[Callable[[Any], Any], ...]] = {

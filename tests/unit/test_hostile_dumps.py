@@ -305,3 +305,34 @@ def test_the_text_verdict_says_what_it_could_not_read(tmp_path: Path) -> None:
     code, out, _ = run(["analyze", str(copy)])
     assert code == 0
     assert "could not be used" in out and str(victim.relative_to(copy)) in out
+
+
+def test_a_directory_that_is_a_link_out_of_the_dump_is_never_read(tmp_path: Path) -> None:
+    # GIVEN a round directory replaced by a link to a directory outside the dump that holds
+    # a file of the very name the loader reads (directories are resolved once and cached)
+    from postmortem.dumpfiles import DumpReader, NotReadable
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "pyspy.json").write_text("[]")
+    dump = tmp_path / "dump"
+    (dump / "processes" / "1").mkdir(parents=True)
+    (dump / "processes" / "1" / "round-000").symlink_to(outside)
+    (dump / "processes" / "1" / "round-001").mkdir()
+    (dump / "processes" / "1" / "round-001" / "pyspy.json").symlink_to(outside / "pyspy.json")
+    reader = DumpReader(dump)
+    for relative in ("processes/1/round-000/pyspy.json", "processes/1/round-001/pyspy.json",
+                     "processes/1/round-000/pyspy.json"):  # twice: the cache says the same
+        with pytest.raises(NotReadable, match="outside the dump"):
+            reader.read_bytes(relative)
+    assert reader.read == set()
+
+
+def test_json_the_fast_parser_refuses_is_read_as_the_standard_library_reads_it(
+    tmp_path: Path,
+) -> None:
+    from postmortem.dumpfiles import DumpReader
+
+    (tmp_path / "nan.json").write_text('{"rss": NaN, "x": [Infinity]}')
+    got = DumpReader(tmp_path).read_json("nan.json")
+    assert got["rss"] != got["rss"] and got["x"] == [float("inf")]
