@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from collectors import clusterspec, procfs
 from collectors.dump import OutputPlan, unwritable
 from collectors.layout import FORMAT_NAME, MANIFEST
 from collectors.remote import BOOTSTRAP
@@ -323,7 +322,9 @@ def run_host(
             elif text.startswith("TAR "):
                 size = int(text[4:])
                 data = _read_exact(proc.stdout, size)
-                if size and len(data) == size:
+                if not size and "cluster_hosts" in result.info:
+                    result.status = "ok"  # a probe: no dump, by design
+                elif size and len(data) == size:
                     into.mkdir(parents=True, exist_ok=True)
                     _extract(data, into)
                     result.status = "ok"
@@ -492,27 +493,32 @@ def capture_hosts(
 
 # -- following the cluster -------------------------------------------------------------------
 
-LOOPBACK = ("127.0.0.1", "localhost", "0.0.0.0", "::1")
 
+def probe_hosts(
+    specs: list[HostSpec], via: str | None, ssh_options: tuple[str, ...], python: str
+) -> tuple[dict[str, list[str]], list[HostResult]]:
+    """The hosts the cluster specs of named remote processes (--pid PID@HOST) name: each
+    host's agent reads its processes' flags and TF_CONFIG and captures nothing."""
+    stop = threading.Event()
+    results: list[HostResult] = [HostResult(s) for s in specs]
 
-def cluster_hosts(pids: list[int]) -> dict[str, list[str]]:
-    """Hosts named by the cluster specs (--ps_hosts/--worker_hosts, TF_CONFIG) of these
-    local processes -> the roles that live there; this host's own addresses left out."""
-    from collectors.remote import host_addresses
+    def one(index: int, spec: HostSpec) -> None:
+        def prepare() -> tuple[dict[str, Any], bytes]:
+            payload = agent_zip()
+            options = {"probe": True, "pids": list(spec.pids)}
+            return {"zip": len(payload), "py_spy": 0, "options": options}, payload
 
-    own = {*LOOPBACK, socket.gethostname(), *host_addresses()}
-    found: dict[str, list[str]] = {}
-    for pid in pids:
-        try:
-            args = procfs.read_cmdline(pid)
-            env, _ = procfs.read_env(pid)
-        except OSError:
-            continue
-        for job, addresses in clusterspec.cluster_spec(args[1:], env).items():
-            for index, address in enumerate(addresses):
-                host = clusterspec.host_of(address)
-                if host and host not in own:
-                    roles = found.setdefault(host, [])
-                    if f"{job}:{index}" not in roles:
-                        roles.append(f"{job}:{index}")
-    return found
+        argv = remote_argv(spec, via, ssh_options, python)
+        results[index] = run_host(spec, argv, prepare, b"", Path("/nonexistent"), 60, stop)
+
+    threads = [threading.Thread(target=one, args=(i, s), daemon=True) for i, s in enumerate(specs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    named: dict[str, list[str]] = {}
+    for result in results:
+        for host, roles in (result.info.get("cluster_hosts") or {}).items():
+            mine = named.setdefault(str(host), [])
+            mine.extend(r for r in roles if r not in mine)
+    return named, results

@@ -154,6 +154,32 @@ def main(header: dict[str, Any], work: str, stdin: BinaryIO) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "0.0.0.0", "::1")
+
+
+def cluster_hosts(pids: list[int]) -> dict[str, list[str]]:
+    """Hosts named by the cluster specs (--ps_hosts/--worker_hosts, TF_CONFIG) of these
+    processes -> the roles that live there; this host's own names and addresses left out."""
+    from collectors import clusterspec, procfs
+
+    own = {*LOOPBACK, socket.gethostname(), *host_addresses()}
+    found: dict[str, list[str]] = {}
+    for pid in pids:
+        try:
+            args = procfs.read_cmdline(pid)
+            env, _ = procfs.read_env(pid)
+        except OSError:
+            continue
+        for job, addresses in clusterspec.cluster_spec(args[1:], env).items():
+            for index, address in enumerate(addresses):
+                host = clusterspec.host_of(address)
+                if host and host not in own:
+                    roles = found.setdefault(host, [])
+                    if f"{job}:{index}" not in roles:
+                        roles.append(f"{job}:{index}")
+    return found
+
+
 def _capture(options: dict[str, Any], output: Path, clock: Clock, result: dict[str, Any]) -> int:
     from collectors.capture import CaptureOptions, capture
     from collectors.discover import discover
@@ -163,6 +189,9 @@ def _capture(options: dict[str, Any], output: Path, clock: Clock, result: dict[s
     if options.get("discover"):
         pids += [p for p in discover() if p not in pids]
     result["pids"] = pids
+    if options.get("probe"):  # --follow-cluster from a named process: its spec, no capture
+        result["cluster_hosts"] = cluster_hosts(pids)
+        return 0
     logs = tuple(Path(p) for p in options.get("logs") or [])
     if not pids and not logs:
         result["problems"].append("no TensorFlow process found on this host (--discover)")

@@ -22,10 +22,11 @@ from collectors.multihost import (
     HostResult,
     HostSpec,
     capture_hosts,
-    cluster_hosts,
     parse_host,
     parse_pid_at,
+    probe_hosts,
 )
+from collectors.remote import cluster_hosts
 from postmortem.errors import (
     ExitCode,
     HostNotCapturedError,
@@ -277,13 +278,28 @@ def _capture_hosts(
         spec = specs.get(name) or parse_host(name)
         specs[spec.host] = replace(spec, pids=(*spec.pids, *numbers))
     if follow_cluster:
-        start = local_pids or discover_pids()
-        if not start:
+        # From this host's TF processes, or from the ones named on other hosts (PID@HOST).
+        start = local_pids or ([] if remote_pids else discover_pids())
+        if not start and not remote_pids:
             raise UsageError(
                 "--follow-cluster starts from the TF processes on this host, and there are none.",
-                help_text="Name the hosts with --host, or run it on a node of the job.",
+                help_text="Run it on a node of the job, name a process there with --pid "
+                "PID@HOST, or name the hosts with --host.",
             )
-        named = cluster_hosts(start)
+        named = cluster_hosts(start) if start else {}
+        if remote_pids:
+            probed, answers = probe_hosts(
+                [s for s in specs.values() if s.pids], via, ssh_options, python
+            )
+            for answer in answers:
+                if answer.status != "ok":
+                    console.print(f"  {answer.spec.text}: cannot read its cluster spec: "
+                                  f"{answer.reason}", markup=False)
+            for host, roles in probed.items():
+                mine = named.setdefault(host, [])
+                mine.extend(r for r in roles if r not in mine)
+            for spec in specs.values():  # a named host is not "another" host
+                named.pop(spec.host, None)
         listed = ", ".join(f"{h} ({', '.join(r)})" for h, r in named.items()) or "none"
         console.print(f"the cluster spec names {len(named)} other host(s): {listed}")
         for name in named:

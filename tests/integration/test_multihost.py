@@ -179,6 +179,20 @@ def test_follow_cluster_from_the_chiefs_host_finds_every_other_host(
     assert sorted(h["name"] for h in manifest["hosts"]) == sorted(["local", h1.ip, h3.ip])
     verdict = _verdict(dump)["verdict"]
     assert (verdict["hang_class"], verdict["culprit"]["role"]) == ("peer-unresponsive", "ps:0")
+    # ... and from a machine outside the job, starting from the chief named as PID@HOST
+    chief = next(p for p in sim.spawned if "--job_name=worker" in " ".join(map(str, p.args))
+                 and "--task_index=0" in " ".join(map(str, p.args)))
+    status = Path(f"/proc/{sim.target_pid(chief)}/status").read_text().splitlines()
+    ns_pid = int(next(line for line in status if line.startswith("NSpid:")).split()[-1])
+    named = tmp_path / "named"
+    out = _postmortem(sim.in_ctl(), "capture", "--follow-cluster", "--pid",
+                      f"{ns_pid}@root@{h2.ip}", *_ssh_flags(sim), "--samples", "1",
+                      "-o", str(named))
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = json.loads((named / "manifest.json").read_text())
+    assert sorted(h["name"] for h in manifest["hosts"]) == sorted([h1.ip, h2.ip, h3.ip])
+    verdict = _verdict(named)["verdict"]
+    assert (verdict["hang_class"], verdict["culprit"]["role"]) == ("peer-unresponsive", "ps:0")
     _no_agent_left()
 
 
