@@ -32,6 +32,21 @@ class NotReadable(Exception):
     """A dump file that cannot be used; the message says why, in words."""
 
 
+def loads(data: bytes) -> Any:
+    """JSON from a dump file; NotReadable, saying why, for anything that is not JSON."""
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # NaN, a lone surrogate...: what the standard library accepts, it reads
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise NotReadable("corrupt: JSON nested too deeply") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotReadable(f"corrupt: {exc}") from exc
+
+
 @dataclass
 class DumpReader:
     root: Path
@@ -137,18 +152,7 @@ class DumpReader:
         return data
 
     def read_json(self, relative: str, limit: int = JSON_LIMIT) -> Any:
-        data = self.read_bytes(relative, limit)
-        if orjson is not None:
-            try:
-                return orjson.loads(data)
-            except orjson.JSONDecodeError:
-                pass  # NaN, a lone surrogate...: what the standard library accepts, it reads
-        try:
-            return json.loads(data)
-        except RecursionError as exc:
-            raise NotReadable("corrupt: JSON nested too deeply") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise NotReadable(f"corrupt: {exc}") from exc
+        return loads(self.read_bytes(relative, limit))
 
     # -- reads that record their own failure --------------------------------------------------
 

@@ -9,7 +9,6 @@ an incident is still worth analyzing. Analysis needs no TensorFlow.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -31,6 +30,7 @@ from collectors.layout import (
 )
 from postmortem.bulk import collector_paused
 from postmortem.dumpfiles import JSON_LIMIT, MANIFEST_LIMIT, DumpReader, NotReadable
+from postmortem.dumpfiles import loads as loads_json
 from postmortem.errors import BadDumpError, UnsupportedDumpVersionError
 from postmortem.model import PID_BITS
 
@@ -922,12 +922,9 @@ def _load_pyspy(
     if raw is None or not raw.strip():
         return  # py-spy printed nothing: its failure is in the manifest's outcomes
     try:
-        traces = json.loads(raw)
-    except RecursionError:
-        reader.problem(relative, "corrupt: JSON nested too deeply")
-        return
-    except (ValueError, UnicodeDecodeError) as exc:
-        reader.problem(relative, f"corrupt: {exc}")
+        traces = loads_json(raw)
+    except NotReadable as exc:
+        reader.problem(relative, str(exc))
         return
     if not isinstance(traces, list):
         reader.problem(relative, "unexpected content: not a list of threads")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from postmortem.dumpfiles import orjson
 from postmortem.model import Incident
 from postmortem.render import Drawing, RenderOptions
 from postmortem.serialize import incident_document
@@ -12,6 +13,8 @@ from postmortem.serialize import incident_document
 def draw(incident: Incident, options: RenderOptions) -> str:
     # Compact: a 1,000-process incident is tens of MB, and `jq .` indents it.
     document = incident_document(incident)
+    if orjson is not None:  # ~10x faster; the document holds no NaN (the writer made it null)
+        return str(orjson.dumps(document).decode()) + "\n"
     return json.dumps(document, separators=(",", ":"), allow_nan=False) + "\n"
 
 
