@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from postmortem.dumpfiles import orjson
 from postmortem.model import Incident
 from postmortem.render import Drawing, RenderOptions
 from postmortem.serialize import incident_document
+
+orjson: Any
+try:
+    import orjson
+except ImportError:  # pragma: no cover - a dependency; the standard library otherwise
+    orjson = None
 
 
 def draw(incident: Incident, options: RenderOptions) -> str:
