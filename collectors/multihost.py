@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +36,7 @@ from typing import IO, Any
 
 from collectors.dump import OutputPlan, unwritable
 from collectors.layout import FORMAT_NAME, MANIFEST
-from collectors.remote import BOOTSTRAP
+from collectors.remote import BOOTSTRAP, EXIT_NOTHING_FOUND
 from collectors.tools import find_tool
 from postmortem import __version__
 from postmortem.errors import UsageError
@@ -45,9 +46,15 @@ HOSTS_DIR = "hosts"
 LOCAL = "local"  # the host postmortem runs on: the agent runs as a child, no ssh
 CONNECT_TIMEOUT = 10  # seconds for ssh to connect
 SETUP_ALLOWANCE = 60.0  # seconds on top of the rounds: connect, start Python, pack, copy
+ROUND_ALLOWANCE = 30.0  # seconds a round may take on a host (bounded collectors)
+NATIVE_ALLOWANCE = 120.0  # more with --native / --all-threads
 MAX_DUMP_BYTES = 4 << 30  # a host's dump larger than this is refused
 MAX_DUMP_FILES = 200_000
 NAME = re.compile(r"[^A-Za-z0-9._-]")
+# What a host name or address may hold (what ssh hands a ProxyCommand's %h, never a shell's
+# metacharacter) and a user name.
+HOST_CHARS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:%-]*")
+USER_CHARS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class HostSpec:
     port: int | None = None
     pids: tuple[int, ...] = ()
     discover: bool = False
+    name: str = ""  # its directory in the dump, when the host's own would collide
 
     @property
     def local(self) -> bool:
@@ -68,7 +76,7 @@ class HostSpec:
     @property
     def key(self) -> str:
         """The host's directory and name in the dump."""
-        return NAME.sub("_", self.host) or "host"
+        return NAME.sub("_", self.name or self.host) or "host"
 
 
 def parse_host(text: str) -> HostSpec:
@@ -85,7 +93,7 @@ def parse_host(text: str) -> HostSpec:
         port = _port(text, tail)
     else:
         host = rest
-    if not host or any(c.isspace() for c in value) or host.startswith("-"):
+    if not host or not HOST_CHARS.fullmatch(host) or (user and not USER_CHARS.fullmatch(user)):
         raise UsageError(
             f"--host {text!r}: expected [USER@]HOST[:SSHPORT], e.g. ubuntu@10.0.0.5:22.",
         )
@@ -182,7 +190,9 @@ def remote_argv(
 @dataclass
 class HostResult:
     spec: HostSpec
-    status: str = "failed"  # "ok" or "failed"
+    # "ok"; "empty": reached, and no process to capture there (--discover found none, or
+    # the named pids are gone); "failed": not reached or no dump came back (`reason`)
+    status: str = "failed"
     reason: str = ""
     exit_code: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -294,7 +304,13 @@ def run_host(
         daemon=True,
     )
     reader.start()
-    timer = threading.Timer(timeout, _end_group, args=(proc,))
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _end_group(proc)
+
+    timer = threading.Timer(timeout, expire)
     timer.daemon = True
     timer.start()
     watcher = threading.Thread(target=_end_on_stop, args=(proc, stop), daemon=True)
@@ -321,13 +337,26 @@ def run_host(
                 result.info = info if isinstance(info, dict) else {}
             elif text.startswith("TAR "):
                 size = int(text[4:])
+                if not 0 <= size <= MAX_DUMP_BYTES:
+                    raise ValueError(f"a dump of {size:,} bytes: more than postmortem accepts")
                 data = _read_exact(proc.stdout, size)
                 if not size and "cluster_hosts" in result.info:
                     result.status = "ok"  # a probe: no dump, by design
+                elif not size and result.info.get("exit_code") == EXIT_NOTHING_FOUND:
+                    # reached, and nothing to capture there: not a failure of the host
+                    result.status = "empty"
+                    result.reason = "; ".join(map(str, result.info.get("problems") or []))
                 elif size and len(data) == size:
-                    into.mkdir(parents=True, exist_ok=True)
-                    _extract(data, into)
+                    try:
+                        _extract(data, into)
+                    except (ValueError, OSError, tarfile.TarError):
+                        shutil.rmtree(into, ignore_errors=True)  # no half dump in the output
+                        raise
                     result.status = "ok"
+                elif size:
+                    result.reason = (
+                        f"the connection ended after {len(data):,} of the dump's {size:,} bytes"
+                    )
                 break
     except (OSError, ValueError, json.JSONDecodeError, tarfile.TarError) as exc:
         result.reason = f"the host's answer could not be read: {exc}"
@@ -346,19 +375,19 @@ def run_host(
     result.exit_code = proc.returncode
     result.seconds = time.monotonic() - started
     stderr = b"".join(stderr_chunks).decode(errors="replace")
-    if result.status != "ok" and not result.reason:
+    if result.status == "failed" and not result.reason:
         if stop.is_set():
             result.reason = "interrupted"
+        elif timed_out.is_set():
+            result.reason = f"timed out after {timeout:.0f}s"
         elif result.info.get("problems"):
             result.reason = "; ".join(map(str, result.info["problems"]))[:500]
-        elif proc.returncode is not None and proc.returncode < 0:
-            result.reason = f"timed out after {timeout:.0f}s"
         else:
             result.reason = _ssh_reason(stderr, proc.returncode)
     return result
 
 
-def _end_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
+def _end_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """End the remote command: SIGTERM first, so that an agent running here (or a remote
     shell passing the signal on) removes its temporary directory; SIGKILL after `grace`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -391,7 +420,7 @@ class MultiResult:
 
     @property
     def failed(self) -> list[HostResult]:
-        return [h for h in self.hosts if h.status != "ok"]
+        return [h for h in self.hosts if h.status == "failed"]
 
 
 def capture_hosts(
@@ -415,7 +444,11 @@ def capture_hosts(
             raise UsageError("--push-py-spy: py-spy is not installed here: none to copy.")
         binary = Path(found).read_bytes()
     rounds = int(options.get("samples", 3))
-    timeout = rounds * float(options.get("interval", 1.0)) + SETUP_ALLOWANCE + 5 * rounds
+    # A round waits at most for procfs, py-spy and the checkpoint listings, each bounded
+    # (collectors/capture.py); native stacks take minutes on a big process.
+    per_round = ROUND_ALLOWANCE + (NATIVE_ALLOWANCE if options.get("native")
+                                   or options.get("all_threads") else 0.0)
+    timeout = rounds * (float(options.get("interval", 1.0)) + per_round) + SETUP_ALLOWANCE
     stop = threading.Event()
     results: list[HostResult] = [HostResult(s) for s in specs]
     started = time.time()
@@ -451,18 +484,18 @@ def capture_hosts(
         threading.Thread(target=one, args=(i, s), name=f"postmortem-host-{s.key}", daemon=True)
         for i, s in enumerate(specs)
     ]
+    interrupted = False
     try:
         for thread in threads:
             thread.start()
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # keep the hosts that finished, as an incomplete dump
+        interrupted = True
         stop.set()
         for thread in threads:
             thread.join(15)
-        plan.abort()
-        raise
     manifest = {
         "format": FORMAT_NAME,
         "schema_version": MULTI_HOST_SCHEMA,
@@ -471,7 +504,7 @@ def capture_hosts(
         "multi_host": True,
         "started_at": started,
         "ended_at": time.time(),
-        "complete": not stop.is_set(),
+        "complete": not interrupted,
         "command": list(command),
         "options": options,
         "hosts": [r.manifest_entry() for r in results],
@@ -488,6 +521,8 @@ def capture_hosts(
     except OSError as exc:
         plan.abort()
         raise unwritable(plan.final, exc) from None
+    if interrupted:
+        raise KeyboardInterrupt
     return MultiResult(plan.final, results, manifest)
 
 

@@ -35,7 +35,7 @@ if sys.version_info < (3, 10):
                      % sys.version_info[:2])
     sys.exit(6)
 def _end(signum, frame):
-    raise SystemExit(128 + signum)  # the connection or the user ended us: clean up first
+    raise KeyboardInterrupt  # as Ctrl-C: the capture stops, re-stops what it resumed
 for _sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
     signal.signal(_sig, _end)
 stdin = sys.stdin.buffer
@@ -48,6 +48,9 @@ try:
     sys.path.insert(0, path)
     from collectors.remote import main
     code = main(header, work, stdin)
+except (KeyboardInterrupt, BrokenPipeError):
+    sys.stderr.write("postmortem: capture stopped: the local side ended or interrupted it\n")
+    code = 130
 finally:
     shutil.rmtree(work, ignore_errors=True)
 sys.exit(code)
@@ -94,8 +97,11 @@ class Clock:
         seq = len(self.samples)
         sent = time.time()
         _say(f"C {seq}")
-        line = self.stdin.readline().decode(errors="replace").split()
+        raw = self.stdin.readline()
         got = time.time()
+        if not raw:  # the local side is gone (ended, interrupted): stop, as on Ctrl-C
+            raise KeyboardInterrupt
+        line = raw.decode(errors="replace").split()
         if len(line) != 3 or line[0] != "T" or line[1] != str(seq):
             return
         try:
@@ -162,7 +168,13 @@ def cluster_hosts(pids: list[int]) -> dict[str, list[str]]:
     processes -> the roles that live there; this host's own names and addresses left out."""
     from collectors import clusterspec, procfs
 
-    own = {*LOOPBACK, socket.gethostname(), *host_addresses()}
+    name = socket.gethostname()
+    own = {*LOOPBACK, name, name.split(".")[0], *host_addresses()}
+
+    def mine(host: str) -> bool:
+        # a fully qualified or service name of this host ("worker-0.ns.svc" on worker-0)
+        return host in own or (any(c.isalpha() for c in host) and host.split(".")[0] in own)
+
     found: dict[str, list[str]] = {}
     for pid in pids:
         try:
@@ -173,7 +185,7 @@ def cluster_hosts(pids: list[int]) -> dict[str, list[str]]:
         for job, addresses in clusterspec.cluster_spec(args[1:], env).items():
             for index, address in enumerate(addresses):
                 host = clusterspec.host_of(address)
-                if host and host not in own:
+                if host and not mine(host):
                     roles = found.setdefault(host, [])
                     if f"{job}:{index}" not in roles:
                         roles.append(f"{job}:{index}")

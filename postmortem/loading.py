@@ -444,9 +444,9 @@ TIME_COLUMNS = {
     "watch": ("started", "ended"),
     "log_sizes": ("time",),
     "checkpoint_files": ("time", "mtime"),
-    "flights": ("started",),
+    "flights": ("started", "written", "running_began", "saving_began"),
     "flight_steps": ("started", "ended"),
-    "flight_events": ("time",),
+    "flight_events": ("time", "began"),
     "rounds": ("started_at", "ended_at"),
 }
 
@@ -496,6 +496,7 @@ def _load_hosts(root: Path, manifest: dict[str, Any], reader: DumpReader) -> Dum
     targets: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
+    checkpoint_dirs: list[dict[str, Any]] = []
     for index, (name, entry, sub) in enumerate(loaded):
         shift = index << PID_BITS
         offset = host_offset(entry)
@@ -509,6 +510,12 @@ def _load_hosts(root: Path, manifest: dict[str, Any], reader: DumpReader) -> Dum
                     frame[column] = pd.to_numeric(frame[column], errors="coerce") + offset
             if frame_name == "processes":
                 frame["host"] = name
+            if frame_name == "outcomes" and shift and not frame.empty:
+                frame["target"] = [
+                    str(int(t) + shift) if str(t).isdigit() else t for t in frame["target"]
+                ]
+            if frame_name in ("checkpoint_files", "checkpoint_rounds") and not frame.empty:
+                frame["dir"] = f"{name}:" + frame["dir"].astype(str)  # a path on that host
             if frame_name == "problems" and not frame.empty:
                 frame["file"] = prefix + frame["file"].astype(str)
             frames.setdefault(frame_name, []).append(frame)
@@ -532,11 +539,17 @@ def _load_hosts(root: Path, manifest: dict[str, Any], reader: DumpReader) -> Dum
             for log in _list(sub.manifest.get("logs"))
             if isinstance(log, dict)
         )
+        checkpoint_dirs.extend(
+            {**entry, "dir": f"{name}:{_s(entry.get('dir'))}", "prefix": prefix}
+            for entry in _list(sub.manifest.get("checkpoint_dirs"))
+            if isinstance(entry, dict)
+        )
     merged = {
         **manifest,
         "targets": targets,
         "outcomes": outcomes,
         "logs": logs,
+        "checkpoint_dirs": checkpoint_dirs,
         "rounds": [
             {**r, "started_at": (_f(r.get("started_at")) or 0) + host_offset(loaded[0][1]),
              "ended_at": (_f(r.get("ended_at")) or 0) + host_offset(loaded[0][1])}

@@ -147,6 +147,14 @@ class Cluster:
     def _absent_health(self, m: Member, h: Health) -> None:
         if m.not_captured:
             return  # its host was not captured: its absence says nothing
+        if m.host in self.hosts.empty:
+            h.problems.append(
+                f"not running: its host {m.host} was reached and had no process to capture "
+                f"({self.hosts.empty[m.host]})"
+            )
+            return
+        if len(self.hosts.aliases) > 1 and m.host not in self.hosts.aliases:
+            return  # a host no one asked to capture: nothing is known about it
         port = port_of(m.address) if m.address else None
         listening = self.listening_on(m.host) if m.host in self.captured_hosts else None
         # Whether anything listens at its address is known only for a captured host.

@@ -112,8 +112,13 @@ class DumpFiles:
             prefix + layout.std_stream_file(real, "stdout"),
         )
 
-    def checkpoint(self, index: int) -> str:
-        names = sorted(n for n in self.present if n.startswith(layout.checkpoint_dir(index) + "/"))
+    def flight(self, pid: int) -> str:
+        prefix, real = self._at(pid)
+        return self._first(prefix + layout.flight_file(real))
+
+    def checkpoint(self, index: int, prefix: str = "") -> str:
+        start = prefix + layout.checkpoint_dir(index) + "/"
+        names = sorted(n for n in self.present if n.startswith(start))
         return names[-1] if names else layout.MANIFEST
 
 
@@ -340,7 +345,10 @@ class Facts:
     def checkpoint_source(self, directory: str) -> str:
         for entry in self.dump.manifest.get("checkpoint_dirs") or []:
             if isinstance(entry, dict) and entry.get("dir") == directory:
-                return self.sources.checkpoint(int(entry.get("index", -1)))
+                prefix = entry.get("prefix")
+                return self.sources.checkpoint(
+                    int(entry.get("index", -1)), prefix if isinstance(prefix, str) else ""
+                )
         return layout.MANIFEST
 
     def previous_checkpoint_size(self, directory: str) -> int:
@@ -435,9 +443,12 @@ class Facts:
     def flights(self) -> list[FlightRecord]:
         """What each process that runs postmortem.recorder recorded about itself."""
         window = self.window
-        return flight_facts.flight_records(
+        records = flight_facts.flight_records(
             self.dump.frames_by_name, self.labels, window[1] if window else None
         )
+        if not self.dump.origins:
+            return records
+        return [replace(r, source=self.sources.flight(r.pid)) for r in records]
 
     def flight(self, pid: int) -> FlightRecord | None:
         return next((f for f in self.flights if f.pid == pid), None)

@@ -8,14 +8,14 @@ culprit and is, by being dead, absent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from collectors.clusterspec import JOB_FLAGS, cluster_spec, flag, host_of, port_of, tf_config
 from postmortem.loading import records
-from postmortem.model import Member
+from postmortem.model import Member, os_pid
 
 __all__ = ["JOB_FLAGS", "build_cluster", "cluster_spec", "flag", "host_of", "port_of"]
 
@@ -43,6 +43,8 @@ class Hosts:
 
     aliases: dict[str, frozenset[str]]
     not_captured: dict[str, str]  # host (as named) -> why it was not captured
+    # hosts reached that had no process to capture (--discover found none) -> what it said
+    empty: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, manifest: dict[str, Any]) -> Hosts:
@@ -52,6 +54,7 @@ class Hosts:
             return cls({capture_host: frozenset({capture_host})}, {})
         aliases: dict[str, frozenset[str]] = {}
         failed: dict[str, str] = {}
+        empty: dict[str, str] = {}
         for entry in entries:
             if not isinstance(entry, dict):
                 continue
@@ -65,10 +68,13 @@ class Hosts:
             names.discard("127.0.0.1")  # every host has it: it names none of them
             if entry.get("status") == "ok":
                 aliases[name] = frozenset(names)
+            elif entry.get("status") == "empty":
+                aliases[name] = frozenset(names)
+                empty[name] = str(entry.get("reason", "")) or "no process to capture"
             else:
                 failed[name] = str(entry.get("reason", "")) or "not captured"
                 aliases.setdefault(name, frozenset(names))
-        return cls(aliases, failed)
+        return cls(aliases, failed, empty)
 
     def host_of_address(self, address: str) -> str | None:
         """The host an address lives on, by its host part (None: no host of the dump)."""
@@ -120,12 +126,21 @@ def build_cluster(
             continue
         for job, addresses in spec.items():
             for index, address in enumerate(addresses):
-                if port_of(address) in listening.get(pid, set()) and (
-                    hosts.on(address, where[pid]) or is_local(address, capture_host)
-                ):
+                if port_of(address) not in listening.get(pid, set()):
+                    continue
+                here = (
+                    hosts.on(address, where[pid])
+                    if len(hosts.aliases) > 1  # every host may listen on the same port
+                    else is_local(address, capture_host)
+                )
+                if here and f"{job}:{index}" not in labels.values():
                     labels[pid] = f"{job}:{index}"
     for pid in tasks:
-        labels.setdefault(pid, f"pid:{pid}")
+        # a process with no role: its pid (on its host, when the dump has several)
+        labels.setdefault(
+            pid,
+            f"pid:{os_pid(pid)}@{where[pid]}" if len(hosts.aliases) > 1 else f"pid:{pid}",
+        )
 
     by_role = {label: pid for pid, label in labels.items()}
     members = []

@@ -7,7 +7,7 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.table import Table
 
 from collectors.capture import CaptureOptions, CaptureResult
 from collectors.capture import capture as run_capture
+from collectors.capture import validate as validate_capture
 from collectors.discover import discover as discover_pids
 from collectors.multihost import (
     LOCAL,
@@ -181,6 +182,7 @@ def capture(
             ssh_options=tuple(ssh_option or ()),
             push_py_spy=push_py_spy,
             python=remote_python,
+            tf_servers=list(tf_server or []),
             options={
                 "samples": samples,
                 "interval": interval,
@@ -267,16 +269,46 @@ def _capture_hosts(
     ssh_options: tuple[str, ...],
     push_py_spy: bool,
     python: str,
-    options: dict[str, object],
+    options: dict[str, Any],
+    tf_servers: list[str],
 ) -> int:
     """Every named host (and this one, when it has targets) in parallel, into one dump."""
-    specs: dict[str, HostSpec] = {}
+    if tf_servers:
+        raise UsageError(
+            "--tf-server is not supported with --host / --follow-cluster yet.",
+            help_text="Capture the hosts first, then trace a server with a separate "
+            "`postmortem capture --pid PID --tf-server HOST:PORT` on its host.",
+        )
+    logs = [Path(p) for p in options["logs"]]
+    checkpoints = [Path(p) for p in options["checkpoint_dirs"]]
+    # Refuse here, with exit 2, what every host would refuse.
+    validate_capture(
+        CaptureOptions(
+            pids=(), output=output, samples=int(options["samples"]),
+            interval=float(options["interval"]), logs=tuple(logs),
+            checkpoint_dirs=tuple(checkpoints),
+        )
+    )
+    specs: list[HostSpec] = []
+
+    def add(spec: HostSpec) -> HostSpec:
+        """The spec for this host: one already named (same host, and the same user and
+        port where both say), else this one, added."""
+        for index, known in enumerate(specs):
+            if known.host == spec.host and (
+                not spec.user or not known.user or spec.user == known.user
+            ) and (spec.port is None or known.port is None or spec.port == known.port):
+                merged = replace(known, pids=(*known.pids, *spec.pids),
+                                 discover=known.discover or spec.discover)
+                specs[index] = merged
+                return merged
+        specs.append(spec)
+        return spec
+
     for text in hosts:
-        spec = parse_host(text)
-        specs.setdefault(spec.host, spec)
+        add(parse_host(text))
     for name, numbers in remote_pids.items():
-        spec = specs.get(name) or parse_host(name)
-        specs[spec.host] = replace(spec, pids=(*spec.pids, *numbers))
+        add(replace(parse_host(name), pids=tuple(numbers)))
     if follow_cluster:
         # From this host's TF processes, or from the ones named on other hosts (PID@HOST).
         start = local_pids or ([] if remote_pids else discover_pids())
@@ -288,9 +320,7 @@ def _capture_hosts(
             )
         named = cluster_hosts(start) if start else {}
         if remote_pids:
-            probed, answers = probe_hosts(
-                [s for s in specs.values() if s.pids], via, ssh_options, python
-            )
+            probed, answers = probe_hosts([s for s in specs if s.pids], via, ssh_options, python)
             for answer in answers:
                 if answer.status != "ok":
                     console.print(f"  {answer.spec.text}: cannot read its cluster spec: "
@@ -298,34 +328,39 @@ def _capture_hosts(
             for host, roles in probed.items():
                 mine = named.setdefault(host, [])
                 mine.extend(r for r in roles if r not in mine)
-            for spec in specs.values():  # a named host is not "another" host
+            for spec in specs:  # a named host is not "another" host
                 named.pop(spec.host, None)
         listed = ", ".join(f"{h} ({', '.join(r)})" for h, r in named.items()) or "none"
         console.print(f"the cluster spec names {len(named)} other host(s): {listed}")
         for name in named:
-            if name not in specs:
-                specs[name] = replace(parse_host(name), discover=True)
+            add(replace(parse_host(name), discover=True))
         local_pids = list(dict.fromkeys([*local_pids, *start]))
-    if local_pids:
-        specs[LOCAL] = HostSpec(LOCAL, LOCAL, pids=tuple(local_pids))
-    chosen = list(specs.values())
-    argv = ["postmortem", "capture"]
-    for spec in chosen:
-        if not spec.local:
-            argv += ["--host", spec.text]
-        argv += [f"--pid={p}@{spec.host}" if not spec.local else f"--pid={p}" for p in spec.pids]
-    if discover:
-        argv.append("--discover")
-    argv += ["--samples", str(options["samples"]), "--interval", str(options["interval"])]
-    if via:
-        argv += ["--via", via]
-    argv += ["-o", str(output)]
+    idle = [s.text for s in specs if not s.pids and not s.discover and not discover]
+    if idle:
+        raise UsageError(
+            f"Nothing to capture on {', '.join(idle)}: no --pid PID@HOST names a process there.",
+            help_text="Add --discover to find each host's TF processes, or name them with "
+            "--pid PID@HOST.",
+        )
+    if checkpoints and not (local_pids or logs):
+        raise UsageError(
+            "--checkpoint-dir with --host watches a directory on this host: name a process "
+            "here with --pid (or a --log) as well.",
+        )
+    if local_pids or logs:
+        add(HostSpec(LOCAL, LOCAL, pids=tuple(local_pids)))
+    chosen = _unique_names(specs)
+    argv = _hosts_command(chosen, discover, output, via, ssh_options, push_py_spy, python,
+                          options)
     console.print(f"capturing {len(chosen)} host(s): {', '.join(s.text for s in chosen)}")
 
     def report(spec: HostSpec, result: HostResult) -> None:
         if result.status == "ok":
             count = len(result.info.get("pids", []))
             console.print(f"  {spec.text}: {count} process(es) in {result.seconds:.1f}s")
+        elif result.status == "empty":
+            console.print(f"  {spec.text}: reached; nothing to capture: {result.reason}",
+                          markup=False)
         else:
             console.print(f"  {spec.text}: not captured: {result.reason}", markup=False)
 
@@ -343,8 +378,14 @@ def _capture_hosts(
     )
     failed = result.failed
     reasons = "\n  ".join(f"{h.spec.text}: {h.reason}" for h in failed)
-    if len(failed) == len(chosen):
-        raise HostNotCapturedError(f"No host could be captured:\n  {reasons}")
+    if not any(h.status == "ok" for h in result.hosts):
+        if failed:
+            raise HostNotCapturedError(f"No host could be captured:\n  {reasons}")
+        raise UsageError(
+            "No host had a process to capture: "
+            + "; ".join(f"{h.spec.text}: {h.reason}" for h in result.hosts),
+            help_text="Name the processes with --pid PID@HOST, or add --discover.",
+        )
     no_stacks = [
         h.spec.text for h in result.hosts if h.status == "ok" and h.info.get("py_spy") is False
     ]
@@ -358,8 +399,75 @@ def _capture_hosts(
         raise HostNotCapturedError(
             f"{len(failed)} host(s) not captured (dump kept at {result.output}):\n  {reasons}"
         )
+    # A host's own capture problems (a target exited, a collector failed), but for the
+    # missing py-spy already said above.
+    partial = [
+        f"{h.spec.text}: {problem}"
+        for h in result.hosts
+        if h.status == "ok" and h.info.get("exit_code")
+        for problem in h.info.get("problems") or []
+        if "py-spy is not installed" not in str(problem)
+    ]
+    if partial:
+        raise PartialCaptureError(
+            f"capture finished with problems (dump kept at {result.output}):\n  "
+            + "\n  ".join(partial[:10])
+        )
     console.print(f"next: postmortem analyze {result.output}")
     return 0
+
+
+def _unique_names(specs: list[HostSpec]) -> list[HostSpec]:
+    """Each host its own directory in the dump: two specs of one host (other ports or
+    users) get a suffix."""
+    seen: set[str] = set()
+    out = []
+    for spec in specs:
+        name = spec.key
+        if name in seen:
+            name = f"{spec.key}-{spec.port}" if spec.port is not None else spec.key
+            counter = 2
+            while name in seen:
+                name, counter = f"{spec.key}-{counter}", counter + 1
+            spec = replace(spec, name=name)
+        seen.add(spec.key)
+        out.append(spec)
+    return out
+
+
+def _hosts_command(
+    specs: list[HostSpec],
+    discover: bool,
+    output: Path,
+    via: str | None,
+    ssh_options: tuple[str, ...],
+    push_py_spy: bool,
+    python: str,
+    options: dict[str, Any],
+) -> list[str]:
+    """The command that captures these hosts again (--follow-cluster resolved)."""
+    argv = ["postmortem", "capture"]
+    for spec in specs:
+        if not spec.local:
+            argv += ["--host", spec.text]
+        at = "" if spec.local else f"@{spec.text}"
+        argv += [f"--pid={p}{at}" for p in spec.pids]
+    if discover or any(s.discover for s in specs):
+        argv.append("--discover")
+    argv += ["--samples", str(options["samples"]), "--interval", str(options["interval"])]
+    for flag in ("native", "all_threads", "nonblocking", "watch_stacks"):
+        if options.get(flag):
+            argv.append("--" + flag.replace("_", "-"))
+    argv += [a for p in options["logs"] for a in ("--log", str(p))]
+    argv += [a for p in options["checkpoint_dirs"] for a in ("--checkpoint-dir", str(p))]
+    argv += [a for o in ssh_options for a in ("--ssh-option", o)]
+    if via:
+        argv += ["--via", via]
+    if push_py_spy:
+        argv.append("--push-py-spy")
+    if python != "python3":
+        argv += ["--remote-python", python]
+    return [*argv, "-o", str(output)]
 
 
 def command_line(options: CaptureOptions) -> tuple[str, ...]:

@@ -261,7 +261,8 @@ def test_a_host_that_cannot_be_reached_is_named_and_the_rest_is_captured(
     out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ns_pid}@root@{h1.ip}",
                       "--via", f"ssh -T -o BatchMode=yes -o IdentityFile={wrong_key} "
                       f"-o UserKnownHostsFile={sim.known} {{host}}",
-                      "--host", f"root@{h3.ip}", "--samples", "1", "-o", str(tmp_path / "key"))
+                      "--host", f"root@{h3.ip}", "--discover", "--samples", "1",
+                      "-o", str(tmp_path / "key"))
     assert out.returncode == 14, out.stderr[-3000:]
     assert "Permission denied (publickey)" in _said(out)
     out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ns_pid}@root@{h1.ip}",

@@ -44,7 +44,11 @@ def test_a_host_is_user_at_host_colon_port(text: str, host: str, user: str, port
     assert (spec.host, spec.user, spec.port) == (host, user, port)
 
 
-@pytest.mark.parametrize("text", ["", "user@", "a b", "-oProxyCommand=x", "h:0", "h:99999", "h:x"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "user@", "a b", "-oProxyCommand=x", "h:0", "h:99999", "h:x", "h;id", "$(id)", "h`id`",
+     "a'b", "us;er@h"],
+)
 def test_a_bad_host_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="--host"):
         parse_host(text)
@@ -108,6 +112,46 @@ def test_the_agent_runs_from_the_zip_alone_and_answers_the_clock(
     assert all(abs(c["offset"]) <= c["rtt"] + 0.01 for c in result.info["clock"])
     manifest = json.loads((tmp_path / "h" / "manifest.json").read_text())
     assert [t["pid"] for t in manifest["targets"]] == [sleeper] and manifest["complete"]
+
+
+def test_an_agent_whose_local_side_goes_away_stops_and_leaves_nothing(tmp_path: Path) -> None:
+    # GIVEN the agent started, and its stdin closed before it got an answer to its clock
+    payload = multihost.agent_zip()
+    header = {"zip": len(payload), "py_spy": 0, "options": {"pids": [1], "samples": 1}}
+    before = {p.name for p in Path("/tmp").iterdir() if p.name.startswith("postmortem-agent-")}
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", BOOTSTRAP],
+        input=json.dumps(header).encode() + b"\n" + payload,
+        capture_output=True, timeout=60, check=False,
+    )
+    # THEN it asked once, stopped, and removed its temporary directory
+    assert proc.stdout.startswith(b"C 0\n") and b"TAR" not in proc.stdout
+    assert proc.returncode != 0 and b"Traceback" not in proc.stderr
+    after = {p.name for p in Path("/tmp").iterdir() if p.name.startswith("postmortem-agent-")}
+    assert after <= before
+
+
+def test_every_host_on_the_same_port_gets_its_own_role() -> None:
+    import pandas as pd
+
+    from postmortem.analysis.roles import Hosts, build_cluster
+
+    # GIVEN two hosts whose servers both listen on 2222, roles only from TF_CONFIG's cluster
+    spec = '{"cluster": {"worker": ["10.0.0.2:2222", "10.0.0.1:2222"]}}'
+    key2 = (1 << PID_BITS) | 7
+    processes = pd.DataFrame(
+        [{"pid": 7, "args": ["python", "t.py"], "env": {"TF_CONFIG": spec}, "host": "h1"},
+         {"pid": key2, "args": ["python", "t.py"], "env": {"TF_CONFIG": spec}, "host": "h2"}]
+    )
+    sockets = pd.DataFrame(
+        [{"pid": 7, "tcp_state": "LISTEN", "local": "0.0.0.0:2222"},
+         {"pid": key2, "tcp_state": "LISTEN", "local": "0.0.0.0:2222"}]
+    )
+    hosts = Hosts({"h1": frozenset({"h1", "10.0.0.1"}), "h2": frozenset({"h2", "10.0.0.2"})}, {})
+    labels, members = build_cluster(processes, sockets, "ctl", hosts)
+    assert labels == {7: "worker:1", key2: "worker:0"}
+    assert {m.role: (m.pid, m.host) for m in members} == {
+        "worker:0": (key2, "h2"), "worker:1": (7, "h1")}
 
 
 def test_a_host_whose_shell_fails_says_why(tmp_path: Path) -> None:
@@ -193,6 +237,10 @@ def test_two_hosts_load_as_one_cluster_with_the_verdict_of_one(tmp_path: Path) -
     # every member on its host; the second host's process keyed apart, shown by its own pid
     hosts = {m.role: m.host for m in incident.members}
     assert hosts == {"ps:0": "h1", "worker:0": "h2"}
+    # the second host's outcomes are keyed as its processes are
+    outcomes = postmortem.load(dump).outcomes
+    assert str((1 << PID_BITS) | 2561) in set(outcomes["target"])
+    assert "2561" not in set(outcomes["target"])
     worker = next(p for p in incident.processes if p.role == "worker:0")
     assert worker.pid == (1 << PID_BITS) | 2561 and os_pid(worker.pid) == 2561
     assert "(pid 2561)" in worker.label
