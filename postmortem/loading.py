@@ -558,6 +558,7 @@ def _load_hosts(root: Path, manifest: dict[str, Any], reader: DumpReader) -> Dum
         ],
         "logs_only": all(sub.manifest.get("logs_only") for _, _, sub in loaded),
         "hosts_loaded": [name for name, _, _ in loaded],
+        "host_offsets": {name: host_offset(entry) for name, entry, _ in loaded},
     }
     combined = {
         name: pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]

@@ -387,7 +387,20 @@ class Facts:
             rounds,
             window[1] if window else None,
             log_facts.capture_year(self.dump.manifest.get("started_at")),
+            self._clock_offsets,
         )
+
+    @cached_property
+    def _clock_offsets(self) -> dict[int, float]:
+        """pid -> seconds its host's clock is behind this one's (a dump of several hosts)."""
+        offsets = self.dump.manifest.get("host_offsets")
+        procs = self.dump.processes
+        if not isinstance(offsets, dict) or procs.empty or "host" not in procs.columns:
+            return {}
+        return {
+            int(pid): float(offsets.get(str(host), 0.0))
+            for pid, host in zip(procs["pid"].tolist(), procs["host"].tolist(), strict=True)
+        }
 
     @cached_property
     def progress(self) -> list[LogProgress]:

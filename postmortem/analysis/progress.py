@@ -39,8 +39,12 @@ def place_lines(
     rounds: list[tuple[int, float]],
     ended_at: float | None,
     year: int,
+    clock_offsets: dict[int, float] | None = None,
 ) -> dict[tuple[Any, str, int], Placed]:
-    """(pid, stream, line_no) -> when the line was written, as well as the dump can tell."""
+    """(pid, stream, line_no) -> when the line was written, as well as the dump can tell.
+    `clock_offsets`: seconds to add to the time a process's log lines carry (its host's
+    clock against the capturing host's, in a dump of several hosts)."""
+    clock_offsets = clock_offsets or {}
     start = rounds[0][1] if rounds else None
     bounds: dict[tuple[Any, str], list[tuple[float, int]]] = {}
     if not sizes.empty:
@@ -61,6 +65,7 @@ def place_lines(
         key = (_key(row["pid"]), str(row["stream"]), int(row["line_no"]))
         stamped = log_facts.parse_log_time_cached(str(row["text"]), year, cache)
         if stamped is not None:
+            stamped += clock_offsets.get(key[0], 0.0) if key[0] is not None else 0.0
             placed[key] = Placed(stamped, False, None if start is None else stamped >= start)
             continue
         offset = row["offset"]

@@ -271,6 +271,22 @@ def test_a_hosts_clock_is_moved_onto_the_capturing_hosts(tmp_path: Path) -> None
     assert moved == pytest.approx([t + OFFSET for t in want])
 
 
+def test_a_hosts_log_times_are_moved_onto_the_capturing_hosts_clock(tmp_path: Path) -> None:
+    from postmortem.analysis.facts import Facts
+
+    original = Facts(postmortem.load(SAMPLE)).placed_lines
+    split = Facts(postmortem.load(_split(tmp_path))).placed_lines
+    key = (1 << PID_BITS) | 2561
+    stamped = [
+        (k, p) for k, p in original.items()
+        if k[0] == 2561 and p.time is not None and not p.estimated
+    ]
+    assert stamped, "the sample's worker log has timestamped lines"
+    for (_, stream, line_no), placed in stamped:
+        moved = split[(key, stream, line_no)]
+        assert moved.time == pytest.approx(placed.time + OFFSET)
+
+
 def test_a_dump_of_hosts_is_checked_like_any_dump(tmp_path: Path) -> None:
     dump = _split(tmp_path)
     top = json.loads((dump / "manifest.json").read_text())
