@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from collectors import layout
+from collectors.capture import COMPRESS_FROM
+from collectors.dump import gzip_dump
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "samples" / "ps-frozen-during-save"  # a ps and a worker, real capture
@@ -472,9 +474,11 @@ def _dump_json(path: Path, obj: Any, indent: int = 1) -> None:
     path.write_text(json.dumps(obj, indent=indent))
 
 
-def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: int = 0
-              ) -> dict[str, Any]:
-    """Write the dump to `path` (created; must not hold a dump) and return its truth."""
+def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: int = 0,
+              compress: bool | None = None) -> dict[str, Any]:
+    """Write the dump to `path` (created; must not hold a dump) and return its truth.
+    `compress`: gzip the files as a capture of that many processes does (None: as capture
+    decides, above COMPRESS_FROM processes)."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     tpl = Templates()
@@ -558,6 +562,8 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
                    "num_ps": job.num_ps, "num_workers": job.num_workers},
     }
     _dump_json(root / "truth.json", truth)
+    if compress if compress is not None else processes > COMPRESS_FROM:
+        gzip_dump(root)
     return truth
 
 
@@ -598,8 +604,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compress", action=argparse.BooleanOptionalAction, default=None,
+                        help="gzip the files (default: as capture, above 16 processes)")
     args = parser.parse_args()
-    truth = make_dump(args.out, args.processes, args.rounds, args.seed)
+    truth = make_dump(args.out, args.processes, args.rounds, args.seed, args.compress)
     print(json.dumps(truth, indent=1))
 
 

@@ -49,6 +49,7 @@ INTERRUPT_GRACE = 5.0  # how long Ctrl-C waits for in-flight collectors (their t
 # A round runs every target at once: each worker mostly waits on a py-spy child, so more
 # workers than CPUs is right; the cap bounds the attach load on a big host.
 MAX_WORKERS = 64
+COMPRESS_FROM = 16  # targets: a bigger capture is written gzipped (a small one stays readable)
 LAST_WATCH = 1.0  # seconds the threads are watched after the last round
 EXITED_STATES = ("Z", "X", "x")  # a zombie has no memory to read: it has exited
 
@@ -75,6 +76,8 @@ class CaptureOptions:
     # Refuse to start without py-spy; a remote host (--host) is captured without stacks
     # instead, and its outcomes say why.
     require_py_spy: bool = True
+    # gzip every file but the manifest; None: when more than COMPRESS_FROM targets.
+    compress: bool | None = None
 
 
 @dataclass
@@ -219,6 +222,10 @@ class Capture:
         self.plan: OutputPlan | None = None
         self.stopping = threading.Event()  # set on Ctrl-C: start no new collector
         self.log_sizes: dict[int, list[dict[str, Any]]] = {}  # --log index -> per round
+        self.compress = (
+            options.compress if options.compress is not None
+            else len(options.pids) > COMPRESS_FROM
+        )
 
     # -- helpers -------------------------------------------------------------------
     def _record(
@@ -352,7 +359,7 @@ class Capture:
                     "files": [],
                     "listing_timed_out": True,
                 }
-                self.writer.write_json(relative, data)
+                relative = self.writer.write_json(relative, data)
                 reason = f"listing the directory {exc} (filesystem not answering)"
                 self._record(
                     str(directory),
@@ -375,7 +382,7 @@ class Capture:
                     started,
                 )
                 continue
-            self.writer.write_json(relative, data)
+            relative = self.writer.write_json(relative, data)
             self._record(
                 str(directory),
                 "checkpoint",
@@ -509,7 +516,7 @@ class Capture:
         started = time.monotonic()
         try:
             got = call_bounded(partial(logs.tail, source), LOG_TIMEOUT)
-            self.writer.write_bytes(relative, got.data)
+            relative = self.writer.write_bytes(relative, got.data)
         except (OSError, BoundedCallTimeout) as exc:
             self._record(target, collector, CollectorStatus.FAILED, None, str(exc), started)
             return None
@@ -607,7 +614,9 @@ class Capture:
                 "nonblocking": options.nonblocking,
                 "tf_trace_ms": options.tf_trace_ms,
                 "watch_stacks": options.watch_stacks,
+                "compress": self.compress,
             },
+            compress=self.compress,
         )
         for target in self.targets:
             try:

@@ -8,6 +8,7 @@ rewritten after every round, so an interrupted capture still leaves a valid dump
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import shutil
@@ -62,6 +63,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+GZ = ".gz"  # the suffix of a compressed file of the dump
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -198,8 +202,13 @@ class OutputPlan:
 class DumpWriter:
     """Owns one dump directory while a capture runs."""
 
-    def __init__(self, root: Path, command: list[str], options: dict[str, Any]) -> None:
+    def __init__(
+        self, root: Path, command: list[str], options: dict[str, Any], compress: bool = False
+    ) -> None:
         self.root = root
+        # Every file but the manifest gzipped (a capture of many processes: JSON shrinks
+        # ~8x); the loader reads NAME.gz where NAME is missing.
+        self.compress = compress
         self.manifest: dict[str, Any] = {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
@@ -222,12 +231,15 @@ class DumpWriter:
         return self.root / relative
 
     def write_bytes(self, relative: str, data: bytes) -> str:
+        """Write a file of the dump; returns the name it has (`.gz` added when the capture
+        compresses)."""
+        if self.compress:
+            data, relative = gzip.compress(data, compresslevel=6, mtime=0), relative + GZ
         write_atomic(self.root / relative, data)
         return relative
 
     def write_json(self, relative: str, obj: Any) -> str:
-        write_json_atomic(self.root / relative, obj)
-        return relative
+        return self.write_bytes(relative, json.dumps(obj, separators=(",", ":")).encode())
 
     def add_target(self, entry: dict[str, Any]) -> None:
         self.manifest["targets"].append(entry)
@@ -242,3 +254,28 @@ class DumpWriter:
         self.manifest["ended_at"] = time.time()
         self.manifest["complete"] = complete
         write_json_atomic(self.root / MANIFEST, self.manifest)
+
+
+def gzip_dump(root: Path, keep: tuple[str, ...] = (MANIFEST, "truth.json")) -> int:
+    """Compress a plain dump in place as a capture of many processes writes it: every file
+    but the manifest gzipped (NAME -> NAME.gz), the manifest's file names updated. Returns
+    how many files were compressed."""
+    count = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        relative = path.relative_to(root).as_posix()
+        if relative in keep or relative.endswith(GZ):
+            continue
+        write_atomic(path.with_name(path.name + GZ), gzip.compress(path.read_bytes(), 6, mtime=0))
+        path.unlink()
+        count += 1
+    manifest_path = root / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    for outcome in manifest.get("outcomes") or []:
+        if isinstance(outcome, dict) and isinstance(outcome.get("files"), list):
+            outcome["files"] = [f + GZ if isinstance(f, str) and not f.endswith(GZ) else f
+                                for f in outcome["files"]]
+    options = manifest.setdefault("options", {})
+    if isinstance(options, dict):
+        options["compress"] = True
+    write_json_atomic(manifest_path, manifest)
+    return count

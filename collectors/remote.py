@@ -223,6 +223,7 @@ def _capture(options: dict[str, Any], output: Path, clock: Clock, result: dict[s
         force=True,
         command=tuple(options.get("command") or ()),
         require_py_spy=False,  # a host without py-spy is captured without stacks
+        compress=options.get("compress"),
     )
 
     def progress(what: str, done: int, total: int) -> None:

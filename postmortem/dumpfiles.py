@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,22 @@ TEXT_LIMIT = 32 * MIB
 
 class NotReadable(Exception):
     """A dump file that cannot be used; the message says why, in words."""
+
+
+GZ = ".gz"
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """Decompressed, at most `limit` bytes: a small file that inflates to gigabytes (a
+    decompression bomb) is refused as too large, never inflated."""
+    inflate = zlib.decompressobj(wbits=31)  # gzip framing
+    try:
+        out = inflate.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise NotReadable(f"corrupt: not gzip data ({exc})") from exc
+    if len(out) > limit or inflate.unconsumed_tail:
+        raise NotReadable(f"too large (more than {limit:,} bytes once decompressed)")
+    return out
 
 
 def loads(data: bytes) -> Any:
@@ -108,17 +125,35 @@ class DumpReader:
             return None
 
     def exists(self, relative: str) -> bool:
-        try:
-            os.stat(self.inside(relative))
-        except (NotReadable, OSError):
-            return False
-        return True
+        """Whether the file is there, or its compressed form (NAME.gz)."""
+        for name in (relative, relative + GZ):
+            try:
+                os.stat(self.inside(name))
+            except (NotReadable, OSError):
+                continue
+            return True
+        return False
 
     # -- reads ------------------------------------------------------------------------------
 
     def read_bytes(self, relative: str, limit: int = TEXT_LIMIT) -> bytes:
         """The file's bytes; NotReadable when it is not a regular file inside the dump, or
-        larger than `limit`."""
+        larger than `limit`. Where NAME is missing and NAME.gz is there (a capture of many
+        processes writes gzipped files), its bytes decompressed, `limit` on both sides."""
+        try:
+            return self._read_bytes(relative, limit)
+        except NotReadable as exc:
+            if str(exc) != "missing" or relative.endswith(GZ):
+                raise
+            try:
+                packed = self._read_bytes(relative + GZ, limit)
+            except NotReadable as gz_exc:
+                if str(gz_exc) == "missing":
+                    raise exc from None
+                raise
+            return _gunzip(packed, limit)
+
+    def _read_bytes(self, relative: str, limit: int) -> bytes:
         real = self.inside(relative)
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.

@@ -695,7 +695,7 @@ def _load_dump(path: Path | str, nested: bool = False) -> Dump:
             return
         for name in reader.list_dir(layout.checkpoint_dir(index)):
             round_index = layout.round_index(name)
-            if round_index is None or not name.endswith(".json"):
+            if round_index is None or not name.endswith((".json", ".json.gz")):
                 continue
             listing = reader.try_json(layout.checkpoint_file(index, round_index))
             if not isinstance(listing, dict):

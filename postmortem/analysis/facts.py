@@ -63,7 +63,13 @@ class DumpFiles:
                     self._last_round[pid] = max(self._last_round.get(pid, -1), index)
 
     def _first(self, *candidates: str) -> str:
-        return next((c for c in candidates if c in self.present), layout.MANIFEST)
+        """The first candidate the dump holds (as NAME, or gzipped as NAME.gz)."""
+        for c in candidates:
+            if c in self.present:
+                return c
+            if c + ".gz" in self.present:
+                return c + ".gz"
+        return layout.MANIFEST
 
     def _rounds(self, pid: int) -> range:
         return range(self._last_round.get(pid, -1), -1, -1)

@@ -92,6 +92,14 @@ PushPySpyOpt = Annotated[
         help="Copy this host's py-spy to each remote host for the run (removed after).",
     ),
 ]
+CompressOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--compress/--no-compress",
+        help="gzip the dump's files (default: when capturing more than 16 processes).",
+        show_default=False,
+    ),
+]
 RemotePythonOpt = Annotated[
     str, typer.Option("--remote-python", help="The Python to run on remote hosts.")
 ]
@@ -150,6 +158,7 @@ def capture(
     follow_cluster: FollowOpt = False,
     push_py_spy: PushPySpyOpt = False,
     remote_python: RemotePythonOpt = "python3",
+    compress: CompressOpt = None,
 ) -> int:
     """Snapshot live ps and worker processes: stacks, thread states, sockets, logs,
     checkpoint-directory state and TF traces, without harming them.
@@ -190,6 +199,7 @@ def capture(
                 "all_threads": all_threads,
                 "nonblocking": nonblocking,
                 "watch_stacks": watch_stacks,
+                "compress": compress,
                 "logs": [str(p.resolve()) for p in log or []],
                 "checkpoint_dirs": [str(p.resolve()) for p in checkpoint_dir or []],
             },
@@ -234,6 +244,7 @@ def capture(
         tf_trace_ms=tf_trace_ms,
         watch_stacks=watch_stacks,
         force=force,
+        compress=compress,
     )
     options = replace(options, command=command_line(options))
     with Progress(
@@ -489,6 +500,8 @@ def command_line(options: CaptureOptions) -> tuple[str, ...]:
     ):
         if on:
             argv.append(flag)
+    if options.compress is not None:
+        argv.append("--compress" if options.compress else "--no-compress")
     for path in options.logs:
         argv += ["--log", str(path)]
     for directory in options.checkpoint_dirs:

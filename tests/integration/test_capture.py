@@ -197,6 +197,32 @@ def test_sleeping_process_shows_its_function_and_state_s(tmp_path: Path) -> None
 
 @pytest.mark.live
 @pytest.mark.timeout(60)
+def test_a_compressed_capture_holds_the_same_files_gzipped(tmp_path: Path) -> None:
+    import gzip
+
+    with targets(tmp_path) as procs:
+        proc = procs.start("sleep")
+        dump = tmp_path / "dump"
+        result = run_cli("--pid", str(proc.pid), "--samples", "1", "--compress", "-o", str(dump))
+        assert result.returncode == 0, result.stderr
+        data = manifest(dump)
+        assert data["options"]["compress"] is True and "--compress" in data["command"]
+        spy = dump / f"processes/{proc.pid}/round-000/pyspy.json.gz"
+        main = thread_named(json.loads(gzip.decompress(spy.read_bytes())), "MainThread")
+        assert "sleeping_target" in frame_names(main)
+        files = [f for o in data["outcomes"] for f in o["files"]]
+        assert files and all(f.endswith(".gz") for f in files)  # the names it wrote
+        assert all((dump / f).is_file() for f in files)
+        # the manifest stays plain, and the dump analyzes with nothing reported missing
+        out = subprocess.run([sys.executable, "-m", "postmortem", "analyze", str(dump),
+                              "--json"], capture_output=True, text=True, timeout=60,
+                             check=False)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["load_problems"] == []
+
+
+@pytest.mark.live
+@pytest.mark.timeout(60)
 def test_spinning_process_burns_cpu_between_rounds_and_is_active(tmp_path: Path) -> None:
     with targets(tmp_path) as procs:
         proc = procs.start("spin")

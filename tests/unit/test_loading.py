@@ -7,12 +7,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import postmortem
 from postmortem.cli import main
+from postmortem.dumpfiles import NotReadable
 from postmortem.errors import ExitCode
 from postmortem.loading import COLUMNS
+from tests.conftest import SAMPLES
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "ps-frozen-during-save"
 
@@ -159,3 +162,34 @@ def test_damaged_content_never_crashes_and_the_verdict_stands(
     verdict = json.loads(captured.out)["verdict"]
     assert verdict["hang_class"] == "peer-unresponsive"
     assert verdict["culprit"]["role"] == "ps:0"
+
+
+def test_a_gzipped_dump_reads_as_the_plain_one(tmp_path: Path) -> None:
+    # GIVEN a recorded sample, and the same dump with every file but the manifest gzipped,
+    # as a capture of many processes writes it
+    import gzip
+
+    from collectors.dump import gzip_dump
+    from postmortem.dumpfiles import DumpReader
+
+    sample = SAMPLES / "ps-frozen-during-save"
+    packed = tmp_path / "packed"
+    shutil.copytree(sample, packed)
+    assert gzip_dump(packed) > 10
+    assert not list(packed.rglob("pyspy.json")) and list(packed.rglob("pyspy.json.gz"))
+    # THEN the same verdict, every frame alike, and evidence citing the files it holds
+    plain, gz = postmortem.load(sample), postmortem.load(packed)
+    for name in ("threads", "frames", "process_rounds", "sockets", "log_lines"):
+        pd.testing.assert_frame_equal(plain.frames_by_name[name], gz.frames_by_name[name])
+    assert gz.problems.empty, gz.problems
+    incident = postmortem.analyze(gz)
+    assert incident.verdict.finding.hang_class.value == "peer-unresponsive"
+    for evidence in incident.verdict.finding.evidence:
+        assert (packed / evidence.source).is_file(), evidence.source
+    # ... and a file that inflates past the limit is refused, not inflated
+    (packed / "bomb.json.gz").write_bytes(gzip.compress(b"[" + b" " * 5_000_000 + b"]"))
+    with pytest.raises(NotReadable, match="too large"):
+        DumpReader(packed).read_bytes("bomb.json", limit=1_000_000)
+    (packed / "junk.json.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(NotReadable, match="corrupt"):
+        DumpReader(packed).read_bytes("junk.json")
