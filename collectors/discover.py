@@ -31,14 +31,29 @@ def _is_candidate(pid: int) -> bool:
     return bool(procfs.listening_ports(sockets))
 
 
+def _ancestors() -> set[int]:
+    """This process and the ones that started it: a capture run from a shell of the job's
+    container inherits its TF_CONFIG, and is not a member of the job."""
+    found = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(procfs.parse_stat(
+                (procfs.PROC / str(pid) / "stat").read_text(errors="replace"))["ppid"])
+        except (OSError, ValueError, KeyError):
+            break
+    return found
+
+
 def discover() -> list[int]:
-    me = os.getpid()
+    mine = _ancestors()
     found = []
     for entry in procfs.PROC.iterdir():
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        if pid == me:
+        if pid in mine:
             continue
         if _is_candidate(pid):
             found.append(pid)

@@ -3,6 +3,7 @@ classification. No process is started; /proc is a fake tree where a test needs o
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -266,3 +267,25 @@ def test_command_line_reproduces_the_capture() -> None:
         "postmortem", "capture", "--pid", "1", "--pid", "2", "--samples", "2",
         "--interval", "0.5", "--all-threads", "--checkpoint-dir", "/c", "--tf-server", "h:1",
         "--tf-trace-ms", "500", "-o", "out")
+
+
+def test_discover_never_finds_the_capture_itself_or_the_processes_that_started_it(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a capture run from a shell of the job (TF_CONFIG in its environment): a parent
+    # python with TF_CONFIG that starts a child python with TF_CONFIG which discovers
+    import subprocess
+    import sys
+
+    child = "from collectors.discover import discover; import os; print(discover(), os.getppid())"
+    parent = (
+        "import subprocess, sys; "
+        f"sys.stdout.write(subprocess.run([sys.executable, '-c', {child!r}], "
+        "capture_output=True, text=True, check=True).stdout)"
+    )
+    env = {**os.environ, "TF_CONFIG": '{"cluster": {"worker": ["h:1"]}}'}
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True,
+                         env=env, timeout=60, check=True, cwd=Path(__file__).parents[2])
+    found, parent_pid = out.stdout.rsplit(" ", 1)
+    # THEN neither the discovering process nor its parent is a target
+    assert int(parent_pid) not in json.loads(found)
