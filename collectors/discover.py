@@ -58,3 +58,34 @@ def discover() -> list[int]:
         if _is_candidate(pid):
             found.append(pid)
     return sorted(found)
+
+
+def jobs(pids: list[int]) -> tuple[list[list[int]], list[int]]:
+    """(the processes grouped by job, the ones that name no cluster). Two belong to one job
+    when their cluster specs (--ps_hosts/--worker_hosts, TF_CONFIG) share an address."""
+    from collectors import clusterspec
+
+    addresses: dict[int, set[str]] = {}
+    for pid in pids:
+        try:
+            args = procfs.read_cmdline(pid)
+        except OSError:
+            args = []
+        env, _ = procfs.read_env(pid)
+        spec = clusterspec.cluster_spec(args[1:], env)
+        addresses[pid] = {a for members in spec.values() for a in members}
+    groups: list[tuple[set[str], list[int]]] = []
+    loose: list[int] = []
+    for pid in pids:
+        mine = addresses[pid]
+        if not mine:
+            loose.append(pid)
+            continue
+        joined = [g for g in groups if g[0] & mine]
+        merged: tuple[set[str], list[int]] = (set(mine), [pid])
+        for group in joined:
+            merged[0].update(group[0])
+            merged[1].extend(group[1])
+            groups.remove(group)
+        groups.append(merged)
+    return [sorted(members) for _, members in groups], loose

@@ -18,6 +18,7 @@ from collectors.capture import CaptureOptions, CaptureResult
 from collectors.capture import capture as run_capture
 from collectors.capture import validate as validate_capture
 from collectors.discover import discover as discover_pids
+from collectors.discover import jobs as discover_jobs
 from collectors.multihost import (
     LOCAL,
     HostResult,
@@ -210,6 +211,7 @@ def capture(
         found = discover_pids()
         listed = ", ".join(map(str, found)) or "none"
         console.print(f"discovered {len(found)} TensorFlow process(es): {listed}")
+        _one_job(found, pids)
         pids += [p for p in found if p not in pids]
         if not pids:
             raise UsageError(
@@ -264,6 +266,24 @@ def capture(
     print_summary(result, console)
     raise_for_result(result)
     return 0
+
+
+def _one_job(found: list[int], named: list[int]) -> None:
+    """Several jobs on one host (a shared machine) would be read as one cluster: refuse,
+    and say how to capture each."""
+    groups, _loose = discover_jobs(found)
+    if len(groups) < 2 or named:
+        return  # one job (and processes that name no cluster), or the user chose pids too
+    described = []
+    for group in groups:
+        pids = " ".join(f"--pid {p}" for p in group)
+        described.append(f"  {len(group)} process(es): {pids}")
+    raise UsageError(
+        f"--discover found {len(groups)} TensorFlow jobs on this host (processes whose "
+        "cluster specs share no address): captured together they would be read as one "
+        "cluster.\n" + "\n".join(described),
+        help_text="Capture one job: pass its processes with --pid (one of the lines above).",
+    )
 
 
 def _capture_hosts(

@@ -289,3 +289,28 @@ def test_discover_never_finds_the_capture_itself_or_the_processes_that_started_i
     found, parent_pid = out.stdout.rsplit(" ", 1)
     # THEN neither the discovering process nor its parent is a target
     assert int(parent_pid) not in json.loads(found)
+
+
+def test_discover_groups_processes_by_the_job_their_cluster_specs_name() -> None:
+    import subprocess
+    import sys
+
+    from collectors.discover import jobs
+
+    # GIVEN two jobs on one host (disjoint cluster specs), a member of the first that sees
+    # more of it (an evaluator's TF_CONFIG), and a python that names no cluster
+    first = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}}'
+    wider = '{"cluster": {"worker": ["127.0.0.1:1"], "evaluator": ["127.0.0.1:3"]}}'
+    second = '{"cluster": {"worker": ["127.0.0.1:7"]}}'
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    procs = [subprocess.Popen(sleep, env={**os.environ, "TF_CONFIG": c}) for c in
+             (first, wider, second)]
+    procs.append(subprocess.Popen(sleep))
+    try:
+        groups, loose = jobs([p.pid for p in procs])
+        assert sorted(groups) == sorted([[procs[0].pid, procs[1].pid], [procs[2].pid]])
+        assert loose == [procs[3].pid]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
