@@ -60,20 +60,23 @@ def discover() -> list[int]:
     return sorted(found)
 
 
+def job_addresses(pid: int) -> set[str]:
+    """Every address the process's cluster spec names (empty: it names none)."""
+    from collectors import clusterspec
+
+    try:
+        args = procfs.read_cmdline(pid)
+    except OSError:
+        args = []
+    env, _ = procfs.read_env(pid)
+    spec = clusterspec.cluster_spec(args[1:], env)
+    return {a for members in spec.values() for a in members}
+
+
 def jobs(pids: list[int]) -> tuple[list[list[int]], list[int]]:
     """(the processes grouped by job, the ones that name no cluster). Two belong to one job
     when their cluster specs (--ps_hosts/--worker_hosts, TF_CONFIG) share an address."""
-    from collectors import clusterspec
-
-    addresses: dict[int, set[str]] = {}
-    for pid in pids:
-        try:
-            args = procfs.read_cmdline(pid)
-        except OSError:
-            args = []
-        env, _ = procfs.read_env(pid)
-        spec = clusterspec.cluster_spec(args[1:], env)
-        addresses[pid] = {a for members in spec.values() for a in members}
+    addresses = {pid: job_addresses(pid) for pid in pids}
     groups: list[tuple[set[str], list[int]]] = []
     loose: list[int] = []
     for pid in pids:

@@ -557,3 +557,8 @@ def probe_hosts(
             mine = named.setdefault(str(host), [])
             mine.extend(r for r in roles if r not in mine)
     return named, results
+
+
+def probed_addresses(results: list[HostResult]) -> set[str]:
+    """The cluster addresses the probed processes' specs name: their job's."""
+    return {str(a) for r in results for a in r.info.get("job_addresses") or []}

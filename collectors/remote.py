@@ -57,6 +57,7 @@ sys.exit(code)
 """
 
 EXIT_NOTHING_FOUND = 3  # --discover found no TF process on this host
+EXIT_SEVERAL_JOBS = 2  # --discover found processes of several jobs
 EXIT_FAILED = 1
 
 
@@ -194,15 +195,29 @@ def cluster_hosts(pids: list[int]) -> dict[str, list[str]]:
 
 def _capture(options: dict[str, Any], output: Path, clock: Clock, result: dict[str, Any]) -> int:
     from collectors.capture import CaptureOptions, capture
-    from collectors.discover import discover
+    from collectors.discover import discover, job_addresses, jobs
     from collectors.tools import find_tool
 
     pids = [int(p) for p in options.get("pids") or []]
     if options.get("discover"):
-        pids += [p for p in discover() if p not in pids]
+        found = [p for p in discover() if p not in pids]
+        job = set(options.get("job_addresses") or [])
+        if job:  # --follow-cluster: only this job's processes (a shared host runs others)
+            found = [p for p in found if job_addresses(p) & job]
+        else:
+            groups, _ = jobs(found)
+            if len(groups) > 1:
+                listed = "; ".join(" ".join(map(str, g)) for g in groups)
+                result["problems"].append(
+                    f"--discover found {len(groups)} TensorFlow jobs on this host ({listed}): "
+                    "name one job's processes with --pid PID@HOST"
+                )
+                return EXIT_SEVERAL_JOBS
+        pids += found
     result["pids"] = pids
     if options.get("probe"):  # --follow-cluster from a named process: its spec, no capture
         result["cluster_hosts"] = cluster_hosts(pids)
+        result["job_addresses"] = sorted({a for pid in pids for a in job_addresses(pid)})
         return 0
     logs = tuple(Path(p) for p in options.get("logs") or [])
     if not pids and not logs:

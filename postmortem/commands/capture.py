@@ -18,6 +18,7 @@ from collectors.capture import CaptureOptions, CaptureResult
 from collectors.capture import capture as run_capture
 from collectors.capture import validate as validate_capture
 from collectors.discover import discover as discover_pids
+from collectors.discover import job_addresses as discover_job_addresses
 from collectors.discover import jobs as discover_jobs
 from collectors.multihost import (
     LOCAL,
@@ -27,6 +28,7 @@ from collectors.multihost import (
     parse_host,
     parse_pid_at,
     probe_hosts,
+    probed_addresses,
 )
 from collectors.remote import cluster_hosts
 from postmortem.errors import (
@@ -343,6 +345,8 @@ def _capture_hosts(
     if follow_cluster:
         # From this host's TF processes, or from the ones named on other hosts (PID@HOST).
         start = local_pids or ([] if remote_pids else discover_pids())
+        if not local_pids and start:
+            _one_job(start, [])
         if not start and not remote_pids:
             raise UsageError(
                 "--follow-cluster starts from the TF processes on this host, and there are none.",
@@ -350,6 +354,7 @@ def _capture_hosts(
                 "PID@HOST, or name the hosts with --host.",
             )
         named = cluster_hosts(start) if start else {}
+        job = {a for pid in start for a in discover_job_addresses(pid)}
         if remote_pids:
             probed, answers = probe_hosts([s for s in specs if s.pids], via, ssh_options, python)
             for answer in answers:
@@ -359,6 +364,7 @@ def _capture_hosts(
             for host, roles in probed.items():
                 mine = named.setdefault(host, [])
                 mine.extend(r for r in roles if r not in mine)
+            job |= probed_addresses(answers)
             for spec in specs:  # a named host is not "another" host
                 named.pop(spec.host, None)
         listed = ", ".join(f"{h} ({', '.join(r)})" for h, r in named.items()) or "none"
@@ -366,6 +372,8 @@ def _capture_hosts(
         for name in named:
             add(replace(parse_host(name), discover=True))
         local_pids = list(dict.fromkeys([*local_pids, *start]))
+        # The other hosts' --discover keeps this job's processes (a shared host runs others).
+        options = {**options, "job_addresses": sorted(job)}
     idle = [s.text for s in specs if not s.pids and not s.discover and not discover]
     if idle:
         raise UsageError(
