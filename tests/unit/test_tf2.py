@@ -420,3 +420,26 @@ def test_members_of_the_collective_group_are_marked_inside_or_outside(tmp_path: 
     # the evaluator of a tf_keras job is no member of the group
     fit = postmortem.analyze(postmortem.load(_keras_fit(tmp_path / "fit")))
     assert next(m for m in fit.members if m.role == "evaluator:0").collective == ""
+
+
+def test_a_peer_caught_in_its_own_save_is_on_its_way_not_elsewhere(tmp_path: Path) -> None:
+    # GIVEN every worker saving (a healthy tf_keras job, ModelCheckpoint on each), one
+    # captured once while already in the save's all-reduce, the other a moment before it,
+    # still gathering what to save (found live: one capture round of a healthy job)
+    dump = _mwms(tmp_path)
+
+    def saving(threads: list[dict[str, Any]]) -> None:
+        main = next(t for t in threads if t["thread_name"] == "MainThread")
+        main["frames"] = [
+            {"name": "saveable_objects_from_trackable",
+             "filename": f"{TF}/training/saving/saveable_object_util.py", "line": 700},
+            {"name": "TrackableSaver.save", "filename": f"{TF}/checkpoint/checkpoint.py",
+             "line": 1356},
+            {"name": "Checkpoint.save", "filename": f"{TF}/checkpoint/checkpoint.py",
+             "line": 2533},
+            *main["frames"],
+        ]
+
+    _edit(dump, SKIPPER, "pyspy.json", saving)
+    # THEN not a mismatch: it is joining the same collective
+    assert verdict(dump)["hang_class"] != "collective-mismatch"

@@ -58,8 +58,9 @@ def evaluate(facts: Facts) -> list[Finding]:
 
 def _live_elsewhere(facts: Facts, member: Member) -> bool:
     """Captured, running, answering, seen (a Python stack), no thread of it inside a
-    collective, and none busy in the TF runtime (a step on its way to the collective, an
-    input pipeline filling up: slow, not absent)."""
+    collective, none busy in the TF runtime (a step on its way to the collective, an
+    input pipeline filling up: slow, not absent) and none inside a save (every worker
+    saving, one caught a moment before the save's all-reduce: on its way, not elsewhere)."""
     if member.pid is None or member.pid in facts.exited_pids:
         return False
     health = facts.health.get(member.role)
@@ -71,6 +72,8 @@ def _live_elsewhere(facts: Facts, member: Member) -> bool:
     if not any(t.python and t.stack for t in threads):
         return False  # py-spy did not see it: no evidence of where it is
     if any(t.waits_on is WaitKind.TF_OP and t.status is not Status.PARKED for t in threads):
+        return False
+    if any(t.in_save for t in threads):
         return False
     return not facts.in_collective(member.pid)
 
