@@ -31,16 +31,31 @@ def _is_candidate(pid: int) -> bool:
     return bool(procfs.listening_ports(sockets))
 
 
+def is_postmortem(cmdline: list[str]) -> bool:
+    """A postmortem process: the CLI (`postmortem ...`, `python -m postmortem ...`) or a
+    capture agent (`python3 -c <bootstrap>`)."""
+    if any(os.path.basename(arg) == "postmortem" for arg in cmdline[:2]):
+        return True
+    if any(a == "-m" and b == "postmortem" for a, b in zip(cmdline, cmdline[1:], strict=False)):
+        return True
+    return any("from collectors.remote import main" in arg for arg in cmdline[:4])
+
+
 def _ancestors() -> set[int]:
-    """This process and the ones that started it: a capture run from a shell of the job's
-    container inherits its TF_CONFIG, and is not a member of the job."""
-    found = set()
+    """This process and the postmortem processes that started it (the CLI that runs a
+    local capture agent): a capture run from a shell of the job's container inherits its
+    TF_CONFIG and is no member of the job. A job process that starts a capture (the flight
+    recorder's watchdog) is one, and stays a target."""
+    found = {os.getpid()}
     pid = os.getpid()
-    while pid > 1 and pid not in found:
-        found.add(pid)
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
         try:
             pid = int(procfs.parse_stat(
                 (procfs.PROC / str(pid) / "stat").read_text(errors="replace"))["ppid"])
+            if is_postmortem(procfs.read_cmdline(pid)):
+                found.add(pid)
         except (OSError, ValueError, KeyError):
             break
     return found

@@ -269,11 +269,13 @@ def test_command_line_reproduces_the_capture() -> None:
         "--tf-trace-ms", "500", "-o", "out")
 
 
-def test_discover_never_finds_the_capture_itself_or_the_processes_that_started_it(
+def test_discover_never_finds_the_capture_itself_or_the_postmortem_that_started_it(
     tmp_path: Path,
 ) -> None:
     # GIVEN a capture run from a shell of the job (TF_CONFIG in its environment): a parent
-    # python with TF_CONFIG that starts a child python with TF_CONFIG which discovers
+    # with TF_CONFIG that starts a child python with TF_CONFIG which discovers; the parent
+    # once postmortem itself (its CLI starting a local agent), once a job process (the
+    # flight recorder's watchdog starting a capture)
     import subprocess
     import sys
 
@@ -284,11 +286,13 @@ def test_discover_never_finds_the_capture_itself_or_the_processes_that_started_i
         "capture_output=True, text=True, check=True).stdout)"
     )
     env = {**os.environ, "TF_CONFIG": '{"cluster": {"worker": ["h:1"]}}'}
-    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True,
-                         env=env, timeout=60, check=True, cwd=Path(__file__).parents[2])
-    found, parent_pid = out.stdout.rsplit(" ", 1)
-    # THEN neither the discovering process nor its parent is a target
-    assert int(parent_pid) not in json.loads(found)
+    for extra, found_parent in ((["-m", "postmortem"], False), ([], True)):
+        out = subprocess.run([sys.executable, "-c", parent, *extra], capture_output=True,
+                             text=True, env=env, timeout=60, check=True,
+                             cwd=Path(__file__).parents[2])
+        found, parent_pid = out.stdout.rsplit(" ", 1)
+        # THEN the discovering process is never a target; its parent only when a job's
+        assert (int(parent_pid) in json.loads(found)) is found_parent, (extra, out.stdout)
 
 
 def test_discover_groups_processes_by_the_job_their_cluster_specs_name() -> None:
