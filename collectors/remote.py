@@ -57,7 +57,6 @@ sys.exit(code)
 """
 
 EXIT_NOTHING_FOUND = 3  # --discover found no TF process on this host
-EXIT_SEVERAL_JOBS = 2  # --discover found processes of several jobs
 EXIT_FAILED = 1
 
 
@@ -206,13 +205,12 @@ def _capture(options: dict[str, Any], output: Path, clock: Clock, result: dict[s
             found = [p for p in found if job_addresses(p) & job]
         else:
             groups, _ = jobs(found)
-            if len(groups) > 1:
+            if len(groups) > 1:  # said, and captured together (as on one host)
                 listed = "; ".join(" ".join(map(str, g)) for g in groups)
-                result["problems"].append(
-                    f"--discover found {len(groups)} TensorFlow jobs on this host ({listed}): "
-                    "name one job's processes with --pid PID@HOST"
-                )
-                return EXIT_SEVERAL_JOBS
+                result["warnings"] = [
+                    f"--discover found {len(groups)} TensorFlow jobs on this host ({listed}); "
+                    "captured together: name one job's processes with --pid PID@HOST"
+                ]
         pids += found
     result["pids"] = pids
     if options.get("probe"):  # --follow-cluster from a named process: its spec, no capture

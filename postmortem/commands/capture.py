@@ -213,7 +213,7 @@ def capture(
         found = discover_pids()
         listed = ", ".join(map(str, found)) or "none"
         console.print(f"discovered {len(found)} TensorFlow process(es): {listed}")
-        _one_job(found, pids)
+        _warn_several_jobs(console, found, pids)
         pids += [p for p in found if p not in pids]
         if not pids:
             raise UsageError(
@@ -270,22 +270,20 @@ def capture(
     return 0
 
 
-def _one_job(found: list[int], named: list[int]) -> None:
-    """Several jobs on one host (a shared machine) would be read as one cluster: refuse,
-    and say how to capture each."""
+def _warn_several_jobs(console: Console, found: list[int], named: list[int]) -> None:
+    """Several jobs on one host (a shared machine, or a job that has not finished ending)
+    are read as one cluster: say so, and how to capture one. The capture goes on: in an
+    incident, a dump of too much beats none."""
     groups, _loose = discover_jobs(found)
     if len(groups) < 2 or named:
         return  # one job (and processes that name no cluster), or the user chose pids too
-    described = []
-    for group in groups:
-        pids = " ".join(f"--pid {p}" for p in group)
-        described.append(f"  {len(group)} process(es): {pids}")
-    raise UsageError(
-        f"--discover found {len(groups)} TensorFlow jobs on this host (processes whose "
-        "cluster specs share no address): captured together they would be read as one "
-        "cluster.\n" + "\n".join(described),
-        help_text="Capture one job: pass its processes with --pid (one of the lines above).",
+    console.print(
+        f"warning: --discover found {len(groups)} TensorFlow jobs on this host (processes "
+        "whose cluster specs share no address); they are captured together. To capture "
+        "one, pass its processes instead:"
     )
+    for group in groups:
+        console.print("  " + " ".join(f"--pid {p}" for p in group))
 
 
 def _capture_hosts(
@@ -346,7 +344,7 @@ def _capture_hosts(
         # From this host's TF processes, or from the ones named on other hosts (PID@HOST).
         start = local_pids or ([] if remote_pids else discover_pids())
         if not local_pids and start:
-            _one_job(start, [])
+            _warn_several_jobs(console, start, [])
         if not start and not remote_pids:
             raise UsageError(
                 "--follow-cluster starts from the TF processes on this host, and there are none.",
@@ -397,6 +395,8 @@ def _capture_hosts(
         if result.status == "ok":
             count = len(result.info.get("pids", []))
             console.print(f"  {spec.text}: {count} process(es) in {result.seconds:.1f}s")
+            for warning in result.info.get("warnings") or []:
+                console.print(f"  {spec.text}: warning: {warning}", markup=False)
         elif result.status == "empty":
             console.print(f"  {spec.text}: reached; nothing to capture: {result.reason}",
                           markup=False)
