@@ -19,17 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.simhosts import SimCluster, available  # noqa: E402
+from tests.integration.simhosts import SimCluster, available, ns_pid  # noqa: E402
 
 TARGET = "import time\nwhile True:\n    time.sleep(0.01)\n"
-
-
-def ns_pid(root_pid: int) -> int:
-    """A process's pid inside its own PID namespace (the last NSpid field)."""
-    for line in Path(f"/proc/{root_pid}/status").read_text().splitlines():
-        if line.startswith("NSpid:"):
-            return int(line.split()[-1])
-    return root_pid
 
 
 def timed(argv: list[str]) -> float:

@@ -126,6 +126,19 @@ class MwmsPartialSave(Scenario):
         )
 
 
+def _saves_on_every_worker(run: ScenarioRun) -> None:
+    """A healthy job's drive: wait for `saves` completed saves in every worker's log."""
+    want = run.params["saves"]
+    run.wait_for(
+        f"{want} completed saves on every worker",
+        lambda: all(
+            run.log_text(r).count(f"INFO {m.SAVE_DONE} ") >= want for r in run.roles("worker")
+        ),
+        240,
+        0.5,
+    )
+
+
 class MwmsHealthyTraining(MwmsPartialSave):
     name = "mwms-healthy-training"
     description = (
@@ -142,15 +155,7 @@ class MwmsHealthyTraining(MwmsPartialSave):
             raise ScenarioError("mwms-healthy-training needs 2 to 8 workers")
 
     def drive(self, run: ScenarioRun) -> None:
-        want = run.params["saves"]
-        run.wait_for(
-            f"{want} completed saves on every worker",
-            lambda: all(
-                run.log_text(r).count(f"INFO {m.SAVE_DONE} ") >= want for r in run.roles("worker")
-            ),
-            240,
-            0.5,
-        )
+        _saves_on_every_worker(run)
 
     def truth(self, run: ScenarioRun) -> Truth:
         p = run.params
@@ -349,15 +354,7 @@ class MwmsKerasFitHealthy(MwmsKerasFitChiefSave):
         return [f"worker:{i}" for i in range(params["num_workers"])]
 
     def drive(self, run: ScenarioRun) -> None:
-        want = run.params["saves"]
-        run.wait_for(
-            f"{want} completed saves on every worker",
-            lambda: all(
-                run.log_text(r).count(f"INFO {m.SAVE_DONE} ") >= want for r in run.roles("worker")
-            ),
-            240,
-            0.5,
-        )
+        _saves_on_every_worker(run)
 
     def truth(self, run: ScenarioRun) -> Truth:
         p = run.params

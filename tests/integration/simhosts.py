@@ -211,6 +211,14 @@ class SimCluster:
         run("ip", "netns", "del", self.ctl, check=False)
 
 
+def ns_pid(root_pid: int) -> int:
+    """A process's pid inside its own PID namespace (the last NSpid field)."""
+    for line in Path(f"/proc/{root_pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return root_pid
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

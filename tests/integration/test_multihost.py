@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.simhosts import SimCluster, SimHost, available
+from tests.integration.simhosts import SimCluster, SimHost, available, ns_pid
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "postmortem" / "scenarios" / "programs" / "supervisor_save.py"
@@ -182,11 +182,10 @@ def test_follow_cluster_from_the_chiefs_host_finds_every_other_host(
     # ... and from a machine outside the job, starting from the chief named as PID@HOST
     chief = next(p for p in sim.spawned if "--job_name=worker" in " ".join(map(str, p.args))
                  and "--task_index=0" in " ".join(map(str, p.args)))
-    status = Path(f"/proc/{sim.target_pid(chief)}/status").read_text().splitlines()
-    ns_pid = int(next(line for line in status if line.startswith("NSpid:")).split()[-1])
+    chief_pid = ns_pid(sim.target_pid(chief))
     named = tmp_path / "named"
     out = _postmortem(sim.in_ctl(), "capture", "--follow-cluster", "--pid",
-                      f"{ns_pid}@root@{h2.ip}", *_ssh_flags(sim), "--samples", "1",
+                      f"{chief_pid}@root@{h2.ip}", *_ssh_flags(sim), "--samples", "1",
                       "-o", str(named))
     assert out.returncode == 0, out.stderr[-3000:]
     manifest = json.loads((named / "manifest.json").read_text())
@@ -253,23 +252,22 @@ def test_a_host_that_cannot_be_reached_is_named_and_the_rest_is_captured(
         "peer-unresponsive", "ps:0")
     # ... a key the host does not accept: ssh's reason; and a process named PID@HOST (the
     # pid as its host sees it) is captured there
-    status = Path(f"/proc/{hung.ps_pid}/status").read_text().splitlines()
-    ns_pid = int(next(line for line in status if line.startswith("NSpid:")).split()[-1])
+    ps_pid = ns_pid(hung.ps_pid)
     wrong_key = tmp_path / "wrong_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)],
                    check=True, timeout=30)
-    out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ns_pid}@root@{h1.ip}",
+    out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ps_pid}@root@{h1.ip}",
                       "--via", f"ssh -T -o BatchMode=yes -o IdentityFile={wrong_key} "
                       f"-o UserKnownHostsFile={sim.known} {{host}}",
                       "--host", f"root@{h3.ip}", "--discover", "--samples", "1",
                       "-o", str(tmp_path / "key"))
     assert out.returncode == 14, out.stderr[-3000:]
     assert "Permission denied (publickey)" in _said(out)
-    out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ns_pid}@root@{h1.ip}",
+    out = _postmortem(sim.in_ctl(), "capture", "--pid", f"{ps_pid}@root@{h1.ip}",
                       *_ssh_flags(sim), "--samples", "1", "-o", str(tmp_path / "one"))
     assert out.returncode == 0, out.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "manifest.json").read_text())
-    assert [h["pids"] for h in one["hosts"]] == [[ns_pid]]
+    assert [h["pids"] for h in one["hosts"]] == [[ps_pid]]
     # ... an unknown host key is refused by a strict client, with ssh's reason
     strict = [o for o in sim.ssh_options() if not o.startswith(("StrictHost", "UserKnown"))]
     flags = [a for o in strict for a in ("--ssh-option", o)]
