@@ -314,6 +314,12 @@ class Process:
         return f"{self.comm or 'process'} (pid {os_pid(self.pid)})"
 
 
+def thread_family(name: str) -> str:
+    """A thread name without its trailing number: tf_Eigen12 -> tf_Eigen (how alike
+    threads are told apart from the rest, in ThreadGroup and in a report of many)."""
+    return name.rstrip("0123456789-_/ ") or name
+
+
 @dataclass(frozen=True, slots=True)
 class Thread:
     pid: int
@@ -345,6 +351,10 @@ class Thread:
     @property
     def label(self) -> str:
         return f"{self.name} (tid {self.tid})"
+
+    @property
+    def family(self) -> str:
+        return thread_family(self.name)
 
     @property
     def wake_rate(self) -> float | None:
@@ -823,6 +833,17 @@ class Incident:
         for g in self.thread_groups:
             if pid is None or g.pid == pid:
                 counts[g.status] = counts.get(g.status, 0) + g.count
+        return counts
+
+    def status_counts_by_pid(self) -> dict[int, dict[Status, int]]:
+        """`status_counts` of every process at once (one pass, for thousands of them)."""
+        counts: dict[int, dict[Status, int]] = {}
+        for t in self.threads:
+            mine = counts.setdefault(t.pid, {})
+            mine[t.status] = mine.get(t.status, 0) + 1
+        for g in self.thread_groups:
+            mine = counts.setdefault(g.pid, {})
+            mine[g.status] = mine.get(g.status, 0) + g.count
         return counts
 
     def stack_sources(self) -> tuple[StackSource, ...]:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from collectors.watch import IDLE_WCHANS
 from postmortem.loading import as_int
-from postmortem.model import Frame, Stack, Status, Thread, ThreadGroup, WaitKind
+from postmortem.model import Frame, Stack, Status, Thread, ThreadGroup, WaitKind, thread_family
 
 BUSY_CPU_FRACTION = 0.05  # of one core, over the capture
 SESSION_RUN_FUNCTIONS = ("_call_tf_sessionrun", "TF_SessionRun_wrapper", "_run_fn", "_do_call")
@@ -568,9 +568,7 @@ def thread_views(
     return ThreadViews(views, thread_groups)
 
 
-def family(name: str) -> str:
-    """A thread name without its trailing number: tf_Eigen12 -> tf_Eigen."""
-    return name.rstrip("0123456789-_/ ") or name
+family = thread_family
 
 
 def _stackless(

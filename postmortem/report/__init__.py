@@ -14,16 +14,21 @@ __all__ = ["HTML", "process_order", "render_html"]
 
 
 def process_order(incident: Incident) -> list[int]:
-    """Culprit first, then cluster members in the analyzer's order, then the rest."""
-    order: list[int] = []
+    """Culprit first, then the cluster members with problems, then the other members in
+    the analyzer's order, then the rest."""
+    order: dict[int, None] = {}
     culprit = incident.verdict.culprit
     if culprit is not None and culprit.pid is not None:
-        order.append(culprit.pid)
+        order[culprit.pid] = None
     for m in incident.members:
-        if m.pid is not None and m.pid not in order:
-            order.append(m.pid)
-    order += [p.pid for p in incident.processes if p.pid not in order]
-    return order
+        if m.pid is not None and m.problems:
+            order.setdefault(m.pid, None)
+    for m in incident.members:
+        if m.pid is not None:
+            order.setdefault(m.pid, None)
+    for p in incident.processes:
+        order.setdefault(p.pid, None)
+    return list(order)
 
 
 def render_html(incident: Incident) -> str:

@@ -10,8 +10,10 @@ through `ptext`, because plotly renders a subset of HTML in labels and hover tex
 from __future__ import annotations
 
 import html
+import math
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -52,6 +54,10 @@ LOG_STYLE = {
     LogKind.STEP: ("circle", "#8c8c8c"),
 }
 MAX_THREAD_ROWS = 300
+COMPACT_MEMBERS = 48  # more members: the cluster map is a dense grid
+MAX_EDGES = 150  # wait-for arrows drawn (the culprit's first)
+MAX_STEP_TRACES = 24  # more step series: one line trace per job...
+MAX_PROGRESS_POINTS = 15_000  # ...and at most about this many points
 MAX_TREE_NODES = 2500
 MAX_TF_BARS = 800
 MAX_LOG_MARKS = 1500
@@ -70,6 +76,12 @@ def ptext(value: object, limit: int = 0) -> str:
 
 def local_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def local_ms(seconds: float) -> int:
+    """The same instant as `local_time`, as the milliseconds a date axis reads (shorter
+    in the page when there are tens of thousands of points)."""
+    return int(round((seconds + time.localtime(seconds).tm_gmtoff) * 1000))
 
 
 def base_layout(title: str, height: int) -> dict[str, Any]:
@@ -122,25 +134,67 @@ def by_host(members: Sequence[Member]) -> bool:
     return len({m.host for m in members}) > 1
 
 
+def _columns(members: Sequence[Member]) -> list[tuple[str, list[Member]]]:
+    """The map's columns: one per host when members live on several, else one per job;
+    each column's members in task order."""
+    ordered = sorted(members, key=lambda m: (_job_rank(m.job), m.job, m.task, m.role))
+    hosts = by_host(members)
+    columns: dict[str, list[Member]] = {}
+    for m in ordered:
+        columns.setdefault(m.host if hosts else m.job, []).append(m)
+    return list(columns.items())
+
+
+def compact(members: Sequence[Member]) -> bool:
+    """Whether the map is drawn as a dense grid: too many members for a labelled column."""
+    return len(members) > COMPACT_MEMBERS
+
+
+def grid_rows(members: Sequence[Member]) -> int:
+    """Rows of the dense grid: about square, within what a page shows."""
+    return min(max(20, math.ceil(math.sqrt(len(members)))), 120)
+
+
 def cluster_positions(members: Sequence[Member]) -> dict[str, tuple[float, float]]:
     """role -> (x, y): one column per job (chief, ps, worker...), one row per task; when
-    the members live on several hosts, one column per host instead."""
-    if by_host(members):
-        ordered = sorted(members, key=lambda m: (_job_rank(m.job), m.task, m.role))
-        hosts = list(dict.fromkeys(m.host for m in ordered))
-        positions: dict[str, tuple[float, float]] = {}
-        for column, host in enumerate(hosts):
-            mine = [m for m in ordered if m.host == host]
+    the members live on several hosts, one column per host instead. Above COMPACT_MEMBERS
+    each column becomes a block of sub-columns `grid_rows` tall, side by side."""
+    positions: dict[str, tuple[float, float]] = {}
+    if not compact(members):
+        for column, (_, mine) in enumerate(_columns(members)):
             for row, m in enumerate(mine):
                 positions[m.role] = (float(column), -float(row))
         return positions
-    jobs = sorted({m.job for m in members}, key=lambda j: (_job_rank(j), j))
-    positions = {}
-    for column, job in enumerate(jobs):
-        mine = sorted((m for m in members if m.job == job), key=lambda m: (m.task, m.role))
-        for row, m in enumerate(mine):
-            positions[m.role] = (float(column), -float(row))
+    rows = grid_rows(members)
+    left = 0
+    for _, mine in _columns(members):
+        for index, m in enumerate(mine):
+            positions[m.role] = (float(left + index // rows), -float(index % rows))
+        left += math.ceil(len(mine) / rows) + 1
     return positions
+
+
+def _column_ticks(members: Sequence[Member]) -> tuple[list[float], list[str]]:
+    """Where each column's name goes on the x axis, and the name."""
+    positions = cluster_positions(members)
+    vals, texts = [], []
+    for name, mine in _columns(members):
+        xs = [positions[m.role][0] for m in mine]
+        vals.append((min(xs) + max(xs)) / 2)
+        texts.append(ptext(name) + (f" ({len(mine)})" if compact(members) else ""))
+    return vals, texts
+
+
+def drawn_edges(
+    wait_for: Sequence[WaitEdge], culprit_role: str | None, limit: int
+) -> list[WaitEdge]:
+    """The wait-for edges a figure or table has room for: those into and out of the
+    culprit first, then the others in the analysis's order."""
+    if len(wait_for) <= limit:
+        return list(wait_for)
+    near = [e for e in wait_for if culprit_role in (e.waiter, e.waits_on)]
+    rest = [e for e in wait_for if culprit_role not in (e.waiter, e.waits_on)]
+    return (near + rest)[:limit]
 
 
 COLLECTIVE_WORDS = {
@@ -205,10 +259,11 @@ def cluster_map_figure(
     status_counts: dict[str, dict[Status, int]],
     culprit_role: str | None,
 ) -> FigureSpec:
-    """`status_counts`: role -> threads per status (Incident.status_counts)."""
+    """`status_counts`: role -> threads per status (Incident.status_counts_by_pid)."""
     if not members:
         return FigureSpec("cluster", None, "The dump names no cluster members.")
     positions = cluster_positions(members)
+    dense = compact(members)
     traces = []
     for category, (name, symbol, color) in CATEGORY_STYLE.items():
         chosen = [m for m in members if _member_category(m, culprit_role) == category]
@@ -220,9 +275,14 @@ def cluster_map_figure(
             xs.append(x)
             ys.append(y)
             texts.append(
-                f"<b>{ptext(m.role)}</b><br>"
-                + (f"pid {os_pid(m.pid)}" if m.pid is not None else _absent_words(m))
-                + (f"<br><i>{_collective_words(m)}</i>" if m.collective else "")
+                f"<b>{ptext(m.role)}</b>"
+                + (
+                    ""
+                    if dense
+                    else "<br>"
+                    + (f"pid {os_pid(m.pid)}" if m.pid is not None else _absent_words(m))
+                    + (f"<br><i>{_collective_words(m)}</i>" if m.collective else "")
+                )
             )
             lines = [
                 f"<b>{ptext(m.role)}</b>",
@@ -242,10 +302,12 @@ def cluster_map_figure(
             if m.not_captured:
                 lines.append(f"not captured: {ptext(m.not_captured, 160)}")
             hovers.append("<br>".join(lines))
+        labelled = not dense or category == "culprit"
+        culprit = category == "culprit"
         traces.append(
             {
                 "type": "scatter",
-                "mode": "markers+text",
+                "mode": "markers+text" if labelled else "markers",
                 "name": name,
                 "x": xs,
                 "y": ys,
@@ -255,17 +317,18 @@ def cluster_map_figure(
                 "hoverinfo": "text",
                 "marker": {
                     "symbol": symbol,
-                    "size": 34,
+                    "size": (16 if culprit else 9) if dense else 34,
                     "color": color,
                     "line": {
-                        "width": 4 if category == "culprit" else 1.5,
-                        "color": "#7a0000" if category == "culprit" else "#333",
+                        "width": (2 if dense else 4) if culprit else (0.5 if dense else 1.5),
+                        "color": "#7a0000" if culprit else "#333",
                     },
                 },
             }
         )
     annotations = []
-    for edge in wait_for:
+    drawn = drawn_edges(wait_for, culprit_role, MAX_EDGES)
+    for edge in drawn:
         a, b = edge.waiter, edge.waits_on
         if a not in positions or b not in positions or a == b:
             continue
@@ -282,24 +345,26 @@ def cluster_map_figure(
                 "ayref": "y",
                 "showarrow": True,
                 "arrowhead": 3,
-                "arrowsize": 1.3,
-                "arrowwidth": 2,
+                "arrowsize": 1 if dense else 1.3,
+                "arrowwidth": 1 if dense else 2,
                 "arrowcolor": "#d62728" if b == culprit_role else "#555",
-                "standoff": 22,
-                "startstandoff": 22,
+                "opacity": 0.5 if dense else 1,
+                "standoff": 8 if dense else 22,
+                "startstandoff": 6 if dense else 22,
                 "text": "",
                 "hovertext": ptext(f"{a} waits on {b}: {edge.why}", 200),
             }
         )
     shapes, group_notes = _collective_group(members, positions)
     annotations.extend(group_notes)
-    jobs = sorted({int(x) for x, _ in positions.values()})
-    column_names: dict[int, str] = {}
-    for m in members:
-        column_names[int(positions[m.role][0])] = m.host if by_host(members) else m.job
+    tickvals, ticktext = _column_ticks(members)
+    xs_all = [x for x, _ in positions.values()]
     rows = max(1, len({y for _, y in positions.values()}))
     tall = bool(shapes)  # a third line under each marker, and the group's box
-    height = max(320, 120 * rows + 150) if tall else max(260, 80 * rows + 130)
+    if dense:
+        height = max(320, 18 * rows + 170)
+    else:
+        height = max(320, 120 * rows + 150) if tall else max(260, 80 * rows + 130)
     title = "Cluster map: who waits on whom" + (", by host" if by_host(members) else "")
     layout = base_layout(title, height)
     layout.update(
@@ -307,10 +372,10 @@ def cluster_map_figure(
             "showlegend": True,
             "legend": {"orientation": "h", "y": -0.05},
             "xaxis": {
-                "tickvals": jobs,
-                "ticktext": [ptext(column_names[j]) for j in jobs],
+                "tickvals": tickvals,
+                "ticktext": ticktext,
                 "side": "top",
-                "range": [min(jobs) - 0.6, max(jobs) + 0.6],
+                "range": [min(xs_all) - 0.6, max(xs_all) + 0.6],
                 "showgrid": False,
                 "zeroline": False,
             },
@@ -321,7 +386,18 @@ def cluster_map_figure(
             "margin": {"l": 20, "r": 20, "t": 70, "b": 30},
         }
     )
-    return FigureSpec("cluster", {"data": traces, "layout": layout})
+    note = ""
+    if dense:
+        note = (
+            f"{len(members)} members, a square each, in task order down each column; "
+            "hover one for its role, address, pid and problems."
+        )
+    if len(drawn) < len(wait_for):
+        note += (
+            f" {len(drawn)} of {len(wait_for)} wait-for edges drawn (to and from the "
+            "culprit first); `postmortem analyze --json` lists them all."
+        )
+    return FigureSpec("cluster", {"data": traces, "layout": layout}, note.strip())
 
 
 # -- thread states ----------------------------------------------------------------------
@@ -339,52 +415,111 @@ class ThreadRow:
     wakeups: dict[int, int] = field(default_factory=dict)  # round -> wakeups after it
 
 
+def _thread_hover(t: Thread) -> str:
+    lines = [
+        f"<b>{ptext(t.name)}</b> (tid {t.tid}) in {ptext(t.role)}",
+        f"status: <b>{t.status.value}</b>"
+        + (f", waits on {t.waits_on.value}" if t.waits_on.value else ""),
+        f"CPU {t.cpu_seconds:.3f} s, wchan {ptext(t.wchan or '-')}",
+    ]
+    if t.stack:
+        text = " <- ".join(f.function for f in t.stack.frames[:8])
+        lines.append("stack: " + ptext(text, 200).replace(" &lt;- ", "<br>  &lt;- "))
+    if t.decided_by:
+        lines.append(f"why: {ptext(t.decided_by, 160)}")
+    return "<br>".join(lines)
+
+
+def _one_row(t: Thread) -> ThreadRow:
+    return ThreadRow(
+        f"{ptext(t.role)} \u00b7 {ptext(t.name, 40)} #{t.tid}",
+        t.status,
+        t.pid,
+        t.role,
+        1,
+        dict(t.kernel_states),
+        _thread_hover(t),
+        dict(t.wakeups_by_round),
+    )
+
+
+def _group_row(g: ThreadGroup) -> ThreadRow:
+    if g.count == 1:
+        label = f"{ptext(g.role)} \u00b7 {ptext(g.family, 40)} #{g.tids[0]}"
+    else:
+        label = f"{ptext(g.role)} \u00b7 {ptext(g.family, 40)}* \u00d7{g.count}"
+    hover = (
+        f"<b>{g.count} native thread(s)</b> {ptext(g.family)}* in {ptext(g.role)}<br>"
+        f"status: <b>{g.status.value}</b>, wchan {ptext(g.wchan or '-')}<br>"
+        "tids: "
+        + ptext(", ".join(str(t) for t in g.tids[:12]) + (" ..." if g.count > 12 else ""))
+    )
+    return ThreadRow(label, g.status, g.pid, g.role, g.count, dict(g.kernel_states), hover)
+
+
 def thread_rows(
-    threads: Sequence[Thread], groups: Sequence[ThreadGroup], process_order: Sequence[int]
+    threads: Sequence[Thread],
+    groups: Sequence[ThreadGroup],
+    process_order: Sequence[int],
+    jobs: Mapping[str, str] | None = None,
+    keep: Sequence[int] = (),
 ) -> list[ThreadRow]:
-    """One row per thread worth one (a stack, stuck or busy), one per group of alike threads."""
+    """One row per thread worth one (a stack, stuck or busy), one per group of alike threads.
+
+    With `jobs` (role -> job), for a dump of many processes: the threads of every process
+    but those in `keep` (the culprit) are drawn as one row per job, thread name (its
+    trailing number dropped), status and kernel states, so the figure does not grow with
+    the number of processes; the rows of `keep` come first, one per thread."""
     rank = {pid: i for i, pid in enumerate(process_order)}
-    rows: list[ThreadRow] = []
+    if jobs is None:
+        rows = [_one_row(t) for t in threads] + [_group_row(g) for g in groups]
+        rows.sort(key=lambda r: (rank.get(r.pid, len(rank)), r.status.rank, r.label))
+        return rows
+    kept = set(keep)
+    own = [_one_row(t) for t in threads if t.pid in kept]
+    own += [_group_row(g) for g in groups if g.pid in kept]
+    own.sort(key=lambda r: (rank.get(r.pid, len(rank)), r.status.rank, r.label))
+    alike: dict[tuple[str, str, Status, str], list[Thread | ThreadGroup]] = {}
     for t in threads:
-        lines = [
-            f"<b>{ptext(t.name)}</b> (tid {t.tid}) in {ptext(t.role)}",
-            f"status: <b>{t.status.value}</b>"
-            + (f", waits on {t.waits_on.value}" if t.waits_on.value else ""),
-            f"CPU {t.cpu_seconds:.3f} s, wchan {ptext(t.wchan or '-')}",
-        ]
-        if t.stack:
-            text = " <- ".join(f.function for f in t.stack.frames[:8])
-            lines.append("stack: " + ptext(text, 200).replace(" &lt;- ", "<br>  &lt;- "))
-        if t.decided_by:
-            lines.append(f"why: {ptext(t.decided_by, 160)}")
+        if t.pid not in kept:
+            key = (jobs.get(t.role, t.role), t.family, t.status, t.states)
+            alike.setdefault(key, []).append(t)
+    for g in groups:
+        if g.pid not in kept:
+            alike.setdefault((jobs.get(g.role, g.role), g.family, g.status, g.states), []).append(g)
+    rows = []
+    for (job, family, status, _), members in alike.items():
+        count = sum(m.count if isinstance(m, ThreadGroup) else 1 for m in members)
+        roles = list(dict.fromkeys(m.role for m in members))
+        first = members[0]
+        sample = _thread_hover(first) if isinstance(first, Thread) else _group_row(first).hover
+        wakeups: dict[int, int] = {}
+        for m in members:
+            if isinstance(m, Thread):
+                for rnd, n in m.wakeups_by_round:
+                    wakeups[rnd] = max(wakeups.get(rnd, 0), n)
+        hover = (
+            f"<b>{count} thread(s) {ptext(family)}* in {len(roles)} {ptext(job)} "
+            f"process(es)</b>, all <b>{status.value}</b><br>"
+            + ptext(", ".join(roles[:10]))
+            + (f" and {len(roles) - 10} more" if len(roles) > 10 else "")
+            + "<br>the first of them:<br>"
+            + sample
+        )
         rows.append(
             ThreadRow(
-                f"{ptext(t.role)} \u00b7 {ptext(t.name, 40)} #{t.tid}",
-                t.status,
-                t.pid,
-                t.role,
-                1,
-                dict(t.kernel_states),
-                "<br>".join(lines),
-                dict(t.wakeups_by_round),
+                f"{ptext(job)} \u00d7{len(roles)} \u00b7 {ptext(family, 40)} \u00d7{count}",
+                status,
+                first.pid,
+                first.role,
+                count,
+                dict(first.kernel_states),
+                hover,
+                wakeups,
             )
         )
-    for g in groups:
-        if g.count == 1:
-            label = f"{ptext(g.role)} \u00b7 {ptext(g.family, 40)} #{g.tids[0]}"
-        else:
-            label = f"{ptext(g.role)} \u00b7 {ptext(g.family, 40)}* \u00d7{g.count}"
-        hover = (
-            f"<b>{g.count} native thread(s)</b> {ptext(g.family)}* in {ptext(g.role)}<br>"
-            f"status: <b>{g.status.value}</b>, wchan {ptext(g.wchan or '-')}<br>"
-            "tids: "
-            + ptext(", ".join(str(t) for t in g.tids[:12]) + (" ..." if g.count > 12 else ""))
-        )
-        rows.append(
-            ThreadRow(label, g.status, g.pid, g.role, g.count, dict(g.kernel_states), hover)
-        )
-    rows.sort(key=lambda r: (rank.get(r.pid, len(rank)), r.status.rank, r.label))
-    return rows
+    rows.sort(key=lambda r: (r.status.rank, -r.count, r.label))
+    return own + rows
 
 
 def thread_states_figure(
@@ -392,9 +527,12 @@ def thread_states_figure(
     groups: Sequence[ThreadGroup],
     rounds: Sequence[int],
     process_order: Sequence[int],
+    jobs: Mapping[str, str] | None = None,
+    keep: Sequence[int] = (),
 ) -> FigureSpec:
+    """`jobs` and `keep`: see `thread_rows`; given when the dump has many processes."""
     legend = [(s.value, STATUS_COLORS[s]) for s in STATUS_ORDER[:-1]]
-    rows = thread_rows(threads, groups, process_order)
+    rows = thread_rows(threads, groups, process_order, jobs, keep)
     if not rows:
         return FigureSpec("threads", None, "The dump holds no thread states.", legend)
     note = ""
@@ -676,7 +814,11 @@ def timeline_figure(timeline: Timeline) -> FigureSpec:
 # -- progress: steps over time ------------------------------------------------------------
 
 
-def progress_figure(timeline: Timeline, window: tuple[float, float] | None) -> FigureSpec:
+def progress_figure(
+    timeline: Timeline,
+    window: tuple[float, float] | None,
+    jobs: Mapping[str, str] | None = None,
+) -> FigureSpec:
     """Global step over time per process, saves marked, the capture's rounds shaded: a
     stalled job shows flat lines with saves going on (tensorflow#12090)."""
     series = [s for s in timeline.steps if any(p.time is not None for p in s.points)]
@@ -688,25 +830,71 @@ def progress_figure(timeline: Timeline, window: tuple[float, float] | None) -> F
             "files; pass --log), or the job logs no steps.",
         )
     traces: list[dict[str, Any]] = []
-    for s in series:
-        points = [p for p in s.points if p.time is not None]
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": ptext(s.track, 60),
-                "x": [local_time(p.time or 0.0) for p in points],
-                "y": [p.step for p in points],
-                "marker": {"size": 4},
-                "line": {"width": 2, "shape": "hv"},
-                "hovertext": [
-                    f"{ptext(s.role)}: step {p.step}"
-                    + (" (time placed between capture rounds)" if p.estimated else "")
-                    for p in points
-                ],
-                "hoverinfo": "text",
-            }
-        )
+    thinned = ""
+    if len(series) <= MAX_STEP_TRACES:
+        for s in series:
+            points = [p for p in s.points if p.time is not None]
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines+markers",
+                    "name": ptext(s.track, 60),
+                    "x": [local_time(p.time or 0.0) for p in points],
+                    "y": [p.step for p in points],
+                    "marker": {"size": 4},
+                    "line": {"width": 2, "shape": "hv"},
+                    "hovertext": [
+                        f"{ptext(s.role)}: step {p.step}"
+                        + (" (time placed between capture rounds)" if p.estimated else "")
+                        for p in points
+                    ],
+                    "hoverinfo": "text",
+                }
+            )
+    else:
+        # Many processes: one trace per job, its series separated by gaps, so that the
+        # page draws a handful of traces, not thousands.
+        by_job: dict[str, list[Any]] = {}
+        for s in series:
+            job = (jobs or {}).get(s.role, s.role.split(":", 1)[0])
+            by_job.setdefault(job, []).append(s)
+        total = sum(1 for s in series for p in s.points if p.time is not None)
+        stride = max(1, math.ceil(total / MAX_PROGRESS_POINTS))
+        for job, mine in by_job.items():
+            xs: list[int | None] = []
+            ys: list[int | None] = []
+            who: list[str] = []
+            for s in mine:
+                points = [p for p in s.points if p.time is not None]
+                for i, p in enumerate(points):
+                    if i % stride and i != len(points) - 1:
+                        continue
+                    xs.append(local_ms(p.time or 0.0))
+                    ys.append(p.step)
+                    who.append(ptext(s.role))
+                xs.append(None)
+                ys.append(None)
+                who.append("")
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines+markers",
+                    "name": f"{ptext(job, 40)} ({len(mine)})",
+                    "x": xs,
+                    "y": ys,
+                    "customdata": who,
+                    "hovertemplate": "%{customdata}: step %{y}<extra></extra>",
+                    "marker": {"size": 3},
+                    "line": {"width": 1, "shape": "hv"},
+                    "opacity": 0.6,
+                    "connectgaps": False,
+                }
+            )
+        if stride > 1:
+            thinned = (
+                f"{len(series)} processes' steps: every {stride}th point of each line is "
+                "drawn (and its last); `postmortem analyze --json` has them all."
+            )
     saves = [e for e in timeline.log_events if e.kind is LogKind.SAVE and e.time is not None]
     if saves:
         steps_by_track = {s.track: [p for p in s.points if p.time is not None] for s in series}
@@ -753,7 +941,7 @@ def progress_figure(timeline: Timeline, window: tuple[float, float] | None) -> F
             "Lines without a timestamp are placed between the capture rounds that saw the "
             "log reach them."
         )
-    return FigureSpec("progress", {"data": traces, "layout": layout}, note)
+    return FigureSpec("progress", {"data": traces, "layout": layout}, f"{note} {thinned}".strip())
 
 
 def _band(start: float, end: float, color: str) -> dict[str, Any]:
@@ -1022,11 +1210,13 @@ def checkpoint_figure(checkpoints: Sequence[CheckpointProgress]) -> FigureSpec:
 
 def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str, FigureSpec]:
     culprit = incident.verdict.culprit
+    by_pid = incident.status_counts_by_pid()
+    many = len(incident.processes) > COMPACT_MEMBERS
     return {
         "cluster": cluster_map_figure(
             incident.members,
             incident.wait_for,
-            {m.role: incident.status_counts(m.pid) for m in incident.members if m.pid},
+            {m.role: by_pid.get(m.pid, {}) for m in incident.members if m.pid},
             culprit.role if culprit else None,
         ),
         "threads": thread_states_figure(
@@ -1034,6 +1224,8 @@ def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str,
             incident.thread_groups,
             [r.index for r in incident.timeline.rounds],
             process_order,
+            {m.role: m.job for m in incident.members} if many else None,
+            [culprit.pid] if culprit and culprit.pid is not None else [],
         ),
         "stacks": stack_tree_figure(
             incident.stack_tree,
@@ -1041,7 +1233,9 @@ def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str,
             incident.tree_source.value if incident.tree_source else "none",
             culprit.pid if culprit else None,
         ),
-        "progress": progress_figure(incident.timeline, incident.window),
+        "progress": progress_figure(
+            incident.timeline, incident.window, {m.role: m.job for m in incident.members}
+        ),
         "timeline": timeline_figure(incident.timeline),
         "checkpoint": checkpoint_figure(incident.checkpoints),
         "steptimes": step_times_figure(incident.flights, incident.window),

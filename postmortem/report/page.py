@@ -8,6 +8,8 @@ once; a Content-Security-Policy forbids every network request.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import shlex
@@ -31,7 +33,7 @@ from postmortem.model import (
     os_pid,
 )
 from postmortem.render.text import culprit_text as _culprit_text
-from postmortem.report.figures import COLLECTIVE_WORDS, STATUS_COLORS, FigureSpec
+from postmortem.report.figures import COLLECTIVE_WORDS, STATUS_COLORS, FigureSpec, drawn_edges
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -47,6 +49,9 @@ PLOTLY_CONFIG = {
 MAX_STACK_TEXT = 60_000  # characters of raw stacks per process...
 RAW_STACKS_BUDGET = 350_000  # ...and in all: plotly.js already takes 4.8 MB of the 6
 MAX_LOG_ROWS = 300
+MAX_EDGE_ROWS = 200  # wait-for edges listed (the culprit's first); --json has all
+# More processes than this: their details travel compressed and open on demand.
+PLAIN_PROCESSES = 48
 SECTIONS = (
     ("verdict", "Verdict"),
     ("cluster", "Cluster"),
@@ -291,13 +296,20 @@ def members_table(members: Sequence[Member], culprit_role: str | None) -> str:
     return table(["member", "address", "pid", "problems"], rows, ("", "mono", "", "wrap"))
 
 
-def wait_for_table(edges: Sequence[WaitEdge]) -> str:
+def wait_for_table(edges: Sequence[WaitEdge], culprit_role: str | None = None) -> str:
     if not edges:
         return '<p class="note">No wait-for edges between processes.</p>'
+    shown = drawn_edges(edges, culprit_role, MAX_EDGE_ROWS)
+    more = (
+        f'<p class="note">{len(shown)} of {len(edges)} edges listed, to and from the culprit '
+        "first; <code>postmortem analyze DUMP --json</code> lists them all.</p>"
+        if len(shown) < len(edges)
+        else ""
+    )
     return "<h3>Wait-for edges</h3>" + table(
         ["waiter", "waits on", "why"],
-        ([esc(e.waiter), esc(e.waits_on), esc(e.why)] for e in edges),
-    )
+        ([esc(e.waiter), esc(e.waits_on), esc(e.why)] for e in shown),
+    ) + more
 
 
 def progress_table(incident: Incident) -> str:
@@ -404,6 +416,33 @@ def raw_stacks(
     return text
 
 
+def _process_details(
+    p: Process, samples: Sequence[StackSample], threads: Mapping[int, Thread], limit: int
+) -> str:
+    stacks = raw_stacks(samples, threads, limit)
+    return table(
+        ["", ""],
+        [
+            ["command line", f"<code>{esc(shlex.join(p.cmdline))}</code>"],
+            ["cwd", esc(p.cwd)],
+            ["python, tensorflow", esc(f"{p.python}, {p.tensorflow}")],
+        ],
+        ("", "wrap"),
+    ) + (
+        f'<pre class="stacks">{esc(stacks)}</pre>'
+        if stacks
+        else '<p class="empty">no stacks captured</p>'
+    )
+
+
+def packed(texts: Sequence[str]) -> str:
+    """A list of strings as base64 of gzip of JSON, for the page to unpack on demand
+    (DecompressionStream): thousands of processes' details in little room, since their
+    command lines and stacks repeat. Base64 holds no '<', so it cannot end the script."""
+    raw = json.dumps(list(texts), separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+
+
 def processes_section(incident: Incident, order: Sequence[int]) -> str:
     threads: dict[int, dict[int, Thread]] = defaultdict(dict)
     for t in incident.threads:
@@ -413,38 +452,39 @@ def processes_section(incident: Incident, order: Sequence[int]) -> str:
         samples[s.pid].append(s)
     by_pid = {p.pid: p for p in incident.processes}
     limit = max(8_000, min(MAX_STACK_TEXT, RAW_STACKS_BUDGET // max(1, len(by_pid))))
+    counts = incident.status_counts_by_pid()
+    lazy = len(by_pid) > PLAIN_PROCESSES
     parts = [
         '<section id="processes"><h2>Processes</h2><p class="note">Each process '
-        "captured, its kernel state per round, and its raw stacks on demand.</p>"
+        "captured, the culprit first, then the members with problems; its kernel state per "
+        "round, and its command line and raw stacks on demand.</p>"
+        '<p><input type="search" id="pm-process-filter" placeholder="filter: role, pid, '
+        'command" aria-label="filter the processes"> <span id="pm-process-count"></span></p>'
     ]
+    hidden: list[str] = []
     for pid in order:
         p: Process | None = by_pid.get(pid)
         if p is None:
             continue
-        counts = incident.status_counts(pid)
         summary = ", ".join(
-            f"{n} {s.value}" for s, n in sorted(counts.items(), key=lambda x: x[0].value)
+            f"{n} {s.value}"
+            for s, n in sorted(counts.get(pid, {}).items(), key=lambda x: x[0].value)
         )
-        stacks = raw_stacks(samples.get(pid, []), threads[pid], limit)
+        details = _process_details(p, samples.get(pid, []), threads[pid], limit)
+        if lazy:
+            body = f'<div class="pm-lazy" data-index="{len(hidden)}">(opening...)</div>'
+            hidden.append(details)
+        else:
+            body = details
         parts.append(
             f'<details data-pid="{pid}"><summary>{esc(p.role)} &middot; pid {os_pid(pid)} &middot; '
             f"{esc(p.comm)} &middot; state {esc(p.states or '-')} &middot; threads: "
-            f"{esc(summary or '-')}</summary>"
-            + table(
-                ["", ""],
-                [
-                    ["command line", f"<code>{esc(shlex.join(p.cmdline))}</code>"],
-                    ["cwd", esc(p.cwd)],
-                    ["python, tensorflow", esc(f"{p.python}, {p.tensorflow}")],
-                ],
-                ("", "wrap"),
-            )
-            + (
-                f'<pre class="stacks">{esc(stacks)}</pre>'
-                if stacks
-                else '<p class="empty">no stacks captured</p>'
-            )
-            + "</details>"
+            f"{esc(summary or '-')}</summary>{body}</details>"
+        )
+    if hidden:
+        parts.append(
+            '<script type="application/octet-stream" id="pm-details">'
+            f"{packed(hidden)}</script>"
         )
     parts.append("</section>")
     return "".join(parts)
@@ -543,7 +583,8 @@ def assemble(incident: Incident, figures: Mapping[str, FigureSpec], order: Seque
             "Cluster map",
             "Every process by role and task; arrows point from a process that waits "
             "to the one it waits on. Hover a member for its problems.",
-            members_table(incident.members, culprit_role) + wait_for_table(incident.wait_for),
+            members_table(incident.members, culprit_role)
+            + wait_for_table(incident.wait_for, culprit_role),
         ),
         figure_block(
             figures["progress"],

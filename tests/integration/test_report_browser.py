@@ -212,3 +212,41 @@ def test_sample_reports_render(browser: Any, tmp_path: Path, sample: Path) -> No
     assert report.stat().st_size < SIX_MB, f"{report.stat().st_size} bytes"
     state = open_report(browser, report, screenshot_dir(tmp_path) / f"{sample.name}.png")
     assert_clean(state)
+
+
+@pytest.mark.timeout(300)
+def test_a_big_dump_opens_its_processes_on_demand(browser: Any, tmp_path: Path) -> None:
+    # GIVEN the report of a dump of 80 processes (the benchmark's synthetic one: a frozen ps)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from selenium.webdriver.support.ui import WebDriverWait
+    from synthetic import make_dump
+
+    truth = make_dump(tmp_path / "big", 80, 2, 3)
+    report = render(tmp_path / "big", tmp_path / "big.html")
+    state = open_report(browser, report, screenshot_dir(tmp_path) / "big.png")
+    assert_clean(state)
+    assert set(FIGURES) - set(state["absent"]) == {
+        k for k, v in state["figures"].items() if v["rendered"] == "true"}
+    # WHEN the filter is given a role
+    shown = browser.execute_script("""
+        const f = document.getElementById('pm-process-filter');
+        f.value = 'ps:'; f.dispatchEvent(new Event('input'));
+        return [document.querySelectorAll('#processes details[data-pid]:not([hidden])').length,
+                document.getElementById('pm-process-count').innerText];
+    """)
+    # THEN only the ps remain
+    assert shown[0] == truth["params"]["num_ps"], shown
+    assert shown[1] == f"{shown[0]} of 80 processes"
+    # WHEN the culprit's details (the first) are opened
+    browser.execute_script("document.querySelector('#processes details[data-pid]').open = true;")
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+        "return document.querySelector('#processes details[data-pid] .pm-lazy')"
+        ".dataset.loaded === 'true'"))
+    # THEN its command line and stacks are unpacked into the page
+    text = browser.execute_script(
+        "return document.querySelector('#processes details[data-pid]').innerText")
+    assert f"pid {truth['culprit_pid']}" in text
+    assert "--job_name=ps" in text and "command line" in text
+    assert browser.execute_script(
+        "return document.querySelectorAll('#processes details[data-pid] pre.stacks').length") == 1
+    assert browser.execute_script("return window.__errors") == []

@@ -1,0 +1,156 @@
+"""The report of a dump of many processes (issue 14): figures whose size does not grow
+with the processes' threads, the wait-for edges the culprit's first, the processes ranked
+by suspicion with their details compressed in the page and opened on demand. The dumps are
+the benchmark's synthetic ones (benchmarks/synthetic.py: real ps and worker captures
+replicated, one ps frozen)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import postmortem
+from postmortem.model import Incident
+from postmortem.report import process_order, render_html
+from postmortem.report.figures import (
+    COMPACT_MEMBERS,
+    MAX_EDGES,
+    MAX_PROGRESS_POINTS,
+    build_figures,
+    thread_states_figure,
+)
+from postmortem.report.page import MAX_EDGE_ROWS, PLAIN_PROCESSES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from synthetic import make_dump  # noqa: E402
+
+
+def big(tmp_path: Path, processes: int, seed: int) -> tuple[Incident, dict[str, Any]]:
+    dump = tmp_path / f"dump-{processes}-{seed}"
+    truth = make_dump(dump, processes, 2, seed)
+    return postmortem.analyze(postmortem.load(dump)), truth
+
+
+def packed_details(page: str) -> list[str]:
+    match = re.search(r'<script type="application/octet-stream" id="pm-details">(.*?)</script>',
+                      page, re.DOTALL)
+    assert match, "the processes' details are not packed in the page"
+    texts: list[str] = json.loads(gzip.decompress(base64.b64decode(match.group(1))))
+    return texts
+
+
+@pytest.mark.parametrize("processes, seed", [(60, 1), (75, 4)])
+def test_a_big_dump_draws_every_member_and_the_culprits_edges_first(
+        tmp_path: Path, processes: int, seed: int) -> None:
+    # GIVEN a dump of more members than a labelled column holds, one ps frozen
+    incident, truth = big(tmp_path, processes, seed)
+    culprit = truth["culprit_role"]
+    assert incident.verdict.culprit is not None and incident.verdict.culprit.role == culprit
+    assert len(incident.members) > COMPACT_MEMBERS
+    # WHEN the figures are built
+    figures = build_figures(incident, process_order(incident))
+    cluster = figures["cluster"].figure
+    assert cluster is not None
+    # THEN every member is a point, and only the culprit carries a label
+    points = {text for trace in cluster["data"] for text in trace["text"]}
+    assert len(points) == len(incident.members)
+    labelled = [t for t in cluster["data"] if "text" in t["mode"]]
+    assert [t["name"] for t in labelled] == ["culprit"]
+    # AND the arrows are capped, every edge into or out of the culprit among them
+    arrows = [a for a in cluster["layout"]["annotations"] if a.get("showarrow")]
+    assert len(incident.wait_for) > MAX_EDGES >= len(arrows)
+    near = [e for e in incident.wait_for if culprit in (e.waiter, e.waits_on)]
+    assert near and len(near) <= len(arrows)
+    drawn = [a["hovertext"] for a in arrows]
+    for e in near:
+        assert any(text.startswith(f"{e.waiter} waits on {e.waits_on}:") for text in drawn), e
+    assert f"of {len(incident.wait_for)} wait-for edges drawn" in figures["cluster"].note
+
+
+def test_the_thread_figure_does_not_grow_with_the_processes(tmp_path: Path) -> None:
+    # GIVEN two dumps of the same job shape, one twice the other's size
+    small, _ = big(tmp_path, 60, 2)
+    large, _ = big(tmp_path, 120, 2)
+
+    def rows(incident: Incident) -> list[str]:
+        culprit = incident.verdict.culprit
+        assert culprit is not None and culprit.pid is not None
+        spec = thread_states_figure(
+            incident.threads, incident.thread_groups, [0, 1], process_order(incident),
+            {m.role: m.job for m in incident.members}, [culprit.pid])
+        assert spec.figure is not None
+        labels: list[str] = spec.figure["data"][0]["y"]
+        return labels
+
+    # WHEN their thread figures are drawn with the rows of alike threads merged
+    few, many = rows(small), rows(large)
+    # THEN they have as many rows: the culprit's own threads, then one row per job,
+    # thread name, status and kernel states, with counts
+    assert len(many) == len(few) < 60
+    culprit = large.verdict.culprit
+    assert culprit is not None
+    assert many[0].startswith(f"{culprit.role} \u00b7 ")
+    workers = next(label for label in many if label.startswith("worker \u00d7") and
+                   "MainThread" in label)
+    assert workers.startswith(f"worker \u00d7{sum(1 for m in large.members if m.job == 'worker')}")
+
+
+def test_step_lines_are_one_trace_per_job(tmp_path: Path) -> None:
+    incident, _ = big(tmp_path, 60, 5)
+    spec = build_figures(incident, process_order(incident))["progress"]
+    assert spec.figure is not None
+    lines = [t for t in spec.figure["data"] if t["mode"] == "lines+markers"]
+    jobs = {m.job for m in incident.members if m.pid is not None}
+    assert {t["name"].split(" (")[0] for t in lines} <= jobs
+    series = [s for s in incident.timeline.steps if any(p.time is not None for p in s.points)]
+    # every series is in its job's trace, each ended by a gap
+    assert sum(t["x"].count(None) for t in lines) == len(series)
+    points = sum(len(t["x"]) for t in lines) - len(series)
+    assert points <= MAX_PROGRESS_POINTS + len(series)
+
+
+def test_processes_are_ranked_and_their_details_packed(tmp_path: Path) -> None:
+    # GIVEN a big dump
+    incident, truth = big(tmp_path, 80, 7)
+    assert len(incident.processes) > PLAIN_PROCESSES
+    assert len(incident.wait_for) > MAX_EDGE_ROWS
+    # WHEN the page is written
+    page = render_html(incident)
+    # THEN the processes come culprit first, then those with problems
+    pids = [int(p) for p in re.findall(r'<details data-pid="(\d+)"', page)]
+    assert pids[0] == truth["culprit_pid"]
+    assert sorted(pids) == sorted(p.pid for p in incident.processes)
+    problems = {m.pid for m in incident.members if m.problems}
+    ranks = [i for i, pid in enumerate(pids) if pid in problems]
+    assert ranks == list(range(1, len(ranks) + 1)) or ranks == list(range(len(ranks)))
+    # AND each one's details unpack to its own command line and stacks, in page order
+    texts = packed_details(page)
+    assert len(texts) == len(pids)
+    by_pid = {p.pid: p for p in incident.processes}
+    for pid, text in zip(pids, texts, strict=True):
+        flag = next(a for a in by_pid[pid].cmdline if a.startswith("--task_index="))
+        assert flag in text
+    assert any('<pre class="stacks">' in t for t in texts)
+    # AND the page itself holds no raw stack
+    outside = re.sub(r'<script type="application/octet-stream".*?</script>', "", page,
+                     flags=re.DOTALL)
+    assert '<pre class="stacks">' not in outside
+    # AND the wait-for table is capped, saying where the rest are
+    assert f"{MAX_EDGE_ROWS} of {len(incident.wait_for)} edges listed" in page
+
+
+def test_a_small_dump_keeps_its_details_in_the_page(tmp_path: Path) -> None:
+    incident, _ = big(tmp_path, 20, 0)
+    page = render_html(incident)
+    assert 'id="pm-details"' not in page
+    assert '<pre class="stacks">' in page
+    cluster = build_figures(incident, process_order(incident))["cluster"].figure
+    assert cluster is not None
+    assert all("text" in t["mode"] for t in cluster["data"])
