@@ -1,6 +1,7 @@
 """A synthetic dump of a big hung job, in the exact format `postmortem capture` writes.
 
     python benchmarks/synthetic.py OUT_DIR [--processes 1000] [--rounds 5] [--seed 0]
+                                   [--compress/--no-compress] [--schema 5|3]
 
 `make_dump(path, processes, rounds, seed)` replicates the real processes of
 samples/ps-frozen-during-save (a ps and a worker of a TF1 between-graph job, captured on
@@ -14,7 +15,8 @@ worker:0 the chief. Every process keeps the real shape:
   20-25 frames deep (session.run under the hooked/coordinated/recoverable sessions, the
   job's own trainer frames, absl's app.run), plus EventLoggerThread, QueueRunner threads and
   the Coordinator's LooperThread on workers;
-* sources.json with the 40 lines above each frame, as the capture keeps them;
+* sources.json with the 40 lines above each frame, as the capture keeps them (schema 5: one
+  file for the dump; 3: one per process);
 * sockets: each worker holds a gRPC connection to every ps (both ends are in the dump),
   each process listens on its own port, `host_listening` lists every listening address of
   the host (all targets of a dump are local to the capturing host);
@@ -41,6 +43,7 @@ from typing import Any
 from collectors import layout
 from collectors.capture import COMPRESS_FROM
 from collectors.dump import gzip_dump
+from collectors.procfs import columns
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "samples" / "ps-frozen-during-save"  # a ps and a worker, real capture
@@ -475,10 +478,13 @@ def _dump_json(path: Path, obj: Any, indent: int = 1) -> None:
 
 
 def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: int = 0,
-              compress: bool | None = None) -> dict[str, Any]:
+              compress: bool | None = None, schema: int = layout.SCHEMA_VERSION
+              ) -> dict[str, Any]:
     """Write the dump to `path` (created; must not hold a dump) and return its truth.
     `compress`: gzip the files as a capture of that many processes does (None: as capture
-    decides, above COMPRESS_FROM processes)."""
+    decides, above COMPRESS_FROM processes). `schema`: 5 (the capture's layout: columns,
+    the host's listening addresses once a round, one shared sources.json) or 3 (one object
+    per thread and socket, everything repeated per process)."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     tpl = Templates()
@@ -486,6 +492,9 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
     targets, outcomes = [], []
     pauses: dict[str, list[dict[str, Any]]] = {}
     sources_cache: dict[str, str] = {}
+    shared_sources: dict[str, dict[str, str]] = {}
+    own_cache: dict[str, str] = {}
+    listed: set[int] = set()  # rounds whose host_listening a procfs.json holds (schema 5)
     for role in job.roles:
         proc = ProcessWriter(job, role)
         pid = proc.pid
@@ -495,15 +504,36 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
         key = f"{proc.kind}-{proc.chief}"
         if key not in sources_cache:
             sources_cache[key] = json.dumps(proc.sources_json(), indent=1)
-        (root / layout.sources_file(pid)).write_text(sources_cache[key])
+            # As the capture keeps them (schema 5): the first process's lines shared, a
+            # line another process has otherwise (the ps template's train.py is not the
+            # workers') in that process's own file.
+            own: dict[str, dict[str, str]] = {}
+            for filename, lines in proc.sources_json().items():
+                shared = shared_sources.setdefault(filename, {})
+                for number, text in lines.items():
+                    if shared.setdefault(number, text) != text:
+                        own.setdefault(filename, {})[number] = text
+            own_cache[key] = json.dumps(own, indent=1) if own else ""
+        sources_file = layout.SHARED_SOURCES if schema >= 5 else layout.sources_file(pid)
+        if schema < 5:
+            (root / layout.sources_file(pid)).write_text(sources_cache[key])
+        elif own_cache[key]:
+            (root / layout.sources_file(pid)).write_text(own_cache[key])
         for index, procfs, spy in proc.rounds():
             (root / layout.round_dir(pid, index)).mkdir(exist_ok=True)
+            if schema >= 5:
+                procfs = dict(procfs, netns="4026531840")
+                if index in listed:
+                    procfs.pop("host_listening", None)
+                listed.add(index)
+                for name in ("threads", "files", "sockets"):
+                    procfs[name] = columns(procfs[name])
             _dump_json(root / layout.procfs_file(pid, index), procfs)
             _dump_json(root / layout.pyspy_file(pid, index), spy, indent=2)
             for collector, name in (("procfs", layout.procfs_file), ("pyspy", layout.pyspy_file)):
                 files = [name(pid, index)]
                 if collector == "pyspy":
-                    files.append(layout.sources_file(pid))
+                    files.append(sources_file)
                 outcomes.append(_outcome(str(pid), collector, index, files,
                                          round(0.04 + proc.rng.random() * 0.05, 6)))
         (root / layout.std_stream_file(pid, "stderr")).write_text(proc.stderr())
@@ -522,10 +552,12 @@ def make_dump(path: Path | str, processes: int = 1000, rounds: int = 5, seed: in
                         "process_file": layout.process_file(pid),
                         "std_streams": {"stdout": f"{JOB}/logs/{label}.stdout.log",
                                         "stderr": f"{JOB}/logs/{label}.stderr.log"}})
+    if schema >= 5:
+        (root / layout.SHARED_SOURCES).write_text(json.dumps(shared_sources, indent=1))
     _write_checkpoint(root, job, outcomes)
     manifest = {
         "format": layout.FORMAT_NAME,
-        "schema_version": layout.SCHEMA_VERSION,
+        "schema_version": schema,
         "tool_version": "0.1.0",
         "host": "vm",
         "started_at": STARTED_AT - 0.01,
@@ -606,8 +638,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compress", action=argparse.BooleanOptionalAction, default=None,
                         help="gzip the files (default: as capture, above 16 processes)")
+    parser.add_argument("--schema", type=int, choices=(3, 5), default=layout.SCHEMA_VERSION,
+                        help="the dump layout: 5 (the capture's, default) or 3 (before: one "
+                        "object per thread, everything repeated per process)")
     args = parser.parse_args()
-    truth = make_dump(args.out, args.processes, args.rounds, args.seed, args.compress)
+    truth = make_dump(args.out, args.processes, args.rounds, args.seed, args.compress,
+                      args.schema)
     print(json.dumps(truth, indent=1))
 
 

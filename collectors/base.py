@@ -27,6 +27,10 @@ class Target:
     python_tids: list[int] = field(default_factory=list)
     # Its other threads worth a look at the start and end of the watch (in I/O, say).
     other_tids: list[int] = field(default_factory=list)
+    # (file, line) of every frame whose source lines were kept, and those of its lines
+    # that differ from the capture's shared ones (its own sources.json).
+    source_lines: set[tuple[str, int]] = field(default_factory=set)
+    own_sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class CollectorFailure(Exception):

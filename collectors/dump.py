@@ -14,12 +14,20 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from collectors.layout import FORMAT_NAME, MANIFEST, SCHEMA_VERSION, CollectorStatus, FailureKind
+from collectors.layout import (
+    FORMAT_NAME,
+    MANIFEST,
+    SCHEMA_VERSION,
+    SHARED_SOURCES,
+    CollectorStatus,
+    FailureKind,
+)
 from postmortem import __version__
 from postmortem.errors import OutputExistsError, OutputUnwritableError, UsageError
 
@@ -209,6 +217,11 @@ class DumpWriter:
         # Every file but the manifest gzipped (a capture of many processes: JSON shrinks
         # ~8x); the loader reads NAME.gz where NAME is missing.
         self.compress = compress
+        self._lock = threading.Lock()
+        self._claimed: set[Any] = set()
+        # Source lines around every frame seen, by file and line, for every target at
+        # once: a thousand processes of one job run the same code (sources.json).
+        self.sources: dict[str, dict[str, str]] = {}
         self.manifest: dict[str, Any] = {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
@@ -240,6 +253,38 @@ class DumpWriter:
 
     def write_json(self, relative: str, obj: Any) -> str:
         return self.write_bytes(relative, json.dumps(obj, separators=(",", ":")).encode())
+
+    def claim(self, key: Any) -> bool:
+        """True the first time `key` is claimed in this capture: what one target writes
+        for all (the host's listening addresses, once per round and network namespace)."""
+        with self._lock:
+            if key in self._claimed:
+                return False
+            self._claimed.add(key)
+            return True
+
+    def add_sources(
+        self, lines: dict[str, dict[str, str]]
+    ) -> tuple[dict[str, dict[str, str]], str]:
+        """Merge a target's new source lines into the capture's shared sources.json.
+        Returns the lines that differ from those already there (the same path with other
+        contents, in another mount namespace: the target keeps them in its own file) and
+        the shared file's name when it was written now, else ""."""
+        own: dict[str, dict[str, str]] = {}
+        with self._lock:
+            changed = False
+            for filename, numbered in lines.items():
+                shared = self.sources.setdefault(filename, {})
+                for number, text in numbered.items():
+                    have = shared.get(number)
+                    if have is None:
+                        shared[number] = text
+                        changed = True
+                    elif have != text:
+                        own.setdefault(filename, {})[number] = text
+            # Under the lock: the last write holds every line.
+            written = self.write_json(SHARED_SOURCES, self.sources) if changed else ""
+        return own, written
 
     def add_target(self, entry: dict[str, Any]) -> None:
         self.manifest["targets"].append(entry)

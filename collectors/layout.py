@@ -13,9 +13,14 @@ import enum
 FORMAT_NAME = "postmortem-dump"
 # 2: per-thread context switches, watch.json and pyspy.watch.json between rounds, log tail
 # offsets and per-round --log sizes. 3: the flight recorder's file of each process that
-# runs one. 1 and 2 still load (without what came after them).
-SCHEMA_VERSION = 3
-SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3, 4)  # 4: the top manifest of several hosts' dumps
+# runs one. 5 (for dumps of thousands of processes): procfs.json holds its threads, files
+# and sockets as columns ({"tid": [...], "name": [...]}) instead of one object each; the
+# host's listening addresses are written by one process per network namespace and round
+# (`netns` names it in every file); source lines are kept once for the capture in
+# sources.json at the top, a process's own sources.json holding only lines that differ.
+# Every earlier layout still loads (without what came after it).
+SCHEMA_VERSION = 5
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3, 4, 5)  # 4: the top manifest of several hosts' dumps
 MANIFEST = "manifest.json"
 
 
@@ -63,7 +68,12 @@ def process_file(pid: int) -> str:
 
 
 def sources_file(pid: int) -> str:
+    """The source lines of a process that differ from the capture's shared ones (schema 5),
+    or all of its source lines (before)."""
     return f"processes/{pid}/sources.json"
+
+
+SHARED_SOURCES = "sources.json"  # source lines around every frame of the capture (schema 5)
 
 
 def std_stream_file(pid: int, stream: str) -> str:

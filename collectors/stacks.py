@@ -137,7 +137,7 @@ class PySpyCollector:
             cause = next((line.strip() for line in message if line.strip().startswith("0:")), "")
             reason = f"py-spy: {first} {cause}".strip()
             raise CollectorFailure(reason, kind=classify_failure(" ".join(message)), files=files)
-        files.append(self._write_sources(target, traces, out))
+        files += self._write_sources(target, traces, out)
         target.python_tids = _python_tids(traces, target.pid)
         return files
 
@@ -155,17 +155,17 @@ class PySpyCollector:
         return [out.write_bytes(layout.pyspy_watch_file(target.pid, round_index), run.stdout)]
 
     @staticmethod
-    def _write_sources(target: Target, traces: list[dict[str, object]], out: DumpWriter) -> str:
+    def _write_sources(
+        target: Target, traces: list[dict[str, object]], out: DumpWriter
+    ) -> list[str]:
         """Keep the source lines above each frame, read through the target's own root.
 
         The analyzer needs them on another machine: which `with lock:` a thread waits
-        at, and which enclosing `with` blocks it holds.
+        at, and which enclosing `with` blocks it holds. They go to the capture's shared
+        sources.json; lines that differ from it (another file at the same path) to the
+        process's own.
         """
-        relative = layout.sources_file(target.pid)
-        path = out.path(relative)
-        sources: dict[str, dict[str, str]] = {}
-        if path.exists():
-            sources = json.loads(path.read_text())
+        new: dict[str, dict[str, str]] = {}
         read: dict[str, list[str]] = {}  # each file once per round, not once per frame
         for thread in traces:
             frames = thread.get("frames")
@@ -175,16 +175,23 @@ class PySpyCollector:
                 filename, line = frame.get("filename"), frame.get("line")
                 if not isinstance(filename, str) or not isinstance(line, int) or line <= 0:
                     continue
-                known = sources.setdefault(filename, {})
-                if str(line) in known:
+                if (filename, line) in target.source_lines:
                     continue
+                target.source_lines.add((filename, line))
                 if filename not in read:
                     read[filename] = _read_source(target.pid, filename)
                 lines = read[filename]
+                known = new.setdefault(filename, {})
                 for number in range(max(1, line - SOURCE_CONTEXT), line + 1):
                     if number <= len(lines):
                         known[str(number)] = lines[number - 1].rstrip("\n")
-        return out.write_json(relative, sources)
+        own, shared = out.add_sources(new)
+        files = [shared] if shared else []
+        if own:
+            for filename, numbered in own.items():
+                target.own_sources.setdefault(filename, {}).update(numbered)
+            files.append(out.write_json(layout.sources_file(target.pid), target.own_sources))
+        return files
 
 
 def _python_tids(traces: list[dict[str, object]], pid: int) -> list[int]:

@@ -586,6 +586,9 @@ def _load_dump(path: Path | str, nested: bool = False) -> Dump:
     sources_by_pid: dict[int, dict[str, dict[str, str]]] = {}
     guard = _Guard(rows, columns, problems)
     seen_pids: set[int] = set()
+    # Schema 5: the capture's source lines once, a process's own file holding what differs.
+    shared = reader.try_json(layout.SHARED_SOURCES, required=False)
+    shared_sources: dict[str, Any] = shared if isinstance(shared, dict) else {}
 
     def load_target(target: Any) -> None:
         pid = _int(target.get("pid")) if isinstance(target, dict) else None
@@ -604,8 +607,8 @@ def _load_dump(path: Path | str, nested: bool = False) -> Dump:
             info = {}
             if not reader.is_dir(layout.process_dir(pid)):
                 return
-        sources = reader.try_json(layout.sources_file(pid), required=False)
-        sources = sources if isinstance(sources, dict) else {}
+        own = reader.try_json(layout.sources_file(pid), required=False)
+        sources = _with_own(shared_sources, own if isinstance(own, dict) else {})
         sources_by_pid[pid] = sources
         cmdline = info.get("cmdline") or []
         if isinstance(cmdline, str):
@@ -879,27 +882,17 @@ def _load_procfs(
             "host_listening": _strings(data.get("host_listening")),
         }
     )
-    threads = [
-        t
-        for t in data.get("threads") or []
-        if isinstance(t, dict) and isinstance(t.get("tid"), int)
-    ]
-    cols = columns["threads"]
-    cols["pid"].extend([pid] * len(threads))
-    cols["round"].extend([round_index] * len(threads))
-    cols["tid"].extend([t["tid"] for t in threads])
-    cols["name"].extend([_s(t.get("name")) for t in threads])
-    cols["state"].extend([_s(t.get("state")) or "?" for t in threads])
-    cols["wchan"].extend([_s(t.get("wchan")) for t in threads])
-    cols["kernel_stack"].extend(
-        [" <- ".join(map(str, t.get("kernel_stack") or [])) for t in threads]
-    )
-    cols["cpu_seconds"].extend(
-        [_cpu(int(t.get("utime") or 0) + int(t.get("stime") or 0), clk) for t in threads]
-    )
-    cols["voluntary"].extend([_int(t.get("voluntary")) for t in threads])
-    cols["nonvoluntary"].extend([_int(t.get("nonvoluntary")) for t in threads])
-    for item in data.get("files") or []:
+    threads_value = data.get("threads")
+    if isinstance(threads_value, dict):
+        if _thread_columns(threads_value, pid, round_index, clk, columns["threads"]):
+            threads_value = None
+        else:  # a column of the wrong type or length: each row on its own, as before
+            threads_value = _rows(threads_value)
+    if threads_value:
+        _thread_rows(threads_value, pid, round_index, clk, columns["threads"])
+    files = data.get("files")
+    files = _rows(files) if isinstance(files, dict) else files
+    for item in files or []:
         if (
             isinstance(item, dict)
             and item.get("fd") in (1, 2)
@@ -915,12 +908,133 @@ def _load_procfs(
                 }
             )
     for name in ("files", "sockets"):
-        items = [item for item in data.get(name) or [] if isinstance(item, dict)]
+        value = data.get(name)
         cols = columns[name]
+        if isinstance(value, dict) and _same_lengths(value):
+            n = _length(value)
+            cols["pid"].extend([pid] * n)
+            cols["round"].extend([round_index] * n)
+            for key, typed in zip(COLUMNS[name][2:], COLUMN_TYPES[name], strict=True):
+                column = value.get(key)
+                if not isinstance(column, list):
+                    cols[key].extend([typed(None)] * n)
+                elif set(map(type, column)) <= FAST_TYPES[typed]:
+                    cols[key].extend(column)
+                else:
+                    cols[key].extend([typed(v) for v in column])
+            continue
+        items = [item for item in _rows(value) if isinstance(item, dict)]
         cols["pid"].extend([pid] * len(items))
         cols["round"].extend([round_index] * len(items))
         for key, typed in zip(COLUMNS[name][2:], COLUMN_TYPES[name], strict=True):
             cols[key].extend([typed(item.get(key)) for item in items])
+
+
+def _with_own(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A process's source lines: the capture's shared ones (the same object for every
+    process that has no lines of its own), its own lines over them."""
+    if not own:
+        return shared
+    merged = dict(shared)
+    for filename, lines in own.items():
+        base = shared.get(filename)
+        if isinstance(lines, dict) and isinstance(base, dict):
+            merged[filename] = {**base, **lines}
+        else:
+            merged[filename] = lines
+    return merged
+
+
+def _length(block: dict[str, Any]) -> int:
+    return max((len(v) for v in block.values() if isinstance(v, list)), default=0)
+
+
+def _same_lengths(block: dict[str, Any]) -> bool:
+    """Every column of a block of columns (schema 5) a list, all of one length."""
+    return len({len(v) if isinstance(v, list) else -1 for v in block.values()}) <= 1 and all(
+        isinstance(v, list) for v in block.values()
+    )
+
+
+def _rows(value: Any) -> list[Any]:
+    """A list of objects, from a list (schema 1-4) or from columns (schema 5); columns of
+    different lengths give as many rows as the longest, missing cells null."""
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, dict):
+        return []
+    keys = [k for k, v in value.items() if isinstance(v, list)]
+    n = _length(value)
+    return [
+        {k: value[k][i] if i < len(value[k]) else None for k in keys} for i in range(n)
+    ]
+
+
+def _thread_rows(
+    items: list[Any], pid: int, round_index: int, clk: int, cols: dict[str, list[Any]]
+) -> None:
+    threads = [t for t in items if isinstance(t, dict) and isinstance(t.get("tid"), int)]
+    cols["pid"].extend([pid] * len(threads))
+    cols["round"].extend([round_index] * len(threads))
+    cols["tid"].extend([t["tid"] for t in threads])
+    cols["name"].extend([_s(t.get("name")) for t in threads])
+    cols["state"].extend([_s(t.get("state")) or "?" for t in threads])
+    cols["wchan"].extend([_s(t.get("wchan")) for t in threads])
+    cols["kernel_stack"].extend(
+        [" <- ".join(map(str, t.get("kernel_stack") or [])) for t in threads]
+    )
+    cols["cpu_seconds"].extend(
+        [_cpu(int(t.get("utime") or 0) + int(t.get("stime") or 0), clk) for t in threads]
+    )
+    cols["voluntary"].extend([_int(t.get("voluntary")) for t in threads])
+    cols["nonvoluntary"].extend([_int(t.get("nonvoluntary")) for t in threads])
+
+
+def _thread_columns(
+    block: dict[str, Any], pid: int, round_index: int, clk: int, cols: dict[str, list[Any]]
+) -> bool:
+    """A round's threads as columns (schema 5), taken a column at a time when every
+    column has the type the rows would be read as; False (nothing taken) otherwise."""
+    if not _same_lengths(block):
+        return False
+    tid = block.get("tid")
+    if not isinstance(tid, list):
+        return False
+    n = len(tid)
+
+    def column(key: str) -> list[Any]:
+        value = block.get(key)
+        return value if isinstance(value, list) else [None] * n
+
+    name, state, wchan = column("name"), column("state"), column("wchan")
+    utime, stime, stack = column("utime"), column("stime"), column("kernel_stack")
+    voluntary, nonvoluntary = column("voluntary"), column("nonvoluntary")
+    ints, maybe_ints = {int}, {int, type(None)}
+    if not (
+        set(map(type, tid)) <= ints
+        and set(map(type, name)) <= {str}
+        and set(map(type, state)) <= {str}
+        and "" not in set(state)
+        and set(map(type, wchan)) <= {str}
+        and set(map(type, utime)) <= ints
+        and set(map(type, stime)) <= ints
+        and set(map(type, stack)) <= {list, type(None)}
+        and set(map(type, voluntary)) <= maybe_ints
+        and set(map(type, nonvoluntary)) <= maybe_ints
+    ):
+        return False
+    cols["pid"].extend([pid] * n)
+    cols["round"].extend([round_index] * n)
+    cols["tid"].extend(tid)
+    cols["name"].extend(name)
+    cols["state"].extend(state)
+    cols["wchan"].extend(wchan)
+    cols["kernel_stack"].extend([" <- ".join(map(str, k)) if k else "" for k in stack])
+    tick = clk or 100
+    cols["cpu_seconds"].extend([(u + s) / tick for u, s in zip(utime, stime, strict=True)])
+    cols["voluntary"].extend(voluntary)
+    cols["nonvoluntary"].extend(nonvoluntary)
+    return True
 
 
 def _load_pyspy(
@@ -1191,6 +1305,9 @@ COLUMN_TYPES: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "files": (_i, _s, _i, _i, _s),
     "sockets": (_i, _s, _s, _s, _s, _i, _i),
 }
+# The value types a column of columns (schema 5) may hold to be taken whole: what the
+# typed read would leave as it is.
+FAST_TYPES: dict[Callable[[Any], Any], set[type]] = {_i: {int, type(None)}, _s: {str}}
 
 
 def _load_native(

@@ -105,7 +105,9 @@ class DumpFiles:
 
     def sources(self, pid: int) -> str:
         prefix, real = self._at(pid)
-        return self._first(prefix + layout.sources_file(real), self.pyspy(pid))
+        return self._first(
+            prefix + layout.sources_file(real), prefix + layout.SHARED_SOURCES, self.pyspy(pid)
+        )
 
     def std_stream(self, pid: int, stream: str) -> str:
         prefix, real = self._at(pid)

@@ -102,6 +102,13 @@ def round_file(dump: Path, pid: int, round_index: int, name: str) -> Any:
     return json.loads((dump / f"processes/{pid}/round-{round_index:03d}/{name}").read_text())
 
 
+def rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """procfs.json keeps threads, files and sockets as columns (schema 5): as rows."""
+    assert len({len(v) for v in columns.values()}) <= 1, "columns of different lengths"
+    return [dict(zip(columns, values, strict=True))
+            for values in zip(*columns.values(), strict=True)]
+
+
 def thread_named(traces: list[dict[str, Any]], name: str) -> dict[str, Any]:
     found = [t for t in traces if t["thread_name"] == name]
     assert found, f"no thread {name!r} in {[t['thread_name'] for t in traces]}"
@@ -186,7 +193,7 @@ def test_sleeping_process_shows_its_function_and_state_s(tmp_path: Path) -> None
         assert "sleeping_target" in frame_names(main)
         stat = round_file(dump, proc.pid, 1, "procfs.json")
         assert stat["state"] == "S"
-        assert stat["threads"][0]["state"] == "S"
+        assert rows(stat["threads"])[0]["state"] == "S"
         info = json.loads((dump / f"processes/{proc.pid}/process.json").read_text())
         assert info["python"] is True and info["cmdline"][-1] == "sleep"
         # The target's stdout is a regular file: its tail is kept.
@@ -355,7 +362,10 @@ def test_deadlocked_threads_are_found_at_their_with_statements(tmp_path: Path) -
 
         assert result.returncode == 0, result.stderr
         traces = round_file(dump, proc.pid, 0, "pyspy.json")
-        sources = json.loads((dump / f"processes/{proc.pid}/sources.json").read_text())
+        # The capture's shared source lines (one file for every process, schema 5): no
+        # process of its own file, since every file it reads is the capture's.
+        sources = json.loads((dump / "sources.json").read_text())
+        assert not (dump / f"processes/{proc.pid}/sources.json").exists()
         # Deadlocked threads never wake: the watch after the round saw no switch at all.
         watch = round_file(dump, proc.pid, 0, "watch.json")
         for name in ("trainer", "checkpoint-saver"):
@@ -635,7 +645,13 @@ def test_worker_stuck_in_save_with_frozen_ps(tmp_path: Path) -> None:
         for round_index in range(2):
             stat = round_file(dump, ps.pid, round_index, "procfs.json")
             assert stat["state"] == "T"
-            assert ps_port in procfs.listening_ports(stat["sockets"])
+            assert ps_port in procfs.listening_ports(rows(stat["sockets"]))
+            # The host's listening addresses are written once a round, by one of the two
+            # processes of this network namespace; both name the namespace.
+            both = [round_file(dump, p, round_index, "procfs.json") for p in (ps.pid, worker.pid)]
+            assert both[0]["netns"] == both[1]["netns"]
+            [listing] = [b["host_listening"] for b in both if "host_listening" in b]
+            assert ps_addr.rsplit(":", 1)[1] in " ".join(listing)
         assert [r["seconds"] for r in data["pauses"][str(ps.pid)]] == [0.0, 0.0]
         assert procfs.read_state(ps.pid) == "T"
         # --all-threads: every native thread of the TF processes (gRPC, Eigen pools).

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from postmortem.loading import load_dump
+
 REPO = Path(__file__).resolve().parents[2]
 FAILURES = Path(os.environ.get("POSTMORTEM_FAILURES_DIR", "/tmp/postmortem-variation-failures"))
 HAVE_TF = importlib.util.find_spec("tensorflow") is not None
@@ -80,8 +82,7 @@ def proc_states(dump: Path, pid: int) -> list[str]:
 
 
 def source_line(dump: Path, pid: int, filename: str, line: int) -> str:
-    sources = json.loads((dump / "processes" / str(pid) / "sources.json").read_text())
-    return str(sources.get(filename, {}).get(str(line), ""))
+    return load_dump(dump).source_line(pid, filename, line)
 
 
 # -- one demo ---------------------------------------------------------------------------------

@@ -318,3 +318,49 @@ def test_discover_groups_processes_by_the_job_their_cluster_specs_name() -> None
         for p in procs:
             p.kill()
             p.wait(10)
+
+
+def test_source_lines_are_kept_once_for_the_capture(tmp_path: Path) -> None:
+    # GIVEN a capture's writer and two targets (this process twice) at the same frames
+    from collectors.base import Target
+    from collectors.dump import DumpWriter
+    from collectors.stacks import PySpyCollector
+
+    code = tmp_path / "job.py"
+    code.write_text("".join(f"line {n}\n" for n in range(1, 61)))
+    out = DumpWriter(tmp_path / "dump", ["postmortem"], {})
+    (tmp_path / "dump").mkdir()
+    traces: list[dict[str, object]] = [
+        {"frames": [{"filename": str(code), "line": 50}, {"filename": str(code), "line": 5}]}]
+    first, second = Target(os.getpid()), Target(os.getpid())
+    # WHEN both keep their sources
+    written = PySpyCollector._write_sources(first, traces, out)
+    again = PySpyCollector._write_sources(second, traces, out)
+    # THEN the lines are in the capture's sources.json once, no process has a file of
+    # its own, and a second target with nothing new writes nothing
+    assert written == ["sources.json"] and again == []
+    shared = json.loads((tmp_path / "dump/sources.json").read_text())
+    assert shared[str(code)]["50"] == "line 50" and shared[str(code)]["1"] == "line 1"
+    assert not list((tmp_path / "dump").glob("processes/*/sources.json"))
+    # AND lines that differ from the shared ones (another file at that path, in another
+    # mount namespace) are the target's own
+    own, now = out.add_sources({str(code): {"50": "something else", "51": "line 51"}})
+    assert own == {str(code): {"50": "something else"}} and now == "sources.json"
+    assert json.loads((tmp_path / "dump/sources.json").read_text())[str(code)]["51"] == "line 51"
+
+
+def test_the_hosts_listening_addresses_are_written_once_a_round(tmp_path: Path) -> None:
+    from collectors.dump import DumpWriter
+
+    out = DumpWriter(tmp_path, ["postmortem"], {})
+    data = procfs.read_round(os.getpid())
+    first = procfs.for_dump(data, 0, out)
+    second = procfs.for_dump(data, 0, out)
+    later = procfs.for_dump(data, 1, out)
+    assert "host_listening" in first and "host_listening" not in second
+    assert "host_listening" in later
+    assert first["netns"] == second["netns"] != ""
+    # threads as columns, one value per thread in every column
+    lengths = {len(v) for v in first["threads"].values()}
+    assert lengths == {len(data["threads"])}
+    assert first["threads"]["tid"][0] == data["threads"][0]["tid"]

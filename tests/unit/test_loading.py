@@ -193,3 +193,105 @@ def test_a_gzipped_dump_reads_as_the_plain_one(tmp_path: Path) -> None:
     (packed / "junk.json.gz").write_bytes(b"not gzip at all")
     with pytest.raises(NotReadable, match="corrupt"):
         DumpReader(packed).read_bytes("junk.json")
+
+
+def as_schema_5(sample: Path, out: Path) -> Path:
+    """A recorded dump rewritten as a capture now writes it: threads, files and sockets as
+    columns, the host's listening addresses in one file per round, source lines shared."""
+    from collectors.procfs import columns
+
+    shutil.copytree(sample, out)
+    listed: set[str] = set()
+    for procfs in sorted(out.glob("processes/*/round-*/procfs.json")):
+        data = json.loads(procfs.read_text())
+        data["netns"] = "4026531840"
+        if procfs.parent.name in listed:
+            data.pop("host_listening", None)
+        listed.add(procfs.parent.name)
+        for name in ("threads", "files", "sockets"):
+            data[name] = columns(data.get(name) or [])
+        procfs.write_text(json.dumps(data))
+    shared: dict[str, dict[str, str]] = {}
+    for own_file in sorted(out.glob("processes/*/sources.json")):
+        own: dict[str, dict[str, str]] = {}
+        for filename, lines in json.loads(own_file.read_text()).items():
+            for number, text in lines.items():
+                if shared.setdefault(filename, {}).setdefault(number, text) != text:
+                    own.setdefault(filename, {})[number] = text
+        if own:
+            own_file.write_text(json.dumps(own))
+        else:
+            own_file.unlink()
+    (out / "sources.json").write_text(json.dumps(shared))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["schema_version"] = 5
+    for outcome in manifest["outcomes"]:  # the files each collector wrote, as now
+        outcome["files"] = [f if (out / f).exists() else "sources.json"
+                            for f in outcome.get("files") or []]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.mark.parametrize("name", ["ps-frozen-during-save", "saver-lock-deadlock",
+                                  "mwms-partial-save"])
+def test_the_columnar_layout_loads_as_the_rows_did(tmp_path: Path, name: str) -> None:
+    # GIVEN a recorded sample and the same capture in schema 5's layout
+    sample = SAMPLES / name
+    if not sample.is_dir():
+        pytest.skip(f"no sample {name}")
+    old, new = postmortem.load(sample), postmortem.load(as_schema_5(sample, tmp_path / "v5"))
+    # THEN every frame is the same, but where the listening addresses were written
+    for frame in old.frames_by_name:
+        a, b = old.frames_by_name[frame], new.frames_by_name[frame]
+        if frame == "process_rounds":
+            listening = [set(v) for v in b["host_listening"] if v is not None]
+            assert len(listening) == b["round"].nunique()
+            assert set().union(*listening) == set().union(*map(set, a["host_listening"]))
+            a, b = a.drop(columns="host_listening"), b.drop(columns="host_listening")
+        pd.testing.assert_frame_equal(a, b, obj=frame)
+    for pid in old.sources:
+        for filename, lines in old.sources[pid].items():
+            for number in lines:
+                assert new.source_line(pid, filename, int(number)) == lines[number]
+    # AND the same verdict, its evidence citing files the dump holds
+    before, after = postmortem.analyze(old), postmortem.analyze(new)
+    assert after.verdict.finding.hang_class == before.verdict.finding.hang_class
+    assert after.verdict.culprit == before.verdict.culprit
+    for evidence in after.verdict.finding.evidence:
+        assert (tmp_path / "v5" / evidence.source).is_file(), evidence.source
+
+
+def test_hostile_columns_are_read_as_rows_or_refused(tmp_path: Path) -> None:
+    # GIVEN a schema-5 dump whose columns lie: a tid that is text, a column shorter than
+    # the others, a socket port column of objects, threads that are a string
+    dump = as_schema_5(SAMPLE, tmp_path / "v5")
+    rounds = sorted(dump.glob("processes/*/round-*/procfs.json"))
+    edits = [
+        lambda d: d["threads"]["tid"].__setitem__(0, "1; rm -rf /"),
+        lambda d: d["threads"]["name"].pop(),
+        lambda d: d["sockets"].__setitem__("tx_queue", [{"a": 1}] * len(d["sockets"]["fd"])),
+        lambda d: d.__setitem__("threads", "not columns"),
+        lambda d: d["threads"].__setitem__("utime", ["7"] * len(d["threads"]["tid"])),
+    ]
+    for path, edit in zip(rounds, edits, strict=False):
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    # WHEN it is loaded and analyzed, THEN nothing crashes: each odd row or cell is dropped
+    # or read as missing, the rest of the dump as it is
+    loaded, clean = postmortem.load(dump), postmortem.load(SAMPLE)
+    threads = loaded.threads
+    assert threads["tid"].map(type).eq(int).all()
+    assert threads["name"].map(type).eq(str).all()
+    assert loaded.sockets["tx_queue"].isna().any()
+    assert postmortem.analyze(loaded).verdict.finding.hang_class.value
+    # AND the rounds left alone load as they were
+    untouched = [(int(p.parts[-3]), int(p.parts[-2][6:])) for p in rounds[len(edits):]]
+    assert untouched
+    for pid, rnd in untouched:
+        for frame in ("threads", "sockets"):
+            ours, orig = getattr(loaded, frame), getattr(clean, frame)
+            mine = ours[(ours["pid"] == pid) & (ours["round"] == rnd)]
+            theirs = orig[(orig["pid"] == pid) & (orig["round"] == rnd)]
+            pd.testing.assert_frame_equal(mine.reset_index(drop=True),
+                                          theirs.reset_index(drop=True), check_dtype=False)
