@@ -7,6 +7,7 @@ process's log for the rules; `log_events` picks the lines worth a mark on a time
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -137,10 +138,16 @@ NOTABLE_WORDS = (
 )
 
 
+# Each log line goes through notable/step_of/classify_line from several readers (the rules'
+# log facts, the timeline, the steps): each answer is kept for the next one.
+LINE_CACHE = 1 << 18
+
+
 def _glog_error_start(text: str) -> bool:
     return len(text) > 5 and text[0] in "EF" and text[1:5].isdigit()
 
 
+@functools.lru_cache(maxsize=LINE_CACHE)
 def notable(text: str) -> bool:
     """Whether any pattern but the step line can match: NOTABLE.search, made cheap."""
     if _glog_error_start(text) or ("\n" in text and any(map(_glog_error_start, text.split("\n")))):
@@ -283,6 +290,7 @@ def oversized_details(logs: list[LogFacts]) -> dict[str, object]:
 # -- the timeline -----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=LINE_CACHE)
 def step_of(text: str) -> int | None:
     """The training step a log line reports (the global step when it names one). A save
     line ("Saving checkpoints for 300") is not a step done: it may precede a save that
@@ -302,6 +310,7 @@ def rate_of(text: str) -> float | None:
         return None
 
 
+@functools.lru_cache(maxsize=LINE_CACHE)
 def classify_line(text: str) -> LogKind | None:
     if not notable(text):
         return LogKind.STEP if STEP_LINE.search(text) else None
