@@ -432,7 +432,21 @@ def legacy_kind(outcome: dict[str, Any]) -> str:
 
 def load_dump(path: Path | str) -> Dump:
     with collector_paused():
-        return _load_dump(path)
+        try:
+            return _load_dump(path)
+        finally:
+            _INTERNED.clear()
+
+
+# The strings of the big columns (thread names and states, socket addresses and states),
+# one object per distinct value: millions of rows repeat a few thousand values, and every
+# round repeats the last one's.
+_INTERNED: dict[str, str] = {}
+
+
+def _interned(column: list[Any]) -> list[Any]:
+    keep = _INTERNED.setdefault
+    return [keep(v, v) for v in column]
 
 
 # -- a dump of several hosts (capture --host) ---------------------------------------------------
@@ -919,7 +933,7 @@ def _load_procfs(
                 if not isinstance(column, list):
                     cols[key].extend([typed(None)] * n)
                 elif set(map(type, column)) <= FAST_TYPES[typed]:
-                    cols[key].extend(column)
+                    cols[key].extend(_interned(column) if typed is _s else column)
                 else:
                     cols[key].extend([typed(v) for v in column])
             continue
@@ -1026,9 +1040,9 @@ def _thread_columns(
     cols["pid"].extend([pid] * n)
     cols["round"].extend([round_index] * n)
     cols["tid"].extend(tid)
-    cols["name"].extend(name)
-    cols["state"].extend(state)
-    cols["wchan"].extend(wchan)
+    cols["name"].extend(_interned(name))
+    cols["state"].extend(_interned(state))
+    cols["wchan"].extend(_interned(wchan))
     cols["kernel_stack"].extend([" <- ".join(map(str, k)) if k else "" for k in stack])
     tick = clk or 100
     cols["cpu_seconds"].extend([(u + s) / tick for u, s in zip(utime, stime, strict=True)])
