@@ -27,9 +27,11 @@ class Target:
     python_tids: list[int] = field(default_factory=list)
     # Its other threads worth a look at the start and end of the watch (in I/O, say).
     other_tids: list[int] = field(default_factory=list)
-    # (file, line) of every frame whose source lines were kept, and those of its lines
-    # that differ from the capture's shared ones (its own sources.json).
+    # (file, line) of every frame whose source lines were kept, the numbers of the lines
+    # kept per file, and its own lines of files that differ from the capture's shared
+    # ones (another file at that path: its own sources.json).
     source_lines: set[tuple[str, int]] = field(default_factory=set)
+    read_lines: dict[str, set[str]] = field(default_factory=dict)
     own_sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
 

@@ -218,7 +218,7 @@ class DumpWriter:
         # ~8x); the loader reads NAME.gz where NAME is missing.
         self.compress = compress
         self._lock = threading.Lock()
-        self._claimed: set[Any] = set()
+        self._claimed: dict[Any, Any] = {}
         # Source lines around every frame seen, by file and line, for every target at
         # once: a thousand processes of one job run the same code (sources.json).
         self.sources: dict[str, dict[str, str]] = {}
@@ -254,37 +254,46 @@ class DumpWriter:
     def write_json(self, relative: str, obj: Any) -> str:
         return self.write_bytes(relative, json.dumps(obj, separators=(",", ":")).encode())
 
-    def claim(self, key: Any) -> bool:
-        """True the first time `key` is claimed in this capture: what one target writes
-        for all (the host's listening addresses, once per round and network namespace)."""
+    def claim(self, key: Any, owner: Any) -> bool:
+        """True for the first owner to claim `key` in this capture, and for that owner
+        again: what one target writes for all (the host's listening addresses, once per
+        round and network namespace; its file may be written twice, after a timeout)."""
         with self._lock:
-            if key in self._claimed:
-                return False
-            self._claimed.add(key)
-            return True
+            return bool(self._claimed.setdefault(key, owner) == owner)
 
     def add_sources(
-        self, lines: dict[str, dict[str, str]]
-    ) -> tuple[dict[str, dict[str, str]], str]:
-        """Merge a target's new source lines into the capture's shared sources.json.
-        Returns the lines that differ from those already there (the same path with other
-        contents, in another mount namespace: the target keeps them in its own file) and
-        the shared file's name when it was written now, else ""."""
-        own: dict[str, dict[str, str]] = {}
+        self,
+        lines: dict[str, dict[str, str]],
+        keep: dict[str, dict[str, str]],
+        earlier: dict[str, set[str]],
+    ) -> str:
+        """Merge a target's new source lines into the capture's shared sources.json; the
+        shared file's name when it was written now, else "".
+
+        `keep` is the target's own lines, by file: a file it has there (its file at that
+        path differs from the one the shared lines came from: another mount namespace)
+        takes all of its lines, and a file whose new lines differ from the shared ones
+        moves there, with the shared lines it had read alike in earlier rounds (`earlier`:
+        their numbers, by file); the loader then reads that file from the target's lines
+        alone, never mixing two files' lines."""
         with self._lock:
             changed = False
             for filename, numbered in lines.items():
+                if filename in keep:
+                    keep[filename].update(numbered)
+                    continue
                 shared = self.sources.setdefault(filename, {})
+                if any(shared.get(n, text) != text for n, text in numbered.items()):
+                    before = earlier.get(filename, set())
+                    keep[filename] = {n: shared[n] for n in before if n in shared}
+                    keep[filename].update(numbered)
+                    continue
                 for number, text in numbered.items():
-                    have = shared.get(number)
-                    if have is None:
+                    if number not in shared:
                         shared[number] = text
                         changed = True
-                    elif have != text:
-                        own.setdefault(filename, {})[number] = text
             # Under the lock: the last write holds every line.
-            written = self.write_json(SHARED_SOURCES, self.sources) if changed else ""
-        return own, written
+            return self.write_json(SHARED_SOURCES, self.sources) if changed else ""
 
     def add_target(self, entry: dict[str, Any]) -> None:
         self.manifest["targets"].append(entry)

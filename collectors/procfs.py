@@ -461,7 +461,7 @@ def for_dump(data: dict[str, Any], round_index: int, out: Any) -> dict[str, Any]
     written = dict(data)
     namespace = _net_namespace(int(data["pid"]))
     written["netns"] = str(namespace)
-    if not out.claim(("host_listening", round_index, namespace)):
+    if not out.claim(("host_listening", round_index, namespace), data["pid"]):
         written.pop("host_listening", None)
     for name in ("threads", "files", "sockets"):
         written[name] = columns(data[name])

@@ -177,19 +177,22 @@ class PySpyCollector:
                     continue
                 if (filename, line) in target.source_lines:
                     continue
-                target.source_lines.add((filename, line))
                 if filename not in read:
                     read[filename] = _read_source(target.pid, filename)
                 lines = read[filename]
+                if line > len(lines):
+                    continue  # not readable now (gone, or no access): tried again next round
+                target.source_lines.add((filename, line))
                 known = new.setdefault(filename, {})
                 for number in range(max(1, line - SOURCE_CONTEXT), line + 1):
-                    if number <= len(lines):
-                        known[str(number)] = lines[number - 1].rstrip("\n")
-        own, shared = out.add_sources(new)
+                    known[str(number)] = lines[number - 1].rstrip("\n")
+        before = {name: set(numbers) for name, numbers in target.read_lines.items()}
+        for filename, numbered in new.items():
+            target.read_lines.setdefault(filename, set()).update(numbered)
+        owned = set(target.own_sources)
+        shared = out.add_sources(new, target.own_sources, before)
         files = [shared] if shared else []
-        if own:
-            for filename, numbered in own.items():
-                target.own_sources.setdefault(filename, {}).update(numbered)
+        if set(target.own_sources) != owned or any(f in owned for f in new):
             files.append(out.write_json(layout.sources_file(target.pid), target.own_sources))
         return files
 

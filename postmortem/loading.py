@@ -901,11 +901,21 @@ def _load_procfs(
         if _thread_columns(threads_value, pid, round_index, clk, columns["threads"]):
             threads_value = None
         else:  # a column of the wrong type or length: each row on its own, as before
-            threads_value = _rows(threads_value)
+            threads_value = _rows(threads_value, THREAD_FIELDS)
     if threads_value:
         _thread_rows(threads_value, pid, round_index, clk, columns["threads"])
     files = data.get("files")
-    files = _rows(files) if isinstance(files, dict) else files
+    if isinstance(files, dict):  # columns: only the fd and size of each file
+        fds, sizes = files.get("fd"), files.get("size")
+        files = [
+            {"fd": fd, "size": size}
+            for fd, size in zip(
+                fds if isinstance(fds, list) else [],
+                sizes if isinstance(sizes, list) else [],
+                strict=False,
+            )
+            if fd in (1, 2)
+        ]
     for item in files or []:
         if (
             isinstance(item, dict)
@@ -937,7 +947,7 @@ def _load_procfs(
                 else:
                     cols[key].extend([typed(v) for v in column])
             continue
-        items = [item for item in _rows(value) if isinstance(item, dict)]
+        items = [item for item in _rows(value, COLUMNS[name][2:]) if isinstance(item, dict)]
         cols["pid"].extend([pid] * len(items))
         cols["round"].extend([round_index] * len(items))
         for key, typed in zip(COLUMNS[name][2:], COLUMN_TYPES[name], strict=True):
@@ -946,17 +956,11 @@ def _load_procfs(
 
 def _with_own(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """A process's source lines: the capture's shared ones (the same object for every
-    process that has no lines of its own), its own lines over them."""
+    process that has no lines of its own), and for each file it has its own lines of (its
+    file at that path differs: another mount namespace) those instead."""
     if not own:
         return shared
-    merged = dict(shared)
-    for filename, lines in own.items():
-        base = shared.get(filename)
-        if isinstance(lines, dict) and isinstance(base, dict):
-            merged[filename] = {**base, **lines}
-        else:
-            merged[filename] = lines
-    return merged
+    return {**shared, **own}
 
 
 def _length(block: dict[str, Any]) -> int:
@@ -970,18 +974,23 @@ def _same_lengths(block: dict[str, Any]) -> bool:
     )
 
 
-def _rows(value: Any) -> list[Any]:
-    """A list of objects, from a list (schema 1-4) or from columns (schema 5); columns of
-    different lengths give as many rows as the longest, missing cells null."""
-    if isinstance(value, list):
-        return value
+def _rows(value: Any, keys: tuple[str, ...]) -> list[Any]:
+    """A list of objects, from a list (schema 1-4) or from columns (schema 5), with only
+    the fields the loader reads (`keys`): columns of different lengths give as many rows
+    as the longest, missing cells null."""
+    if value is None or isinstance(value, list):
+        return value or []
     if not isinstance(value, dict):
-        return []
-    keys = [k for k, v in value.items() if isinstance(v, list)]
-    n = _length(value)
-    return [
-        {k: value[k][i] if i < len(value[k]) else None for k in keys} for i in range(n)
-    ]
+        raise ValueError(f"not a list or columns: {type(value).__name__}")
+    known = [k for k in keys if isinstance(value.get(k), list)]
+    n = max((len(value[k]) for k in known), default=0)
+    return [{k: value[k][i] if i < len(value[k]) else None for k in known} for i in range(n)]
+
+
+THREAD_FIELDS = (
+    "tid", "name", "state", "wchan", "utime", "stime", "kernel_stack", "voluntary",
+    "nonvoluntary",
+)  # fmt: skip
 
 
 def _thread_rows(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from postmortem.analysis.build import build_incident
 from postmortem.analysis.facts import Facts
+from postmortem.analysis.logs import clear_line_caches
 from postmortem.analysis.rules import RULES
 from postmortem.analysis.rules.common import thread_evidence
 from postmortem.analysis.threads import frames_text
@@ -178,7 +179,10 @@ def _capture_next(facts: Facts) -> str:
 
 def analyze(dump: Dump) -> Incident:
     with collector_paused():
-        return _analyze(dump)
+        try:
+            return _analyze(dump)
+        finally:
+            clear_line_caches()  # a long-lived caller keeps no dump's log lines
 
 
 def _analyze(dump: Dump) -> Incident:

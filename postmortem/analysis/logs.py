@@ -143,6 +143,11 @@ NOTABLE_WORDS = (
 LINE_CACHE = 1 << 18
 
 
+def clear_line_caches() -> None:
+    for cached in (notable, step_of, classify_line):
+        cached.cache_clear()
+
+
 def _glog_error_start(text: str) -> bool:
     return len(text) > 5 and text[0] in "EF" and text[1:5].isdigit()
 

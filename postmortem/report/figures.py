@@ -327,11 +327,14 @@ def cluster_map_figure(
             }
         )
     annotations = []
-    drawn = drawn_edges(wait_for, culprit_role, MAX_EDGES)
+    drawable = [
+        e
+        for e in wait_for
+        if e.waiter in positions and e.waits_on in positions and e.waiter != e.waits_on
+    ]
+    drawn = drawn_edges(drawable, culprit_role, MAX_EDGES)
     for edge in drawn:
         a, b = edge.waiter, edge.waits_on
-        if a not in positions or b not in positions or a == b:
-            continue
         (ax, ay), (bx, by) = positions[a], positions[b]
         annotations.append(
             {
@@ -392,9 +395,9 @@ def cluster_map_figure(
             f"{len(members)} members, a square each, in task order down each column; "
             "hover one for its role, address, pid and problems."
         )
-    if len(drawn) < len(wait_for):
+    if len(drawn) < len(drawable):
         note += (
-            f" {len(drawn)} of {len(wait_for)} wait-for edges drawn (to and from the "
+            f" {len(drawn)} of {len(drawable)} wait-for edges drawn (to and from the "
             "culprit first); `postmortem analyze --json` lists them all."
         )
     return FigureSpec("cluster", {"data": traces, "layout": layout}, note.strip())
@@ -479,14 +482,19 @@ def thread_rows(
     own = [_one_row(t) for t in threads if t.pid in kept]
     own += [_group_row(g) for g in groups if g.pid in kept]
     own.sort(key=lambda r: (rank.get(r.pid, len(rank)), r.status.rank, r.label))
-    alike: dict[tuple[str, str, Status, str], list[Thread | ThreadGroup]] = {}
+    alike: dict[tuple[str, str, Status, Any], list[Thread | ThreadGroup]] = {}
+
+    def job_of(role: str) -> str:  # a process no cluster spec names: "pid:N" -> "pid"
+        return jobs.get(role) or role.split(":", 1)[0]
+
     for t in threads:
         if t.pid not in kept:
-            key = (jobs.get(t.role, t.role), t.family, t.status, t.states)
+            key = (job_of(t.role), t.family, t.status, t.kernel_states)
             alike.setdefault(key, []).append(t)
     for g in groups:
         if g.pid not in kept:
-            alike.setdefault((jobs.get(g.role, g.role), g.family, g.status, g.states), []).append(g)
+            key = (job_of(g.role), g.family, g.status, g.kernel_states)
+            alike.setdefault(key, []).append(g)
     rows = []
     for (job, family, status, _), members in alike.items():
         count = sum(m.count if isinstance(m, ThreadGroup) else 1 for m in members)

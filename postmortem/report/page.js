@@ -65,7 +65,10 @@
     var words = (filter.value || "").toLowerCase().split(/\s+/).filter(Boolean);
     var shown = 0;
     items.forEach(function (d) {
-      var text = d.textContent.toLowerCase();
+      // The summary (role, pid, name, states) and, once opened, the details.
+      var lazy = d.querySelector(".pm-lazy");
+      var text = (lazy && !lazy.getAttribute("data-loaded") ?
+        d.querySelector("summary").textContent : d.textContent).toLowerCase();
       var ok = words.every(function (w) { return text.indexOf(w) >= 0; });
       d.hidden = !ok;
       if (ok) {

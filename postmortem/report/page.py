@@ -459,7 +459,7 @@ def processes_section(incident: Incident, order: Sequence[int]) -> str:
         "captured, the culprit first, then the members with problems; its kernel state per "
         "round, and its command line and raw stacks on demand.</p>"
         '<p><input type="search" id="pm-process-filter" placeholder="filter: role, pid, '
-        'command" aria-label="filter the processes"> <span id="pm-process-count"></span></p>'
+        'name, state" aria-label="filter the processes"> <span id="pm-process-count"></span></p>'
     ]
     hidden: list[str] = []
     for pid in order:

@@ -327,12 +327,13 @@ def test_source_lines_are_kept_once_for_the_capture(tmp_path: Path) -> None:
     from collectors.stacks import PySpyCollector
 
     code = tmp_path / "job.py"
-    code.write_text("".join(f"line {n}\n" for n in range(1, 61)))
+    code.write_text("".join(f"line {n}\n" for n in range(1, 401)))
     out = DumpWriter(tmp_path / "dump", ["postmortem"], {})
     (tmp_path / "dump").mkdir()
     traces: list[dict[str, object]] = [
-        {"frames": [{"filename": str(code), "line": 50}, {"filename": str(code), "line": 5}]}]
+        {"frames": [{"filename": str(code), "line": 350}, {"filename": str(code), "line": 5}]}]
     first, second = Target(os.getpid()), Target(os.getpid())
+    assert out.claim("key", 1) and out.claim("key", 1) and not out.claim("key", 2)
     # WHEN both keep their sources
     written = PySpyCollector._write_sources(first, traces, out)
     again = PySpyCollector._write_sources(second, traces, out)
@@ -340,13 +341,26 @@ def test_source_lines_are_kept_once_for_the_capture(tmp_path: Path) -> None:
     # its own, and a second target with nothing new writes nothing
     assert written == ["sources.json"] and again == []
     shared = json.loads((tmp_path / "dump/sources.json").read_text())
-    assert shared[str(code)]["50"] == "line 50" and shared[str(code)]["1"] == "line 1"
+    assert shared[str(code)]["350"] == "line 350" and shared[str(code)]["1"] == "line 1"
+    assert "199" not in shared[str(code)]  # 150 lines above each frame
     assert not list((tmp_path / "dump").glob("processes/*/sources.json"))
-    # AND lines that differ from the shared ones (another file at that path, in another
-    # mount namespace) are the target's own
-    own, now = out.add_sources({str(code): {"50": "something else", "51": "line 51"}})
-    assert own == {str(code): {"50": "something else"}} and now == "sources.json"
-    assert json.loads((tmp_path / "dump/sources.json").read_text())[str(code)]["51"] == "line 51"
+    # WHEN a third target's file at that path differs (another mount namespace): its
+    # earlier lines of it matched, this round's do not
+    third = Target(os.getpid())
+    PySpyCollector._write_sources(third, [{"frames": [{"filename": str(code), "line": 5}]}], out)
+    code.write_text("".join(f"other {n}\n" for n in range(1, 401)))
+    files = PySpyCollector._write_sources(
+        third, [{"frames": [{"filename": str(code), "line": 400}]}], out)
+    # THEN that file moves to its own sources.json, whole: its lines 1-5 read before and
+    # 250-400 now, never the shared lines it did not read (200-249 are the others')
+    own = json.loads((tmp_path / "dump" / files[-1]).read_text())[str(code)]
+    assert own["1"] == "line 1" and own["250"] == "other 250" and own["400"] == "other 400"
+    assert "220" not in own and "220" in shared[str(code)]
+    assert shared == json.loads((tmp_path / "dump/sources.json").read_text())
+    # AND the loader gives it that file from its own lines alone, the others the shared
+    from postmortem.loading import _with_own
+    view = _with_own(shared, {str(code): own})
+    assert view[str(code)] == own and _with_own(shared, {}) is shared
 
 
 def test_the_hosts_listening_addresses_are_written_once_a_round(tmp_path: Path) -> None:
@@ -355,10 +369,11 @@ def test_the_hosts_listening_addresses_are_written_once_a_round(tmp_path: Path) 
     out = DumpWriter(tmp_path, ["postmortem"], {})
     data = procfs.read_round(os.getpid())
     first = procfs.for_dump(data, 0, out)
-    second = procfs.for_dump(data, 0, out)
-    later = procfs.for_dump(data, 1, out)
+    second = procfs.for_dump({**data, "pid": os.getppid()}, 0, out)  # the same namespace
+    again = procfs.for_dump(data, 0, out)  # the first one's file, written again
+    later = procfs.for_dump({**data, "pid": os.getppid()}, 1, out)
     assert "host_listening" in first and "host_listening" not in second
-    assert "host_listening" in later
+    assert "host_listening" in again and "host_listening" in later
     assert first["netns"] == second["netns"] != ""
     # threads as columns, one value per thread in every column
     lengths = {len(v) for v in first["threads"].values()}

@@ -270,8 +270,11 @@ def test_hostile_columns_are_read_as_rows_or_refused(tmp_path: Path) -> None:
         lambda d: d["threads"]["tid"].__setitem__(0, "1; rm -rf /"),
         lambda d: d["threads"]["name"].pop(),
         lambda d: d["sockets"].__setitem__("tx_queue", [{"a": 1}] * len(d["sockets"]["fd"])),
-        lambda d: d.__setitem__("threads", "not columns"),
-        lambda d: d["threads"].__setitem__("utime", ["7"] * len(d["threads"]["tid"])),
+        lambda d: d.update(threads="not columns", sockets=5),
+        # times as text; and ragged, with thousands of unknown empty columns: read as rows
+        # of the known ones
+        lambda d: d["threads"].update({"utime": ["7"] * len(d["threads"]["tid"]),
+                                       **{f"k{i}": [] for i in range(20_000)}}),
     ]
     for path, edit in zip(rounds, edits, strict=False):
         data = json.loads(path.read_text())
@@ -285,6 +288,7 @@ def test_hostile_columns_are_read_as_rows_or_refused(tmp_path: Path) -> None:
     assert threads["name"].map(type).eq(str).all()
     assert loaded.sockets["tx_queue"].isna().any()
     assert postmortem.analyze(loaded).verdict.finding.hang_class.value
+    assert any("not a list or columns" in p for p in loaded.problems["problem"])
     # AND the rounds left alone load as they were
     untouched = [(int(p.parts[-3]), int(p.parts[-2][6:])) for p in rounds[len(edits):]]
     assert untouched
