@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -29,7 +31,17 @@ LOG_FORMAT = "%(asctime)s %(process)d %(threadName)s %(levelname)s %(message)s"
 log = logging.getLogger("scenario")
 
 
+def take_ctrl_c() -> None:
+    """Take SIGINT as a job run from a terminal does (KeyboardInterrupt). Started from a
+    background shell (a CI runner, `cmd &`), a process inherits SIGINT ignored, and Python
+    keeps it ignored: the storage-stall scenario's SIGINT to its blocked writer (an
+    operator's Ctrl-C) would then do nothing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
+    take_ctrl_c()
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--job_name", required=True, choices=["ps", "worker"])
     parser.add_argument("--task_index", type=int, required=True)
@@ -53,6 +65,7 @@ def flight_recorder(args: argparse.Namespace) -> Any:
 
 def setup_logging() -> None:
     """Route Python logging (ours and TensorFlow's, at INFO) to stderr, line-buffered."""
+    take_ctrl_c()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT, force=True)
     # The tensorflow logger adds its own stderr handler unless the root has one; keep
     # exactly one so every line appears once, and at INFO so Supervisor's
