@@ -331,12 +331,7 @@ class Capture:
             # stat() of an open file on a hung mount: read again without sizes.
             data = procfs.read_round(target.pid, stat_files=False)
             data["stat_timeout"] = True
-            return [
-                self.writer.write_json(
-                    layout.procfs_file(target.pid, round_index),
-                    procfs.for_dump(data, round_index, self.writer),
-                )
-            ]
+            return [procfs.write_round(self.writer, round_index, data)]
 
     def _checkpoint_round(self, round_index: int) -> None:
         assert self.writer is not None

@@ -468,6 +468,14 @@ def for_dump(data: dict[str, Any], round_index: int, out: Any) -> dict[str, Any]
     return written
 
 
+def write_round(out: Any, round_index: int, data: dict[str, Any]) -> str:
+    """Write a round read by `read_round` as procfs.json (`for_dump`); its name in the dump."""
+    from collectors.layout import procfs_file
+
+    written = for_dump(data, round_index, out)
+    return str(out.write_json(procfs_file(int(data["pid"]), round_index), written))
+
+
 def read_rss(pid: int) -> int | None:
     try:
         fields = _read_text(PROC / str(pid) / "statm").split()
@@ -489,7 +497,7 @@ class ProcfsCollector:
 
     def collect(self, target: Any, round_index: int, out: Any) -> list[str]:
         from collectors.base import CollectorFailure
-        from collectors.layout import FailureKind, procfs_file
+        from collectors.layout import FailureKind
 
         try:
             data = read_round(target.pid)
@@ -503,5 +511,4 @@ class ProcfsCollector:
         from collectors.watch import worth_watching
 
         target.other_tids = [t["tid"] for t in data["threads"] if worth_watching(t)]
-        written = for_dump(data, round_index, out)
-        return [out.write_json(procfs_file(target.pid, round_index), written)]
+        return [write_round(out, round_index, data)]

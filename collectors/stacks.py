@@ -186,13 +186,12 @@ class PySpyCollector:
                 known = new.setdefault(filename, {})
                 for number in range(max(1, line - SOURCE_CONTEXT), line + 1):
                     known[str(number)] = lines[number - 1].rstrip("\n")
-        before = {name: set(numbers) for name, numbers in target.read_lines.items()}
+        shared = out.add_sources(new, target.own_sources, target.read_lines)
         for filename, numbered in new.items():
             target.read_lines.setdefault(filename, set()).update(numbered)
-        owned = set(target.own_sources)
-        shared = out.add_sources(new, target.own_sources, before)
         files = [shared] if shared else []
-        if set(target.own_sources) != owned or any(f in owned for f in new):
+        # Its own lines changed only in a file of this round's lines that is now its own.
+        if any(filename in target.own_sources for filename in new):
             files.append(out.write_json(layout.sources_file(target.pid), target.own_sources))
         return files
 

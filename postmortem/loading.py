@@ -969,9 +969,8 @@ def _length(block: dict[str, Any]) -> int:
 
 def _same_lengths(block: dict[str, Any]) -> bool:
     """Every column of a block of columns (schema 5) a list, all of one length."""
-    return len({len(v) if isinstance(v, list) else -1 for v in block.values()}) <= 1 and all(
-        isinstance(v, list) for v in block.values()
-    )
+    values = list(block.values())
+    return all(isinstance(v, list) for v in values) and len({len(v) for v in values}) <= 1
 
 
 def _rows(value: Any, keys: tuple[str, ...]) -> list[Any]:

@@ -826,13 +826,13 @@ class Incident:
 
     def status_counts(self, pid: int | None = None) -> dict[Status, int]:
         """Threads per status, of one process or of all, groups included."""
+        by_pid = self.status_counts_by_pid()
+        if pid is not None:
+            return by_pid.get(pid, {})
         counts: dict[Status, int] = {}
-        for t in self.threads:
-            if pid is None or t.pid == pid:
-                counts[t.status] = counts.get(t.status, 0) + 1
-        for g in self.thread_groups:
-            if pid is None or g.pid == pid:
-                counts[g.status] = counts.get(g.status, 0) + g.count
+        for mine in by_pid.values():
+            for status, n in mine.items():
+                counts[status] = counts.get(status, 0) + n
         return counts
 
     def status_counts_by_pid(self) -> dict[int, dict[Status, int]]:

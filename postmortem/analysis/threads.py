@@ -457,7 +457,7 @@ def thread_views(
                 if record is not None:
                     views.append(record)
                     continue
-                gkey = (pid, family(k.name), status, k.states, read_in)
+                gkey = (pid, thread_family(k.name), status, k.states, read_in)
                 groups.setdefault(gkey, []).append(tid)
                 group_wchan.setdefault(gkey, k.wchan)
                 continue
@@ -566,9 +566,6 @@ def thread_views(
             )
         )
     return ThreadViews(views, thread_groups)
-
-
-family = thread_family
 
 
 def _stackless(

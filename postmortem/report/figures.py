@@ -174,15 +174,22 @@ def cluster_positions(members: Sequence[Member]) -> dict[str, tuple[float, float
     return positions
 
 
-def _column_ticks(members: Sequence[Member]) -> tuple[list[float], list[str]]:
-    """Where each column's name goes on the x axis, and the name."""
-    positions = cluster_positions(members)
+def _column_ticks(
+    members: Sequence[Member], positions: dict[str, tuple[float, float]]
+) -> tuple[list[float], list[str]]:
+    """Where each column's name goes on the x axis (`cluster_positions`), and the name."""
     vals, texts = [], []
     for name, mine in _columns(members):
         xs = [positions[m.role][0] for m in mine]
         vals.append((min(xs) + max(xs)) / 2)
         texts.append(ptext(name) + (f" ({len(mine)})" if compact(members) else ""))
     return vals, texts
+
+
+def job_of(jobs: Mapping[str, str], role: str) -> str:
+    """A role's job (`jobs`: role -> job, the members'); a process no cluster spec names,
+    "pid:N", is in "pid"."""
+    return jobs.get(role) or role.split(":", 1)[0]
 
 
 def drawn_edges(
@@ -360,7 +367,7 @@ def cluster_map_figure(
         )
     shapes, group_notes = _collective_group(members, positions)
     annotations.extend(group_notes)
-    tickvals, ticktext = _column_ticks(members)
+    tickvals, ticktext = _column_ticks(members, positions)
     xs_all = [x for x, _ in positions.values()]
     rows = max(1, len({y for _, y in positions.values()}))
     tall = bool(shapes)  # a third line under each marker, and the group's box
@@ -483,17 +490,13 @@ def thread_rows(
     own += [_group_row(g) for g in groups if g.pid in kept]
     own.sort(key=lambda r: (rank.get(r.pid, len(rank)), r.status.rank, r.label))
     alike: dict[tuple[str, str, Status, Any], list[Thread | ThreadGroup]] = {}
-
-    def job_of(role: str) -> str:  # a process no cluster spec names: "pid:N" -> "pid"
-        return jobs.get(role) or role.split(":", 1)[0]
-
     for t in threads:
         if t.pid not in kept:
-            key = (job_of(t.role), t.family, t.status, t.kernel_states)
+            key = (job_of(jobs, t.role), t.family, t.status, t.kernel_states)
             alike.setdefault(key, []).append(t)
     for g in groups:
         if g.pid not in kept:
-            key = (job_of(g.role), g.family, g.status, g.kernel_states)
+            key = (job_of(jobs, g.role), g.family, g.status, g.kernel_states)
             alike.setdefault(key, []).append(g)
     rows = []
     for (job, family, status, _), members in alike.items():
@@ -864,8 +867,7 @@ def progress_figure(
         # page draws a handful of traces, not thousands.
         by_job: dict[str, list[Any]] = {}
         for s in series:
-            job = (jobs or {}).get(s.role, s.role.split(":", 1)[0])
-            by_job.setdefault(job, []).append(s)
+            by_job.setdefault(job_of(jobs or {}, s.role), []).append(s)
         total = sum(1 for s in series for p in s.points if p.time is not None)
         stride = max(1, math.ceil(total / MAX_PROGRESS_POINTS))
         for job, mine in by_job.items():
@@ -1219,6 +1221,7 @@ def checkpoint_figure(checkpoints: Sequence[CheckpointProgress]) -> FigureSpec:
 def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str, FigureSpec]:
     culprit = incident.verdict.culprit
     by_pid = incident.status_counts_by_pid()
+    jobs = {m.role: m.job for m in incident.members}
     many = len(incident.processes) > COMPACT_MEMBERS
     return {
         "cluster": cluster_map_figure(
@@ -1232,7 +1235,7 @@ def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str,
             incident.thread_groups,
             [r.index for r in incident.timeline.rounds],
             process_order,
-            {m.role: m.job for m in incident.members} if many else None,
+            jobs if many else None,
             [culprit.pid] if culprit and culprit.pid is not None else [],
         ),
         "stacks": stack_tree_figure(
@@ -1241,9 +1244,7 @@ def build_figures(incident: Incident, process_order: Sequence[int]) -> dict[str,
             incident.tree_source.value if incident.tree_source else "none",
             culprit.pid if culprit else None,
         ),
-        "progress": progress_figure(
-            incident.timeline, incident.window, {m.role: m.job for m in incident.members}
-        ),
+        "progress": progress_figure(incident.timeline, incident.window, jobs),
         "timeline": timeline_figure(incident.timeline),
         "checkpoint": checkpoint_figure(incident.checkpoints),
         "steptimes": step_times_figure(incident.flights, incident.window),
