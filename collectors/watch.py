@@ -46,6 +46,12 @@ IDLE_WCHANS = (
     "wait_woken",
 )
 MAX_THREADS = 64  # watched per process: its Python threads, the main thread first
+# A thread the last round's blocking py-spy dump stopped is woken by the detach and goes
+# back to sleep when the scheduler next runs it: on a busy machine that can be after the
+# watch's first look, and that return to its wait is one voluntary switch of the capture's
+# making, not the job's. A thread first seen running is counted from its first look asleep
+# (or from its SETTLE_LOOKS-th look, if it keeps running: then its CPU time speaks).
+SETTLE_LOOKS = 3
 
 
 @dataclass
@@ -56,14 +62,17 @@ class ThreadWatch:
     looks: int = 0
     woke: int = 0  # windows (between two looks) in which it switched voluntarily
     states: Counter[str] = field(default_factory=Counter)
+    settled: bool = False  # seen asleep (or running for SETTLE_LOOKS looks): counting
 
     def look(self, switches: tuple[int, int] | None, state: str | None) -> None:
         if switches is None:
             return
-        if self.last is not None and switches[0] > self.last[0]:
-            self.woke += 1
-        if self.first is None:
+        if not self.settled:
+            # Still resuming from the capture's attach: this look is the new baseline.
             self.first = switches
+            self.settled = state != "R" or self.looks + 1 >= SETTLE_LOOKS
+        elif self.last is not None and switches[0] > self.last[0]:
+            self.woke += 1
         self.last = switches
         self.looks += 1
         if state:

@@ -379,3 +379,27 @@ def test_the_hosts_listening_addresses_are_written_once_a_round(tmp_path: Path) 
     lengths = {len(v) for v in first["threads"].values()}
     assert lengths == {len(data["threads"])}
     assert first["threads"]["tid"][0] == data["threads"][0]["tid"]
+
+
+def test_the_watch_counts_a_thread_from_its_first_look_asleep() -> None:
+    from collectors.watch import SETTLE_LOOKS, ThreadWatch
+
+    # Resuming from the capture's attach: running at the first look, asleep at the next.
+    # That return to its wait is the capture's switch, not the job's.
+    resumed = ThreadWatch(1)
+    for switches, state in (((10, 3), "R"), ((11, 3), "S"), ((11, 3), "S"), ((11, 3), "S")):
+        resumed.look(switches, state)
+    assert resumed.to_json()["woke"] == 0 and resumed.to_json()["voluntary"] == 0
+    # Asleep from the start, then woken twice: both count.
+    stepping = ThreadWatch(2)
+    for switches, state in (((10, 0), "S"), ((11, 0), "S"), ((11, 0), "S"), ((12, 0), "S")):
+        stepping.look(switches, state)
+    assert stepping.to_json()["woke"] == 2 and stepping.to_json()["voluntary"] == 2
+    # Running in every look: counting starts at the SETTLE_LOOKS-th look all the same.
+    busy = ThreadWatch(3)
+    for n in range(SETTLE_LOOKS + 3):
+        busy.look((100 + 2 * n, 0), "R")
+    assert busy.to_json()["woke"] == 3 and busy.to_json()["looks"] == SETTLE_LOOKS + 3
+    # A look whose counters cannot be read changes nothing.
+    busy.look(None, None)
+    assert busy.to_json()["looks"] == SETTLE_LOOKS + 3
