@@ -124,6 +124,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "tcp_state",
         "tx_queue",
         "rx_queue",
+        "last_round",  # one row per connection and run of rounds it was seen alike in
     ),
     "checkpoint_files": ("dir", "round", "time", "name", "size", "mtime"),
     "checkpoint_rounds": (
@@ -599,6 +600,7 @@ def _load_dump(path: Path | str, nested: bool = False) -> Dump:
     }
     sources_by_pid: dict[int, dict[str, dict[str, str]]] = {}
     guard = _Guard(rows, columns, problems)
+    runs = _SocketRuns(columns["sockets"])
     seen_pids: set[int] = set()
     # Schema 5: the capture's source lines once, a process's own file holding what differs.
     shared = reader.try_json(layout.SHARED_SOURCES, required=False)
@@ -660,6 +662,7 @@ def _load_dump(path: Path | str, nested: bool = False) -> Dump:
                 rows,
                 columns,
                 guard,
+                runs,
             )
         flight = layout.flight_file(pid)
         guard.run(flight, _load_flight, reader, flight, pid, rows)
@@ -848,10 +851,11 @@ def _load_round(
     rows: dict[str, list[dict[str, Any]]],
     columns: dict[str, dict[str, list[Any]]],
     guard: _Guard,
+    runs: _SocketRuns,
 ) -> None:
     """Each file of a round is its own unit: garbage in one keeps the others."""
     procfs = layout.procfs_file(pid, round_index)
-    guard.run(procfs, _load_procfs, reader, procfs, pid, round_index, rows, columns)
+    guard.run(procfs, _load_procfs, reader, procfs, pid, round_index, rows, columns, runs)
     pyspy = layout.pyspy_file(pid, round_index)
     guard.run(pyspy, _load_pyspy, reader, pyspy, pid, round_index, sources, rows)
     second = layout.pyspy_watch_file(pid, round_index)
@@ -870,6 +874,7 @@ def _load_procfs(
     round_index: int,
     rows: dict[str, list[dict[str, Any]]],
     columns: dict[str, dict[str, list[Any]]],
+    runs: _SocketRuns | None = None,
 ) -> None:
     data = reader.try_json(relative, required=False)
     if data is None:
@@ -931,27 +936,93 @@ def _load_procfs(
                     "size": _int(item.get("size")),
                 }
             )
-    for name in ("files", "sockets"):
-        value = data.get(name)
+    blocks = {name: _typed_block(name, data.get(name)) for name in ("files", "sockets")}
+    for name, (n, block) in blocks.items():
+        if name == "sockets" and runs is not None:
+            runs.add(pid, round_index, n, block)
+            continue
         cols = columns[name]
-        if isinstance(value, dict) and _same_lengths(value):
-            n = _length(value)
+        cols["pid"].extend([pid] * n)
+        cols["round"].extend([round_index] * n)
+        for key, values in block.items():
+            cols[key].extend(values)
+        if name == "sockets":
+            cols["last_round"].extend([round_index] * n)
+
+
+def _typed_block(name: str, value: Any) -> tuple[int, dict[str, list[Any]]]:
+    """A files or sockets block (columns in schema 5, a list of objects before), as typed
+    columns after pid and round, and its row count."""
+    keys = COLUMNS[name][2 : 2 + len(COLUMN_TYPES[name])]
+    if isinstance(value, dict) and _same_lengths(value):
+        n = _length(value)
+        block = {}
+        for key, typed in zip(keys, COLUMN_TYPES[name], strict=True):
+            column = value.get(key)
+            if not isinstance(column, list):
+                block[key] = [typed(None)] * n
+            elif set(map(type, column)) <= FAST_TYPES[typed]:
+                block[key] = _interned(column) if typed is _s else column
+            else:
+                block[key] = [typed(v) for v in column]
+        return n, block
+    items = [item for item in _rows(value, keys) if isinstance(item, dict)]
+    return len(items), {
+        key: [typed(item.get(key)) for item in items]
+        for key, typed in zip(keys, COLUMN_TYPES[name], strict=True)
+    }
+
+
+class _SocketRuns:
+    """Sockets, one row per connection for as long as it stays the same: a hung job's
+    thousands of connections look alike in every round (28 million rows at 10,000
+    processes x 3 rounds, one per connection and round). A row is extended to the next
+    round (`last_round`) when the same process shows the very same socket there (fd,
+    addresses, state, queues); anything that changed is a row of its own. Rounds of a
+    process are read in order, one process after the other."""
+
+    FIELDS = COLUMNS["sockets"][2:-1]
+
+    def __init__(self, cols: dict[str, list[Any]]) -> None:
+        self.cols = cols
+        self.pid: int | None = None
+        self.round = -1
+        self.rows: list[tuple[Any, ...]] = []  # the previous round's sockets of self.pid
+        self.at: list[int] = []  # and the row each one is in
+
+    def add(self, pid: int, round_index: int, n: int, block: dict[str, list[Any]]) -> None:
+        cols, last = self.cols, self.cols["last_round"]
+        rows = list(zip(*(block[k] for k in self.FIELDS), strict=True)) if n else []
+        follows = pid == self.pid and round_index == self.round + 1
+        if follows and rows == self.rows:  # the common case: nothing changed at all
+            for index in self.at:
+                last[index] = round_index
+        elif follows and self.rows:
+            earlier = dict(zip(self.rows, self.at, strict=True))
+            at = []
+            for row in rows:
+                found = earlier.pop(row, None)  # popped: a second alike row is a new row
+                if found is None:
+                    index = len(last)
+                    cols["pid"].append(pid)
+                    cols["round"].append(round_index)
+                    for key, value in zip(self.FIELDS, row, strict=True):
+                        cols[key].append(value)
+                    last.append(round_index)
+                else:
+                    index = found
+                    last[index] = round_index
+                at.append(index)
+            self.at = at
+        else:
+            start = len(last)
             cols["pid"].extend([pid] * n)
             cols["round"].extend([round_index] * n)
-            for key, typed in zip(COLUMNS[name][2:], COLUMN_TYPES[name], strict=True):
-                column = value.get(key)
-                if not isinstance(column, list):
-                    cols[key].extend([typed(None)] * n)
-                elif set(map(type, column)) <= FAST_TYPES[typed]:
-                    cols[key].extend(_interned(column) if typed is _s else column)
-                else:
-                    cols[key].extend([typed(v) for v in column])
-            continue
-        items = [item for item in _rows(value, COLUMNS[name][2:]) if isinstance(item, dict)]
-        cols["pid"].extend([pid] * len(items))
-        cols["round"].extend([round_index] * len(items))
-        for key, typed in zip(COLUMNS[name][2:], COLUMN_TYPES[name], strict=True):
-            cols[key].extend([typed(item.get(key)) for item in items])
+            for key in self.FIELDS:
+                cols[key].extend(block[key])
+            last.extend([round_index] * n)
+            self.at = list(range(start, start + n))
+        self.pid, self.round, self.rows = pid, round_index, rows
 
 
 def _with_own(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

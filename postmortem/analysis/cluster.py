@@ -183,6 +183,10 @@ class Cluster:
         if s.empty:
             return {}
         lis = s[s["tcp_state"] == "LISTEN"]
+        if "last_round" in lis.columns:  # a row stands for each round from round to last_round
+            spans = (lis["last_round"] - lis["round"]).clip(lower=0).astype(int) + 1
+            lis = lis.loc[lis.index.repeat(spans)]
+            lis = lis.assign(round=lis["round"] + lis.groupby(level=0).cumcount())
         ports = _ports(lis["local"])
         per_round = lis.assign(port=ports).groupby(["pid", "port", "round"])["rx_queue"].max()
         out: dict[tuple[int, int], list[float]] = {}
@@ -201,7 +205,8 @@ class Cluster:
 
     @cached_property
     def _established_remote_ports(self) -> dict[int, int]:
-        """port -> how many ESTABLISHED socket rows (all rounds) have it as remote port."""
+        """port -> how many ESTABLISHED connections (a row each while alike) have it as
+        remote port."""
         s = self.dump.sockets
         if s.empty:
             return {}

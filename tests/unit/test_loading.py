@@ -299,3 +299,37 @@ def test_hostile_columns_are_read_as_rows_or_refused(tmp_path: Path) -> None:
             theirs = orig[(orig["pid"] == pid) & (orig["round"] == rnd)]
             pd.testing.assert_frame_equal(mine.reset_index(drop=True),
                                           theirs.reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["ps-frozen-during-save", "healthy-training"])
+def test_a_connection_alike_in_every_round_is_one_row(tmp_path: Path, name: str) -> None:
+    # GIVEN a recorded dump, one socket of which changes its queue in the last round
+    dump = tmp_path / "dump"
+    shutil.copytree(SAMPLES / name, dump)
+    files = sorted(dump.glob("processes/*/round-*/procfs.json"))
+    last = max(files, key=lambda p: (p.parts[-2], p.parts[-3]))
+    data = json.loads(last.read_text())
+    established = [s for s in data["sockets"] if s.get("tcp_state") == "ESTABLISHED"]
+    assert established
+    established[0]["rx_queue"] = 4242
+    last.write_text(json.dumps(data))
+    # WHEN it is loaded
+    sockets = postmortem.load(dump).sockets
+    # THEN a row stands for every round from `round` to `last_round`, and those rows,
+    # spread over their rounds, are exactly the sockets each round's file holds
+    fields = list(COLUMNS["sockets"][2:-1])
+    spread = sorted(
+        (int(row["pid"]), rnd, *(row[f] for f in fields))
+        for row in sockets.to_dict("records")
+        for rnd in range(int(row["round"]), int(row["last_round"]) + 1)
+    )
+    written = sorted(
+        (int(p.parts[-3]), int(p.parts[-2][6:]), *(s.get(f) for f in fields))
+        for p in files
+        for s in json.loads(p.read_text())["sockets"]
+    )
+    assert spread == written
+    # AND connections that did not change are not repeated: fewer rows than sockets read
+    assert len(sockets) < len(written)
+    changed = sockets[sockets["rx_queue"] == 4242]
+    assert len(changed) == 1 and int(changed["round"].iloc[0]) == int(last.parts[-2][6:])
