@@ -245,30 +245,72 @@ class Cluster:
 
     def connected_members(self, pid: int) -> list[str]:
         """Roles of cluster members this process holds TCP connections to."""
-        remotes = self._remotes_by_pid.get(pid)
+        remotes = self._remotes_of(pid)
         if not remotes:
             return []
         found: set[int] = set()
-        for host, port in remotes:
-            for index, m in self._members_by_port.get(port, ()):
-                if m.pid != pid and host in self._aliases(host_of(str(m.address))):
+        for remote in remotes:
+            for index, member_pid in self._members_at(remote):
+                if member_pid != pid:
                     found.add(index)
         return [self.members[i].role for i in sorted(found)]
+
+    def _members_at(self, remote: tuple[str, int]) -> list[tuple[int, int | None]]:
+        """(index, pid) of the members a remote end (host, port) is: thousands of workers
+        hold connections to the same ps addresses, so each is matched once."""
+        found = self._member_matches.get(remote)
+        if found is None:
+            host, port = remote
+            found = self._member_matches[remote] = [
+                (index, m.pid)
+                for index, m in self._members_by_port.get(port, ())
+                if host in self._aliases(host_of(str(m.address)))
+            ]
+        return found
+
+    @cached_property
+    def _member_matches(self) -> dict[tuple[str, int], list[tuple[int, int | None]]]:
+        return {}
 
     @cached_property
     def _remotes_by_pid(self) -> dict[int, set[tuple[str, int]]]:
         """pid -> (host, port) of the remote end of each of its non-LISTEN sockets."""
+        return {pid: found for pid in self._connection_rows if (found := self._remotes_of(pid))}
+
+    @cached_property
+    def _connection_rows(self) -> dict[int, Any]:
+        """pid -> the positions of its non-LISTEN sockets in `_remotes`."""
         s = self.dump.sockets
         if s.empty:
             return {}
-        pairs = s.loc[s["tcp_state"] != "LISTEN", ["pid", "remote"]].drop_duplicates()
-        parsed = {r: (host_of(r), port_of(r)) for r in map(str, pairs["remote"].unique())}
-        out: dict[int, set[tuple[str, int]]] = {}
-        for pid, remote in zip(pairs["pid"].tolist(), pairs["remote"].tolist(), strict=True):
-            host, port = parsed[str(remote)]
-            if port is not None:
-                out.setdefault(int(pid), set()).add((host, port))
+        pids = s.loc[s["tcp_state"] != "LISTEN", "pid"]
+        return {as_int(pid): rows for pid, rows in pids.groupby(pids.to_numpy()).indices.items()}
+
+    @cached_property
+    def _remotes(self) -> Any:
+        s = self.dump.sockets
+        return s.loc[s["tcp_state"] != "LISTEN", "remote"].to_numpy(dtype=object)
+
+    def _remotes_of(self, pid: int) -> set[tuple[str, int]]:
+        """(host, port) of the remote end of each of a process's non-LISTEN sockets; each
+        address is parsed once (a ps's address is every worker's remote end)."""
+        rows = self._connection_rows.get(pid)
+        if rows is None:
+            return set()
+        parsed = self._parsed_remotes
+        out: set[tuple[str, int]] = set()
+        for remote in set(self._remotes[rows].tolist()):
+            found = parsed.get(remote)
+            if found is None:
+                text = str(remote)
+                found = parsed[remote] = (host_of(text), port_of(text))
+            if found[1] is not None:
+                out.add(cast("tuple[str, int]", found))
         return out
+
+    @cached_property
+    def _parsed_remotes(self) -> dict[Any, tuple[str, int | None]]:
+        return {}
 
     @cached_property
     def _members_by_port(self) -> dict[int, list[tuple[int, Member]]]:
