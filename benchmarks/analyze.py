@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -48,6 +49,7 @@ def cli(dump: Path) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "postmortem", "analyze", str(dump), "--json"],
         check=True, capture_output=True, text=True,
+        env={**os.environ, "POSTMORTEM_CACHE": "off"},  # every run cold (benchmarks/cache.py)
     )
     document: dict[str, Any] = json.loads(out.stdout)
     return document

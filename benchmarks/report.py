@@ -16,6 +16,7 @@ Prints the median of --runs of:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ def write_report(dump: Path, out: Path) -> float:
     subprocess.run(
         [sys.executable, "-m", "postmortem", "report", str(dump), "-o", str(out), "--force"],
         check=True, capture_output=True, text=True,
+        env={**os.environ, "POSTMORTEM_CACHE": "off"},  # every run cold (benchmarks/cache.py)
     )
     return time.perf_counter() - start
 

@@ -5,6 +5,7 @@ verdict of a dump in the shape scripts read (`--json`'s `verdict`)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,11 @@ import pytest
 import postmortem
 from collectors import layout
 from postmortem.serialize import verdict_summary
+
+# The tests never keep analyses in the user's cache directory (postmortem.cache): a test
+# that edits a dump and analyzes it again must see its edit. tests/unit/test_cache.py turns
+# the cache on in a directory of its own.
+os.environ["POSTMORTEM_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"

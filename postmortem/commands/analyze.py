@@ -25,13 +25,12 @@ def analyze(
 ) -> int:
     """Name the hang class, the culprit process, the blocking op and the fix, with evidence."""
     # pandas-heavy: imported when the command runs, so `capture` stays light.
-    from postmortem import analyze as run_analysis
-    from postmortem import load
+    from postmortem import cache
     from postmortem.render import RenderOptions, renderer
 
     if html is not None:
         check_not_in_dump(html, dump)
-    incident = run_analysis(load(dump))
+    incident, keep = cache.analysis(dump)
     if html is not None:
         write_text(html, renderer("html").render(incident, RenderOptions()), force=force)
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -39,4 +38,5 @@ def analyze(
     typer.echo(renderer("json" if as_json else "text").render(incident, options), nl=False)
     if html is not None and not as_json:
         typer.echo(f"report: {html}")
+    keep()
     return 0

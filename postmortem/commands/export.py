@@ -42,7 +42,7 @@ def export(
 ) -> int:
     """Export stacks to speedscope or folded format, events to a Chrome/Perfetto trace."""
     # pandas-heavy: imported when the command runs, so `capture` stays light.
-    from postmortem import analyze, load
+    from postmortem import cache
     from postmortem.render import RenderOptions, renderer
 
     if fmt_name not in FORMATS:
@@ -53,8 +53,10 @@ def export(
     target = output if output is not None else default_output(dump, chosen.suffix)
     if not is_stdout(target):
         check_not_in_dump(target, dump)
-    text = chosen.render(analyze(load(dump)), RenderOptions(stacks=stacks))
+    incident, keep = cache.analysis(dump)
+    text = chosen.render(incident, RenderOptions(stacks=stacks))
     written = write_text(target, text, force=force)
     if written is not None:
         typer.echo(f"{fmt_name}: {written}")
+    keep()
     return 0

@@ -25,15 +25,17 @@ def report(
     """Write one HTML file that opens offline: verdict, cluster map, thread states, merged
     stacks, timeline, checkpoint sizes, evidence and raw stacks. Attach it to the incident."""
     # pandas/plotly-heavy: imported when the command runs, so `capture` stays light.
-    from postmortem import analyze, load
+    from postmortem import cache
     from postmortem.render import RenderOptions, renderer
 
     html = renderer("html")
     target = output if output is not None else default_output(dump, html.suffix)
     if not is_stdout(target):
         check_not_in_dump(target, dump)
-    text = html.render(analyze(load(dump)), RenderOptions())
+    incident, keep = cache.analysis(dump)
+    text = html.render(incident, RenderOptions())
     written = write_text(target, text, force=force)
     if written is not None:
         typer.echo(f"report: {written} ({written.stat().st_size / 1e6:.1f} MB)", err=False)
+    keep()
     return 0
