@@ -64,6 +64,10 @@ def loads(data: bytes) -> Any:
         raise NotReadable(f"corrupt: {exc}") from exc
 
 
+LISTING_LIMIT = 1_000_000  # names of one directory kept in memory
+MAX_DEPTH = 32  # directories below the root resolved step by step; deeper ones in full
+
+
 @dataclass
 class DumpReader:
     root: Path
@@ -73,6 +77,10 @@ class DumpReader:
     def __post_init__(self) -> None:
         self.real_root = os.path.realpath(self.root)
         self._real_dirs: dict[str, str] = {"": self.real_root}  # relative dir -> real path
+        # relative dir -> {name: is a symlink}, listed once (None: could not be listed): a
+        # round's files that were not written (a watch, a native stack) are known missing
+        # without a failed open each, and a name needs no lstat to know it is no link.
+        self._listed: dict[str, dict[str, bool] | None] = {}
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -89,9 +97,47 @@ class DumpReader:
             return self._resolve(relative)
         real_parent = self._real_dirs.get(parent)
         if real_parent is None:
-            real_parent = self._real_dirs[parent] = self._resolve(parent)
+            real_parent = self._real_dirs[parent] = self._real_dir(parent)
         candidate = os.path.join(real_parent, name)
-        return self._resolve(relative) if os.path.islink(candidate) else candidate
+        entries = self._entries(parent, real_parent)
+        link = entries.get(name, False) if entries is not None else os.path.islink(candidate)
+        return self._resolve(relative) if link else candidate
+
+    def _real_dir(self, relative: str) -> str:
+        """A directory's real path: its parent's (known) and its name, unless the name is a
+        link, or odd (., .., empty), or deep: then resolved in full and checked."""
+        parent, _, name = relative.rpartition("/")
+        if name in ("", ".", "..") or relative.count("/") > MAX_DEPTH:
+            return self._resolve(relative)
+        real_parent = self._real_dirs.get(parent)
+        if real_parent is None:
+            real_parent = self._real_dirs[parent] = self._real_dir(parent)
+        entries = self._entries(parent, real_parent)
+        candidate = os.path.join(real_parent, name)
+        link = entries.get(name, False) if entries is not None else os.path.islink(candidate)
+        return self._resolve(relative) if link else candidate
+
+    def _entries(self, parent: str, real_parent: str) -> dict[str, bool] | None:
+        if parent in self._listed:
+            return self._listed[parent]
+        names: dict[str, bool] = {}
+        found: dict[str, bool] | None = names
+        try:
+            with os.scandir(real_parent) as listing:
+                for entry in listing:
+                    names[entry.name] = entry.is_symlink()
+                    if len(names) > LISTING_LIMIT:
+                        found = None  # a hostile directory: each name looked up on its own
+                        break
+        except OSError:
+            found = None
+        self._listed[parent] = found
+        return found
+
+    def _known_missing(self, relative: str) -> bool:
+        parent, _, name = relative.rpartition("/")
+        entries = self._listed.get(parent)
+        return entries is not None and name not in entries
 
     def _resolve(self, relative: str) -> str:
         real = os.path.realpath(os.path.join(self.real_root, relative))
@@ -155,6 +201,8 @@ class DumpReader:
 
     def _read_bytes(self, relative: str, limit: int) -> bytes:
         real = self.inside(relative)
+        if self._known_missing(relative):
+            raise NotReadable("missing")
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
             fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))

@@ -336,3 +336,28 @@ def test_json_the_fast_parser_refuses_is_read_as_the_standard_library_reads_it(
     (tmp_path / "nan.json").write_text('{"rss": NaN, "x": [Infinity]}')
     got = DumpReader(tmp_path).read_json("nan.json")
     assert got["rss"] != got["rss"] and got["x"] == [float("inf")]
+
+
+def test_links_are_followed_only_while_they_stay_inside_the_dump(tmp_path: Path) -> None:
+    # GIVEN a dump whose `processes` directory links out of it, and whose `logs` directory
+    # links to another directory of the same dump (directories are resolved step by step
+    # from their parents, each name's link flag taken from one listing of its parent)
+    from postmortem.dumpfiles import DumpReader, NotReadable
+
+    outside = tmp_path / "outside"
+    (outside / "1" / "round-000").mkdir(parents=True)
+    (outside / "1" / "round-000" / "procfs.json").write_text("{}")
+    dump = tmp_path / "dump"
+    (dump / "real" / "deep").mkdir(parents=True)
+    (dump / "real" / "deep" / "x.json").write_text('{"ok": 1}')
+    (dump / "processes").symlink_to(outside)
+    (dump / "logs").symlink_to(dump / "real")
+    reader = DumpReader(dump)
+    # THEN nothing below the link out is read, however deep, and the inner link reads
+    for _ in range(2):
+        with pytest.raises(NotReadable, match="outside the dump"):
+            reader.read_bytes("processes/1/round-000/procfs.json")
+        assert reader.read_json("logs/deep/x.json") == {"ok": 1}
+        with pytest.raises(NotReadable, match="missing"):
+            reader.read_bytes("logs/deep/absent.json")
+    assert reader.read == {"logs/deep/x.json"}
