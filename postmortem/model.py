@@ -135,8 +135,10 @@ class Status(str, enum.Enum):
 
     @property
     def rank(self) -> int:
-        return list(Status).index(self)
+        return _STATUS_RANK[self]
 
+
+_STATUS_RANK = {status: index for index, status in enumerate(Status)}  # most telling first
 
 class WaitKind(str, enum.Enum):
     """What a waiting thread waits on, read from its stack and source line."""
