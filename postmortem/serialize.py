@@ -25,25 +25,41 @@ class _Writer:
     def __init__(self) -> None:
         self.stacks: list[Any] = []
         self.index: dict[Stack, int] = {}
+        self.by_id: dict[int, int] = {}  # id(stack) -> index: equal stacks hash slowly
+        self.kinds: dict[type, str] = {}
         self.fields: dict[type, tuple[str, ...]] = {}
         self.getters: dict[type, Any] = {}
 
+    def _kind(self, kind: type) -> str:
+        """How values of a type are written, decided once per type (the checks in order)."""
+        if kind is type(None) or issubclass(kind, (str, int, bool)) and not issubclass(
+            kind, enum.Enum
+        ):
+            return "plain"
+        if issubclass(kind, Stack):
+            return "stack"
+        if issubclass(kind, enum.Enum):
+            return "enum"
+        if dataclasses.is_dataclass(kind):
+            names = self.fields[kind] = tuple(f.name for f in dataclasses.fields(kind))
+            self.getters[kind] = operator.attrgetter(*names)
+            return "dataclass"
+        if issubclass(kind, (list, tuple)):
+            return "sequence"
+        if issubclass(kind, dict):
+            return "mapping"
+        if issubclass(kind, float):
+            return "float"
+        return "other"
+
     def value(self, obj: Any) -> Any:
-        if obj is None or isinstance(obj, (str, int, bool)):
+        kind = self.kinds.get(type(obj))
+        if kind is None:
+            kind = self.kinds[type(obj)] = self._kind(type(obj))
+        if kind == "plain":
             return obj
-        if isinstance(obj, Stack):
-            found = self.index.get(obj)
-            if found is None:
-                found = self.index[obj] = len(self.stacks)
-                self.stacks.append([self.value(f) for f in obj.frames])
-            return found
-        if isinstance(obj, enum.Enum):
-            return obj.value
-        names = self.fields.get(type(obj))
-        if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            names = self.fields[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
-            self.getters[type(obj)] = operator.attrgetter(*names)
-        if names is not None:
+        if kind == "dataclass":
+            names = self.fields[type(obj)]
             values = self.getters[type(obj)](obj)
             if len(names) == 1:
                 values = (values,)
@@ -52,11 +68,22 @@ class _Writer:
                 name: v if v is None or type(v) in PLAIN else self.value(v)
                 for name, v in zip(names, values, strict=True)
             }
-        if isinstance(obj, (list, tuple)):
+        if kind == "sequence":
             return [self.value(v) for v in obj]
-        if isinstance(obj, dict):
+        if kind == "stack":
+            found = self.by_id.get(id(obj))
+            if found is None:
+                found = self.index.get(obj)
+                if found is None:
+                    found = self.index[obj] = len(self.stacks)
+                    self.stacks.append([self.value(f) for f in obj.frames])
+                self.by_id[id(obj)] = found
+            return found
+        if kind == "enum":
+            return obj.value
+        if kind == "mapping":
             return {str(k): self.value(v) for k, v in obj.items()}
-        if isinstance(obj, float) and not math.isfinite(obj):
+        if kind == "float" and not math.isfinite(obj):
             return None
         return obj
 
