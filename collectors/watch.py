@@ -49,8 +49,8 @@ MAX_THREADS = 64  # watched per process: its Python threads, the main thread fir
 # A thread the last round's blocking py-spy dump stopped is woken by the detach and goes
 # back to sleep when the scheduler next runs it: on a busy machine that can be after the
 # watch's first look, and that return to its wait is one voluntary switch of the capture's
-# making, not the job's. A thread first seen running is counted from its first look asleep
-# (or from its SETTLE_LOOKS-th look, if it keeps running: then its CPU time speaks).
+# making, not the job's. For a thread seen running at its first look, one switch is taken
+# off, if one comes before it is seen asleep or by its SETTLE_LOOKS-th look.
 SETTLE_LOOKS = 3
 
 
@@ -62,17 +62,25 @@ class ThreadWatch:
     looks: int = 0
     woke: int = 0  # windows (between two looks) in which it switched voluntarily
     states: Counter[str] = field(default_factory=Counter)
-    settled: bool = False  # seen asleep (or running for SETTLE_LOOKS looks): counting
+    discount: int = 0  # a voluntary switch of the capture's making, still to take off
+    discounted: int = 0
 
     def look(self, switches: tuple[int, int] | None, state: str | None) -> None:
+        """One look: `state` read before `switches` (a thread that falls asleep between the
+        two reads is still seen running, and its switch is then taken off)."""
         if switches is None:
             return
-        if not self.settled:
-            # Still resuming from the capture's attach: this look is the new baseline.
+        if self.last is None:
             self.first = switches
-            self.settled = state != "R" or self.looks + 1 >= SETTLE_LOOKS
-        elif self.last is not None and switches[0] > self.last[0]:
-            self.woke += 1
+            self.discount = 1 if state == "R" else 0  # maybe resuming from the attach
+        else:
+            gained = switches[0] - self.last[0]
+            if gained > 0 and self.discount:
+                self.discount, self.discounted, gained = 0, self.discounted + 1, gained - 1
+            if gained > 0:
+                self.woke += 1
+            if state != "R" or self.looks + 1 >= SETTLE_LOOKS:
+                self.discount = 0  # asleep, or long running: it has settled
         self.last = switches
         self.looks += 1
         if state:
@@ -84,7 +92,7 @@ class ThreadWatch:
             "tid": self.tid,
             "looks": self.looks,
             "woke": self.woke,
-            "voluntary": last[0] - first[0],
+            "voluntary": last[0] - first[0] - self.discounted,
             "nonvoluntary": last[1] - first[1],
             "states": dict(self.states),
         }
@@ -126,7 +134,8 @@ def watch(
             midway = None
         for pid, threads in watched.items():
             for tid, record in threads.items():
-                record.look(procfs.read_switches(pid, tid), _thread_state(pid, tid))
+                state = _thread_state(pid, tid)  # first: see ThreadWatch.look
+                record.look(procfs.read_switches(pid, tid), state)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or stop.wait(min(interval, remaining)):
             break

@@ -211,6 +211,7 @@ class DumpReader:
         except OSError as exc:
             raise NotReadable(exc.strerror or str(exc)) from exc
         try:
+            self._check_opened(fd)
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise NotReadable("not a regular file (a directory, FIFO, device or socket)")
@@ -233,6 +234,19 @@ class DumpReader:
             os.close(fd)
         self.read.add(relative)
         return data
+
+    def _check_opened(self, fd: int) -> None:
+        """What was opened lies inside the dump: the paths were checked when their
+        directories were first listed, and a directory swapped for a link since then (by
+        whoever can write to the dump) must not lead out. Read back from the open file
+        itself, so nothing can change in between (Linux; elsewhere the listing's check)."""
+        try:
+            opened = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return
+        root = self.real_root if self.real_root.endswith(os.sep) else self.real_root + os.sep
+        if not opened.startswith(root):
+            raise NotReadable("leads outside the dump")
 
     def read_json(self, relative: str, limit: int = JSON_LIMIT) -> Any:
         return loads(self.read_bytes(relative, limit))

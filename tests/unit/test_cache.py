@@ -82,12 +82,47 @@ def test_a_changed_dump_is_analyzed_again(
         log.unlink()
     elif change == "add":
         (dump / "processes" / "extra.txt").write_text("x")
-    else:  # rewritten in place to the same size, another mtime
-        data = log.read_bytes()
-        os.utime(log, ns=(0, 1))
+    else:  # rewritten in place to the same size, its times set back as `cp -p` would
+        data, before = log.read_bytes(), log.stat()
         log.write_bytes(data.upper())
+        os.utime(log, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert log.stat().st_mtime_ns == before.st_mtime_ns and log.stat().st_size == len(data)
     cache.analysis(dump)[1]()
     assert analyses.calls == 2
+
+
+def test_another_postmortem_analyzes_again(
+    where: Path, dump: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analyses = Counted(monkeypatch)
+    cache.analysis(dump)[1]()
+    monkeypatch.setattr(cache, "_CODE", "an edited checkout")
+    cache.analysis(dump)[1]()
+    assert analyses.calls == 2
+
+
+def test_a_kept_analysis_names_the_dump_as_it_is_named_this_time(
+    where: Path, dump: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analyses = Counted(monkeypatch)
+    first, keep = cache.analysis(dump)
+    keep()
+    link = tmp_path / "latest"
+    link.symlink_to(dump)
+    again, _ = cache.analysis(link)
+    assert analyses.calls == 1
+    assert first.dump.path == str(dump) and again.dump.path == str(link)
+
+
+def test_a_dump_whose_path_is_not_utf8_is_analyzed_and_kept(
+    where: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    odd = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/dump-\xff"))
+    shutil.copytree(SAMPLE, odd)
+    analyses = Counted(monkeypatch)
+    cache.analysis(odd)[1]()
+    incident, _ = cache.analysis(odd)
+    assert analyses.calls == 1 and incident.verdict.finding.hang_class.value == "peer-unresponsive"
 
 
 def test_a_dump_that_changes_while_it_is_analyzed_is_not_kept(
@@ -105,7 +140,8 @@ def test_a_dump_that_changes_while_it_is_analyzed_is_not_kept(
 
 
 @pytest.mark.parametrize("how", ["world-writable file", "group-writable directory",
-                                 "someone else's file", "a link", "garbage", "another key"])
+                                 "someone else's file", "a link", "garbage", "another key",
+                                 "a directory that is a link"])
 def test_a_cache_file_that_is_not_the_users_own_or_not_one_is_not_read(
     where: Path, dump: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
@@ -123,6 +159,9 @@ def test_a_cache_file_that_is_not_the_users_own_or_not_one_is_not_read(
         target = file.with_name("elsewhere")
         file.rename(target)
         file.symlink_to(target)
+    elif how == "a directory that is a link":
+        where.rename(where.with_name("real-cache"))
+        where.symlink_to(where.with_name("real-cache"))
     elif how == "garbage":
         file.write_bytes(b"\x80\x05not a pickle at all")
     else:  # a valid pickle of something else under this name
@@ -136,6 +175,8 @@ def test_a_cache_file_that_is_not_the_users_own_or_not_one_is_not_read(
     # THEN it analyzes the dump itself, and the verdict is the dump's
     assert analyses.calls == 1
     assert incident.verdict.finding.hang_class.value == "peer-unresponsive"
+    if how == "a directory that is a link":  # nothing written through it either
+        assert len(list(where.with_name("real-cache").iterdir())) == 1
     if how in ("garbage", "another key"):  # replaced by a good one
         assert analyses.calls == 1 and len(kept(where)) == 1
         assert cache.analysis(dump)[0].verdict.finding.hang_class.value == "peer-unresponsive"
@@ -198,3 +239,19 @@ def test_a_quick_analysis_is_not_kept(where: Path, dump: Path,
     monkeypatch.setattr(cache, "MIN_SECONDS", 3600.0)
     cache.analysis(dump)[1]()
     assert kept(where) == []
+
+
+def test_a_half_written_file_left_by_a_killed_command_is_removed(
+    where: Path, dump: Path, tmp_path: Path
+) -> None:
+    where.mkdir(mode=0o700)
+    left = where / ".abandoned.tmp"
+    left.write_bytes(b"half a pickle")
+    fresh = where / ".being-written.tmp"
+    fresh.write_bytes(b"another command is writing this")
+    old = left.stat().st_mtime - cache.STALE_TMP_S - 60
+    os.utime(left, (old, old))
+    other = tmp_path / "other"
+    shutil.copytree(SAMPLE, other)
+    cache.analysis(other)[1]()
+    assert not left.exists() and fresh.exists() and len(kept(where)) == 1

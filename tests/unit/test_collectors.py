@@ -381,25 +381,31 @@ def test_the_hosts_listening_addresses_are_written_once_a_round(tmp_path: Path) 
     assert first["threads"]["tid"][0] == data["threads"][0]["tid"]
 
 
-def test_the_watch_counts_a_thread_from_its_first_look_asleep() -> None:
+def test_the_watch_takes_off_the_switch_of_a_thread_resuming_from_the_attach() -> None:
     from collectors.watch import SETTLE_LOOKS, ThreadWatch
+
+    def watched(*looks: tuple[tuple[int, int] | None, str | None]) -> dict[str, int]:
+        record = ThreadWatch(1)
+        for switches, state in looks:
+            record.look(switches, state)
+        return record.to_json()
 
     # Resuming from the capture's attach: running at the first look, asleep at the next.
     # That return to its wait is the capture's switch, not the job's.
-    resumed = ThreadWatch(1)
-    for switches, state in (((10, 3), "R"), ((11, 3), "S"), ((11, 3), "S"), ((11, 3), "S")):
-        resumed.look(switches, state)
-    assert resumed.to_json()["woke"] == 0 and resumed.to_json()["voluntary"] == 0
-    # Asleep from the start, then woken twice: both count.
-    stepping = ThreadWatch(2)
-    for switches, state in (((10, 0), "S"), ((11, 0), "S"), ((11, 0), "S"), ((12, 0), "S")):
-        stepping.look(switches, state)
-    assert stepping.to_json()["woke"] == 2 and stepping.to_json()["voluntary"] == 2
-    # Running in every look: counting starts at the SETTLE_LOOKS-th look all the same.
-    busy = ThreadWatch(3)
-    for n in range(SETTLE_LOOKS + 3):
-        busy.look((100 + 2 * n, 0), "R")
-    assert busy.to_json()["woke"] == 3 and busy.to_json()["looks"] == SETTLE_LOOKS + 3
+    seen = watched(((10, 3), "R"), ((11, 3), "S"), ((11, 3), "S"), ((11, 3), "S"))
+    assert seen["woke"] == 0 and seen["voluntary"] == 0
+    # ... and it is the only one taken off: three more switches in that window still count
+    seen = watched(((10, 3), "R"), ((14, 3), "S"), ((15, 3), "S"))
+    assert seen["woke"] == 2 and seen["voluntary"] == 4
+    # Asleep at its first look (or back asleep with its switch already counted in): every
+    # switch counts.
+    seen = watched(((10, 0), "S"), ((11, 0), "S"), ((11, 0), "S"), ((12, 0), "S"))
+    assert seen["woke"] == 2 and seen["voluntary"] == 2
+    seen = watched(((11, 0), "R"), ((11, 0), "S"), ((12, 0), "S"))
+    assert seen["woke"] == 1 and seen["voluntary"] == 1
+    # Running in every look: one switch off, the rest count.
+    looks = [((100 + 2 * n, 0), "R") for n in range(SETTLE_LOOKS + 3)]
+    seen = watched(*looks)
+    assert seen["woke"] == SETTLE_LOOKS + 2 and seen["voluntary"] == 2 * (SETTLE_LOOKS + 2) - 1
     # A look whose counters cannot be read changes nothing.
-    busy.look(None, None)
-    assert busy.to_json()["looks"] == SETTLE_LOOKS + 3
+    assert watched(*looks, (None, None)) == seen

@@ -361,3 +361,25 @@ def test_links_are_followed_only_while_they_stay_inside_the_dump(tmp_path: Path)
         with pytest.raises(NotReadable, match="missing"):
             reader.read_bytes("logs/deep/absent.json")
     assert reader.read == {"logs/deep/x.json"}
+
+
+def test_a_directory_swapped_for_a_link_after_it_was_listed_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a reader that has listed a process's directory, which someone then replaces by
+    # a link out of the dump to a directory that holds a file of the very name it reads
+    from postmortem.dumpfiles import DumpReader, NotReadable
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "stderr.txt").write_text("a secret\n")
+    dump = tmp_path / "dump"
+    (dump / "processes" / "7" / "logs").mkdir(parents=True)
+    (dump / "processes" / "7" / "logs" / "stderr.txt").write_text("the job's log\n")
+    reader = DumpReader(dump)
+    assert reader.read_bytes("processes/7/logs/stderr.txt") == b"the job's log\n"
+    (dump / "processes" / "7" / "logs").rename(tmp_path / "moved")
+    (dump / "processes" / "7" / "logs").symlink_to(outside)
+    # THEN the file behind the link is refused, though its directory was listed as no link
+    with pytest.raises(NotReadable, match="outside the dump"):
+        reader.read_bytes("processes/7/logs/stderr.txt")
