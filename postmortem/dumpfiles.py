@@ -95,13 +95,7 @@ class DumpReader:
         parent, _, name = relative.rpartition("/")
         if name in ("", ".", ".."):
             return self._resolve(relative)
-        real_parent = self._real_dirs.get(parent)
-        if real_parent is None:
-            real_parent = self._real_dirs[parent] = self._real_dir(parent)
-        candidate = os.path.join(real_parent, name)
-        entries = self._entries(parent, real_parent)
-        link = entries.get(name, False) if entries is not None else os.path.islink(candidate)
-        return self._resolve(relative) if link else candidate
+        return self._child(relative, parent, name)
 
     def _real_dir(self, relative: str) -> str:
         """A directory's real path: its parent's (known) and its name, unless the name is a
@@ -109,6 +103,11 @@ class DumpReader:
         parent, _, name = relative.rpartition("/")
         if name in ("", ".", "..") or relative.count("/") > MAX_DEPTH:
             return self._resolve(relative)
+        return self._child(relative, parent, name)
+
+    def _child(self, relative: str, parent: str, name: str) -> str:
+        """The real path of `name` in the directory `parent` (relative: `relative`): its
+        parent's real path and its name, or resolved in full when the name is a link."""
         real_parent = self._real_dirs.get(parent)
         if real_parent is None:
             real_parent = self._real_dirs[parent] = self._real_dir(parent)
@@ -141,9 +140,14 @@ class DumpReader:
 
     def _resolve(self, relative: str) -> str:
         real = os.path.realpath(os.path.join(self.real_root, relative))
-        if real != self.real_root and not real.startswith(self.real_root + os.sep):
+        if not self._within(real):
             raise NotReadable("leads outside the dump")
         return real
+
+    def _within(self, real: str) -> bool:
+        """A real path is the dump's root or lies below it."""
+        root = self.real_root
+        return real == root or real.startswith(root if root.endswith(os.sep) else root + os.sep)
 
     def list_dir(self, relative: str) -> list[str]:
         """Names in a directory of the dump ([] when it is absent or not a directory)."""
@@ -244,8 +248,7 @@ class DumpReader:
             opened = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             return
-        root = self.real_root if self.real_root.endswith(os.sep) else self.real_root + os.sep
-        if not opened.startswith(root):
+        if not self._within(opened):
             raise NotReadable("leads outside the dump")
 
     def read_json(self, relative: str, limit: int = JSON_LIMIT) -> Any:
