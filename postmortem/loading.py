@@ -880,7 +880,7 @@ def _load_procfs(
     round_index: int,
     rows: dict[str, list[dict[str, Any]]],
     columns: dict[str, dict[str, list[Any]]],
-    runs: _SocketRuns | None = None,
+    runs: _SocketRuns,
 ) -> None:
     data = reader.try_json(relative, required=False)
     if data is None:
@@ -942,18 +942,13 @@ def _load_procfs(
                     "size": _int(item.get("size")),
                 }
             )
-    blocks = {name: _typed_block(name, data.get(name)) for name in ("files", "sockets")}
-    for name, (n, block) in blocks.items():
-        if name == "sockets" and runs is not None:
-            runs.add(pid, round_index, n, block)
-            continue
-        cols = columns[name]
-        cols["pid"].extend([pid] * n)
-        cols["round"].extend([round_index] * n)
-        for key, values in block.items():
-            cols[key].extend(values)
-        if name == "sockets":
-            cols["last_round"].extend([round_index] * n)
+    n, block = _typed_block("files", data.get("files"))
+    cols = columns["files"]
+    cols["pid"].extend([pid] * n)
+    cols["round"].extend([round_index] * n)
+    for key, values in block.items():
+        cols[key].extend(values)
+    runs.add(pid, round_index, *_typed_block("sockets", data.get("sockets")))
 
 
 def _typed_block(name: str, value: Any) -> tuple[int, dict[str, list[Any]]]:
