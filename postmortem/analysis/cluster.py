@@ -275,31 +275,30 @@ class Cluster:
     @cached_property
     def _remotes_by_pid(self) -> dict[int, set[tuple[str, int]]]:
         """pid -> (host, port) of the remote end of each of its non-LISTEN sockets."""
-        return {pid: found for pid in self._connection_rows if (found := self._remotes_of(pid))}
+        pids = self._connections[0]
+        return {pid: found for pid in pids if (found := self._remotes_of(pid))}
 
     @cached_property
-    def _connection_rows(self) -> dict[int, Any]:
-        """pid -> the positions of its non-LISTEN sockets in `_remotes`."""
+    def _connections(self) -> tuple[dict[int, Any], Any]:
+        """The non-LISTEN sockets: pid -> their positions, and their remote addresses."""
         s = self.dump.sockets
         if s.empty:
-            return {}
-        pids = s.loc[s["tcp_state"] != "LISTEN", "pid"]
-        return {as_int(pid): rows for pid, rows in pids.groupby(pids.to_numpy()).indices.items()}
-
-    @cached_property
-    def _remotes(self) -> Any:
-        s = self.dump.sockets
-        return s.loc[s["tcp_state"] != "LISTEN", "remote"].to_numpy(dtype=object)
+            return {}, None
+        connected = s.loc[s["tcp_state"] != "LISTEN", ["pid", "remote"]]
+        pids = connected["pid"].to_numpy()
+        rows = {as_int(pid): at for pid, at in connected.groupby(pids).indices.items()}
+        return rows, connected["remote"].to_numpy(dtype=object)
 
     def _remotes_of(self, pid: int) -> set[tuple[str, int]]:
         """(host, port) of the remote end of each of a process's non-LISTEN sockets; each
         address is parsed once (a ps's address is every worker's remote end)."""
-        rows = self._connection_rows.get(pid)
+        by_pid, remotes = self._connections
+        rows = by_pid.get(pid)
         if rows is None:
             return set()
         parsed = self._parsed_remotes
         out: set[tuple[str, int]] = set()
-        for remote in set(self._remotes[rows].tolist()):
+        for remote in set(remotes[rows].tolist()):
             found = parsed.get(remote)
             if found is None:
                 text = str(remote)
