@@ -140,6 +140,7 @@ class Status(str, enum.Enum):
 
 _STATUS_RANK = {status: index for index, status in enumerate(Status)}  # most telling first
 
+
 class WaitKind(str, enum.Enum):
     """What a waiting thread waits on, read from its stack and source line."""
 
