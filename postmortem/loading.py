@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from collectors import layout
@@ -237,7 +238,19 @@ def _columns_frame(name: str, columns: dict[str, list[Any]]) -> pd.DataFrame:
     """A frame from per-column lists: big frames (500,000 thread rows) skip per-row dicts."""
     if not columns[COLUMNS[name][0]]:
         return _frame(name, [])
-    return pd.DataFrame({c: columns[c] for c in COLUMNS[name]})
+    return pd.DataFrame({c: _array(columns[c]) for c in COLUMNS[name]})
+
+
+def _array(values: list[Any]) -> Any:
+    """A column of only ints (or only floats) as a numpy array built in one step: what
+    pandas would infer from the list, in an eighth of the time (5 million socket rows)."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1 and (kind := kinds.pop()) in (int, float):
+        try:
+            return np.array(values, dtype=np.int64 if kind is int else np.float64)
+        except OverflowError:  # an int beyond 64 bits: pandas keeps it as an object
+            return values
+    return values
 
 
 COLUMNAR = ("threads", "files", "sockets")
@@ -453,7 +466,7 @@ _INTERNED: dict[str, str] = {}
 
 def _interned(column: list[Any]) -> list[Any]:
     keep = _INTERNED.setdefault
-    return [keep(v, v) for v in column]
+    return list(map(keep, column, column))
 
 
 # -- a dump of several hosts (capture --host) ---------------------------------------------------
@@ -948,7 +961,10 @@ def _load_procfs(
     cols["round"].extend([round_index] * n)
     for key, values in block.items():
         cols[key].extend(values)
-    runs.add(pid, round_index, *_typed_block("sockets", data.get("sockets")))
+    sockets = data.get("sockets")
+    if not runs.unchanged(pid, round_index, sockets):
+        runs.add(pid, round_index, *_typed_block("sockets", sockets))
+        runs.raw = sockets
 
 
 def _typed_block(name: str, value: Any) -> tuple[int, dict[str, list[Any]]]:
@@ -990,6 +1006,19 @@ class _SocketRuns:
         self.round = -1
         self.rows: list[tuple[Any, ...]] = []  # the previous round's sockets of self.pid
         self.at: list[int] = []  # and the row each one is in
+        self.raw: Any = None  # the previous round's sockets as read, before typing
+
+    def unchanged(self, pid: int, round_index: int, raw: Any) -> bool:
+        """The very same sockets block as the previous round's of this process, as read:
+        its rows are extended without typing or comparing them one by one (most rounds of a
+        hung job; 19 million of the 28.5 million socket rows at 10,000 x 3)."""
+        if raw is None or pid != self.pid or round_index != self.round + 1 or raw != self.raw:
+            return False
+        last = self.cols["last_round"]
+        for index in self.at:
+            last[index] = round_index
+        self.round = round_index
+        return True
 
     def add(self, pid: int, round_index: int, n: int, block: dict[str, list[Any]]) -> None:
         cols, last = self.cols, self.cols["last_round"]
