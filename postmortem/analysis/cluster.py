@@ -248,12 +248,18 @@ class Cluster:
         remotes = self._remotes_of(pid)
         if not remotes:
             return []
-        found: set[int] = set()
-        for remote in remotes:
-            for index, member_pid in self._members_at(remote):
-                if member_pid != pid:
-                    found.add(index)
-        return [self.members[i].role for i in sorted(found)]
+        # Thousands of workers hold connections to the very same ps addresses: the members
+        # at a set of addresses are found once, and only the process itself left out.
+        key = frozenset(remotes)
+        at = self._members_at_remotes.get(key)
+        if at is None:
+            found = {pair for remote in remotes for pair in self._members_at(remote)}
+            at = self._members_at_remotes[key] = sorted(found, key=lambda pair: pair[0])
+        return [self.members[index].role for index, member_pid in at if member_pid != pid]
+
+    @cached_property
+    def _members_at_remotes(self) -> dict[frozenset[tuple[str, int]], list[tuple[int, Any]]]:
+        return {}
 
     def _members_at(self, remote: tuple[str, int]) -> list[tuple[int, int | None]]:
         """(index, pid) of the members a remote end (host, port) is: thousands of workers
