@@ -17,7 +17,7 @@ from postmortem import __version__
 from postmortem.model import Finding, Incident, Stack
 
 FORMAT = "postmortem-incident"
-SCHEMA_VERSION = 2  # 1: the verdict document of postmortem 0.1 (verdict, findings, cluster...)
+SCHEMA_VERSION = 3  # 2: wait_for one object per edge; 1: postmortem 0.1's verdict document
 PLAIN = (str, int, bool)  # exact types written as they are (not their subclasses: enums)
 
 

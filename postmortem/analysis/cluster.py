@@ -18,7 +18,7 @@ import pandas as pd
 
 from postmortem.analysis.roles import Hosts, host_of, port_of
 from postmortem.loading import Dump, as_int
-from postmortem.model import Member, Status, Thread, WaitEdge, WaitKind
+from postmortem.model import Member, Status, Thread, WaitEdge, Waiter, WaitKind
 
 CLUSTER_WAITS = (WaitKind.SESSION_RUN, WaitKind.SESSION_CREATE)
 # A stuck TF2 op waits on the cluster too (wait-for edges), but a long tf.function call
@@ -328,7 +328,8 @@ class Cluster:
 
     @cached_property
     def wait_for(self) -> list[WaitEdge]:
-        """Edges (waiter, waited-for, why) between processes.
+        """Edges (waiter, waited-for, why) between processes, waiters that wait on the very
+        same members together.
 
         A process with a thread stuck in session.run waits on the cluster members it is
         connected to; with no socket evidence, on every ps (replica_device_setter puts the
@@ -336,10 +337,13 @@ class Cluster:
         (TF2 MultiWorkerMirroredStrategy) waits on the members of its collective group (the
         chief and workers) that are not inside one.
         """
-        edges: list[WaitEdge] = []
+        groups: dict[tuple[str, ...], list[Waiter]] = {}
         unresponsive = [r for r, h in self.health.items() if h.unresponsive]
         roles = {m.pid: m.role for m in self.members if m.pid is not None}
-        edges.extend(self._collective_edges(roles))
+        for waiter, outside in self._collective_waits(roles):
+            groups.setdefault(outside, []).append(waiter)
+        every_ps: tuple[str, ...] | None = None
+        ordered: dict[frozenset[str], tuple[str, ...]] = {}
         for pid, role in roles.items():
             stuck = [
                 t
@@ -350,41 +354,49 @@ class Cluster:
                 continue
             call = "a TF op" if stuck[0].waits_on is WaitKind.TF_OP else "session.run"
             why = f"{call} in {stuck[0].label}"
-            targets = set(self.connected_members(pid))
-            targets |= {r for r in unresponsive if r != role}
-            if not targets:
-                targets = {m.role for m in self.members if m.job == "ps"}
-            edges.extend(
-                WaitEdge(role, target, why) for target in sorted(targets) if target != role
-            )
-        return edges
+            found = set(self.connected_members(pid))
+            found.update(r for r in unresponsive if r != role)
+            if not found:
+                if every_ps is None:
+                    every_ps = tuple(sorted({m.role for m in self.members if m.job == "ps"}))
+                found.update(every_ps)
+            found.discard(role)
+            if not found:
+                continue
+            # Thousands of workers wait on the same members: their set sorted once.
+            key = frozenset(found)
+            targets = ordered.get(key)
+            if targets is None:
+                targets = ordered[key] = tuple(sorted(key))
+            groups.setdefault(targets, []).append(Waiter(role, why))
+        return [WaitEdge(tuple(waiters), targets) for targets, waiters in groups.items()]
 
     def in_collective(self, pid: int) -> list[Thread]:
         """Its threads inside a collective, the stuck ones first."""
         mine = [t for t in self._threads_by_pid.get(pid, []) if t.waits_on is WaitKind.COLLECTIVE]
         return sorted(mine, key=lambda t: t.status is not Status.STUCK)
 
-    def _collective_edges(self, roles: dict[int, str]) -> list[WaitEdge]:
+    def _collective_waits(self, roles: dict[int, str]) -> list[tuple[Waiter, tuple[str, ...]]]:
         group = [m for m in self.members if m.job in COLLECTIVE_JOBS]
-        edges: list[WaitEdge] = []
+        waits: list[tuple[Waiter, tuple[str, ...]]] = []
         for pid, role in roles.items():
             stuck = [t for t in self.in_collective(pid) if t.status is Status.STUCK]
             if not stuck:
                 continue
-            outside = [
+            outside = sorted(
                 m.role
                 for m in group
                 if m.role != role and (m.pid is None or not self.in_collective(m.pid))
-            ]
-            why = "a collective in " + stuck[0].label
-            edges.extend(WaitEdge(role, target, why) for target in sorted(outside))
-        return edges
+            )
+            if outside:
+                waits.append((Waiter(role, "a collective in " + stuck[0].label), tuple(outside)))
+        return waits
 
     @cached_property
     def wait_for_sinks(self) -> list[str]:
         """Members that others wait on and that wait on nobody: where a hang bottoms out."""
-        waiting = {e.waiter for e in self.wait_for}
-        return sorted({e.waits_on for e in self.wait_for if e.waits_on not in waiting})
+        waiting = {w.role for e in self.wait_for for w in e.waiters}
+        return sorted({t for e in self.wait_for for t in e.waits_on if t not in waiting})
 
 
 def _ports(addresses: pd.Series) -> pd.Series:

@@ -13,9 +13,10 @@ import html
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from postmortem.model import (
@@ -192,16 +193,43 @@ def job_of(jobs: Mapping[str, str], role: str) -> str:
     return jobs.get(role) or role.split(":", 1)[0]
 
 
+Edge = tuple[str, str, str]  # waiter, waited-for, why: one arrow or table row
+
+
 def drawn_edges(
-    wait_for: Sequence[WaitEdge], culprit_role: str | None, limit: int
-) -> list[WaitEdge]:
-    """The wait-for edges a figure or table has room for: those into and out of the
-    culprit first, then the others in the analysis's order."""
-    if len(wait_for) <= limit:
-        return list(wait_for)
-    near = [e for e in wait_for if culprit_role in (e.waiter, e.waits_on)]
-    rest = [e for e in wait_for if culprit_role not in (e.waiter, e.waits_on)]
-    return (near + rest)[:limit]
+    wait_for: Sequence[WaitEdge],
+    culprit_role: str | None,
+    limit: int,
+    ends: Container[str] | None = None,
+) -> tuple[list[Edge], int]:
+    """The single wait-for edges a figure or table has room for, those into and out of the
+    culprit first, then the others in the analysis's order; and how many there are in
+    all. `ends`: only edges with both ends in it (the members a figure places)."""
+
+    def fits(a: str, b: str) -> bool:
+        return a != b and (ends is None or (a in ends and b in ends))
+
+    total = 0
+    for e in wait_for:
+        targets = {t for t in e.waits_on if ends is None or t in ends}
+        for w in e.waiters:
+            if ends is None or w.role in ends:
+                total += len(targets) - (w.role in targets)
+    every = (edge for e in wait_for for edge in e.pairs() if fits(edge[0], edge[1]))
+    if total <= limit:
+        return list(every), total
+    near: list[Edge] = []
+    for e in wait_for:
+        waited = culprit_role in e.waits_on
+        for w in e.waiters:
+            if w.role == culprit_role:
+                near.extend((w.role, t, w.why) for t in e.waits_on if fits(w.role, t))
+            elif waited and culprit_role is not None and fits(w.role, culprit_role):
+                near.append((w.role, culprit_role, w.why))
+            if len(near) >= limit:
+                return near[:limit], total
+    rest = islice((x for x in every if culprit_role not in (x[0], x[1])), limit - len(near))
+    return near + list(rest), total
 
 
 COLLECTIVE_WORDS = {
@@ -334,14 +362,8 @@ def cluster_map_figure(
             }
         )
     annotations = []
-    drawable = [
-        e
-        for e in wait_for
-        if e.waiter in positions and e.waits_on in positions and e.waiter != e.waits_on
-    ]
-    drawn = drawn_edges(drawable, culprit_role, MAX_EDGES)
-    for edge in drawn:
-        a, b = edge.waiter, edge.waits_on
+    drawn, drawable = drawn_edges(wait_for, culprit_role, MAX_EDGES, positions)
+    for a, b, why in drawn:
         (ax, ay), (bx, by) = positions[a], positions[b]
         annotations.append(
             {
@@ -362,7 +384,7 @@ def cluster_map_figure(
                 "standoff": 8 if dense else 22,
                 "startstandoff": 6 if dense else 22,
                 "text": "",
-                "hovertext": ptext(f"{a} waits on {b}: {edge.why}", 200),
+                "hovertext": ptext(f"{a} waits on {b}: {why}", 200),
             }
         )
     shapes, group_notes = _collective_group(members, positions)
@@ -402,9 +424,9 @@ def cluster_map_figure(
             f"{len(members)} members, a square each, in task order down each column; "
             "hover one for its role, address, pid and problems."
         )
-    if len(drawn) < len(drawable):
+    if len(drawn) < drawable:
         note += (
-            f" {len(drawn)} of {len(drawable)} wait-for edges drawn (to and from the "
+            f" {len(drawn)} of {drawable} wait-for edges drawn (to and from the "
             "culprit first); `postmortem analyze --json` lists them all."
         )
     return FigureSpec("cluster", {"data": traces, "layout": layout}, note.strip())

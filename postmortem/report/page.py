@@ -297,18 +297,18 @@ def members_table(members: Sequence[Member], culprit_role: str | None) -> str:
 
 
 def wait_for_table(edges: Sequence[WaitEdge], culprit_role: str | None = None) -> str:
-    if not edges:
+    shown, total = drawn_edges(edges, culprit_role, MAX_EDGE_ROWS)
+    if not total:
         return '<p class="note">No wait-for edges between processes.</p>'
-    shown = drawn_edges(edges, culprit_role, MAX_EDGE_ROWS)
     more = (
-        f'<p class="note">{len(shown)} of {len(edges)} edges listed, to and from the culprit '
+        f'<p class="note">{len(shown)} of {total} edges listed, to and from the culprit '
         "first; <code>postmortem analyze DUMP --json</code> lists them all.</p>"
-        if len(shown) < len(edges)
+        if len(shown) < total
         else ""
     )
     return "<h3>Wait-for edges</h3>" + table(
         ["waiter", "waits on", "why"],
-        ([esc(e.waiter), esc(e.waits_on), esc(e.why)] for e in shown),
+        ([esc(a), esc(b), esc(why)] for a, b, why in shown),
     ) + more
 
 

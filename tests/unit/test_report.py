@@ -15,7 +15,7 @@ import pytest
 import postmortem
 from postmortem.cli import main as cli_main
 from postmortem.errors import OutputExistsError
-from postmortem.model import Incident, Member, Status, WaitEdge
+from postmortem.model import Incident, Member, Status, WaitEdge, Waiter
 from postmortem.outputs import default_output, write_text
 from postmortem.report import process_order, render_html
 from postmortem.report.figures import (
@@ -67,7 +67,8 @@ def test_cluster_map_highlights_the_culprit_marks_the_absent_and_draws_wait_for_
         Member("worker:0", "worker", 0, "h:2", 2, "h"),
         Member("worker:1", "worker", 1, "h:3", None, "h"),
     ]
-    spec = cluster_map_figure(members, [WaitEdge("worker:0", "ps:0", "session.run")],
+    edges = [WaitEdge((Waiter("worker:0", "session.run"),), ("ps:0",))]
+    spec = cluster_map_figure(members, edges,
                               {"worker:0": {Status.STUCK: 1}}, "ps:0")
     assert spec.figure is not None
     traces = {t["name"]: t for t in spec.figure["data"]}

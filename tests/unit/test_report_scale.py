@@ -65,13 +65,14 @@ def test_a_big_dump_draws_every_member_and_the_culprits_edges_first(
     assert [t["name"] for t in labelled] == ["culprit"]
     # AND the arrows are capped, every edge into or out of the culprit among them
     arrows = [a for a in cluster["layout"]["annotations"] if a.get("showarrow")]
-    assert len(incident.wait_for) > MAX_EDGES >= len(arrows)
-    near = [e for e in incident.wait_for if culprit in (e.waiter, e.waits_on)]
+    edges = [pair for e in incident.wait_for for pair in e.pairs()]
+    assert len(edges) == incident.wait_edge_count > MAX_EDGES >= len(arrows)
+    near = [(a, b) for a, b, _ in edges if culprit in (a, b)]
     assert near and len(near) <= len(arrows)
     drawn = [a["hovertext"] for a in arrows]
-    for e in near:
-        assert any(text.startswith(f"{e.waiter} waits on {e.waits_on}:") for text in drawn), e
-    assert f"of {len(incident.wait_for)} wait-for edges drawn" in figures["cluster"].note
+    for a, b in near:
+        assert any(text.startswith(f"{a} waits on {b}:") for text in drawn), (a, b)
+    assert f"of {len(edges)} wait-for edges drawn" in figures["cluster"].note
 
 
 def test_the_thread_figure_does_not_grow_with_the_processes(tmp_path: Path) -> None:
@@ -120,7 +121,7 @@ def test_processes_are_ranked_and_their_details_packed(tmp_path: Path) -> None:
     # GIVEN a big dump
     incident, truth = big(tmp_path, 80, 7)
     assert len(incident.processes) > PLAIN_PROCESSES
-    assert len(incident.wait_for) > MAX_EDGE_ROWS
+    assert incident.wait_edge_count > MAX_EDGE_ROWS
     # WHEN the page is written
     page = render_html(incident)
     # THEN the processes come culprit first, then those with problems
@@ -143,7 +144,7 @@ def test_processes_are_ranked_and_their_details_packed(tmp_path: Path) -> None:
                      flags=re.DOTALL)
     assert '<pre class="stacks">' not in outside
     # AND the wait-for table is capped, saying where the rest are
-    assert f"{MAX_EDGE_ROWS} of {len(incident.wait_for)} edges listed" in page
+    assert f"{MAX_EDGE_ROWS} of {incident.wait_edge_count} edges listed" in page
 
 
 def test_a_small_dump_keeps_its_details_in_the_page(tmp_path: Path) -> None:
@@ -154,3 +155,51 @@ def test_a_small_dump_keeps_its_details_in_the_page(tmp_path: Path) -> None:
     cluster = build_figures(incident, process_order(incident))["cluster"].figure
     assert cluster is not None
     assert all("text" in t["mode"] for t in cluster["data"])
+
+
+@pytest.mark.parametrize(("processes", "seed"), [(70, 4), (130, 9)])
+def test_workers_that_wait_on_the_same_members_share_one_wait_for_entry(
+        tmp_path: Path, processes: int, seed: int) -> None:
+    # GIVEN a dump of many workers stuck in session.run against the same ps, one frozen
+    incident, truth = big(tmp_path, processes, seed)
+    ps = sorted(m.role for m in incident.members if m.job == "ps")
+    stuck = {t.role for t in incident.threads
+             if t.status.value == "stuck" and t.waits_on.value == "session-run"}
+    assert len(stuck) > 10 and len(ps) > 1
+    # WHEN the wait-for graph is read
+    entries = incident.wait_for
+    # THEN every stuck worker waits on every ps, each pair exactly once...
+    pairs = [(a, b) for e in entries for a, b, _ in e.pairs()]
+    assert len(pairs) == len(set(pairs)) == incident.wait_edge_count
+    assert {(w, p) for w in stuck if not w.startswith("ps") for p in ps} <= set(pairs)
+    # ...but written as far fewer entries than waiters: the alike ones share one
+    waiters = [w.role for e in entries for w in e.waiters]
+    assert len(entries) < len(waiters) / 10
+    assert all(list(e.waits_on) == sorted(set(e.waits_on)) for e in entries)
+    assert all(w.role not in e.waits_on and w.why.startswith("session.run in ")
+               for e in entries for w in e.waiters)
+    # AND the frozen ps, waited on by everyone, is where the graph bottoms out
+    assert truth["culprit_role"] in incident.wait_for_sinks
+
+
+def test_drawn_edges_counts_every_pair_and_puts_the_culprits_first() -> None:
+    from postmortem.model import WaitEdge, Waiter
+    from postmortem.report.figures import drawn_edges
+
+    # GIVEN three workers waiting on two ps, and one ps waiting on a worker
+    workers = tuple(Waiter(f"worker:{i}", f"session.run in t{i}") for i in range(3))
+    edges = [WaitEdge(workers, ("ps:0", "ps:1")), WaitEdge((Waiter("ps:1", "x"),), ("worker:2",))]
+    # WHEN room is short, THEN the culprit's edges come first, and the count is every pair
+    shown, total = drawn_edges(edges, "ps:1", 4)
+    assert total == 7
+    assert shown[:4] == [("worker:0", "ps:1", "session.run in t0"),
+                         ("worker:1", "ps:1", "session.run in t1"),
+                         ("worker:2", "ps:1", "session.run in t2"),
+                         ("ps:1", "worker:2", "x")]
+    # AND with room for all, every pair in the analysis's order
+    shown, total = drawn_edges(edges, "ps:1", 10)
+    assert total == len(shown) == 7 and shown[0] == ("worker:0", "ps:0", "session.run in t0")
+    # AND only the pairs whose both ends are placed count when a figure places some
+    shown, total = drawn_edges(edges, None, 2, {"worker:0", "worker:2", "ps:0", "ps:1"})
+    assert total == 5 and len(shown) == 2
+    assert all(a != "worker:1" and b != "worker:1" for a, b, _ in shown)

@@ -6,6 +6,8 @@ has no gRPC deadline, so the waiter blocks forever (HANGS.md: ps frozen during s
 
 from __future__ import annotations
 
+from itertools import islice
+
 from postmortem.analysis.cluster import Health
 from postmortem.analysis.facts import Facts
 from postmortem.analysis.roles import role_from_device, task_device
@@ -58,7 +60,7 @@ def evaluate(facts: Facts) -> list[Finding]:
         return _failing_calls(facts) or _lost_tasks(facts) or _frozen_ps_unobserved(facts)
     if not bad:
         return []
-    waited = {e.waits_on for e in facts.wait_for}
+    waited = {t for e in facts.wait_for for t in e.waits_on}
     suspect = max(bad, key=lambda h: _rank(h, waited))
     role = suspect.member.role
     savers = [t for t in waiters if t.in_save]
@@ -71,15 +73,20 @@ def evaluate(facts: Facts) -> list[Finding]:
     )
     case.add(
         0,
-        *[
-            Evidence(
-                f"wait-for: {e.waiter} -> {e.waits_on} ({e.why})",
-                facts.sources.procfs(facts.pid_by_role[e.waiter]),
-                e.waiter,
-            )
-            for e in facts.wait_for
-            if e.waits_on == role and e.waiter in facts.pid_by_role
-        ][:4],
+        *islice(
+            (
+                Evidence(
+                    f"wait-for: {w.role} -> {role} ({w.why})",
+                    facts.sources.procfs(facts.pid_by_role[w.role]),
+                    w.role,
+                )
+                for e in facts.wait_for
+                if role in e.waits_on
+                for w in e.waiters
+                if w.role in facts.pid_by_role
+            ),
+            4,
+        ),
     )
     recorded = flight_evidence(facts, {t.pid for t in waiters})
     case.add(0.05 if recorded else 0.0, *recorded)
