@@ -253,7 +253,7 @@ def _array(values: list[Any]) -> Any:
             return values
     if kinds == {int, type(None)}:  # pandas reads these as floats, None as NaN...
         ints = [v for v in values if v is not None]
-        if -(2**63) <= min(ints) and max(ints) < 2**64:  # ...when they fit in 64 bits
+        if -(2**63) <= min(ints) and max(ints) < 2**63:  # ...when they fit in 64 bits
             return np.array(values, dtype=np.float64)
     return values
 
@@ -973,7 +973,7 @@ def _load_procfs(
     sockets = data.get("sockets")
     if not runs.unchanged(pid, round_index, sockets):
         runs.add(pid, round_index, *_typed_block("sockets", sockets))
-        runs.raw = sockets
+        runs.raw = sockets if _exact_columns("sockets", sockets) else None
 
 
 def _typed_block(name: str, value: Any) -> tuple[int, dict[str, list[Any]]]:
@@ -1020,8 +1020,17 @@ class _SocketRuns:
     def unchanged(self, pid: int, round_index: int, raw: Any) -> bool:
         """The very same sockets block as the previous round's of this process, as read:
         its rows are extended without typing or comparing them one by one (most rounds of a
-        hung job; 19 million of the 28.5 million socket rows at 10,000 x 3)."""
-        if raw is None or pid != self.pid or round_index != self.round + 1 or raw != self.raw:
+        hung job; 19 million of the 28.5 million socket rows at 10,000 x 3). Only a block
+        of columns of exact types is kept to compare with (`raw`); equal to it, a block's
+        strings are strings, and its int columns are checked for a bool or float that
+        equals an int (True == 1) but would read differently."""
+        if (
+            self.raw is None
+            or pid != self.pid
+            or round_index != self.round + 1
+            or raw != self.raw
+            or not all(set(map(type, raw[k])) <= _INT_TYPES for k in _SOCKET_INT_FIELDS)
+        ):
             return False
         last = self.cols["last_round"]
         for index in self.at:
@@ -1062,6 +1071,23 @@ class _SocketRuns:
             last.extend([round_index] * n)
             self.at = list(range(start, start + n))
         self.pid, self.round, self.rows = pid, round_index, rows
+
+
+def _exact_columns(name: str, value: Any) -> bool:
+    """A block of columns (schema 5), every column a list of one length holding only the
+    exact types its typed read takes as they are."""
+    keys = COLUMNS[name][2 : 2 + len(COLUMN_TYPES[name])]
+    return (
+        isinstance(value, dict)
+        and _same_lengths(value)
+        and all(
+            isinstance(value.get(k), list) and set(map(type, value[k])) <= FAST_TYPES[typed]
+            for k, typed in zip(keys, COLUMN_TYPES[name], strict=True)
+        )
+    )
+
+
+_INT_TYPES = {int, type(None)}
 
 
 def _with_own(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -1437,6 +1463,11 @@ COLUMN_TYPES: dict[str, tuple[Callable[[Any], Any], ...]] = {
     "files": (_i, _s, _i, _i, _s),
     "sockets": (_i, _s, _s, _s, _s, _i, _i),
 }
+# The sockets columns read as ints: an equal block may hide a bool or float in them.
+_SOCKET_INT_FIELDS = tuple(
+    k for k, typed in zip(COLUMNS["sockets"][2:-1], COLUMN_TYPES["sockets"], strict=True)
+    if typed is _i
+)
 # The value types a column of columns (schema 5) may hold to be taken whole: what the
 # typed read would leave as it is.
 FAST_TYPES: dict[Callable[[Any], Any], set[type]] = {_i: {int, type(None)}, _s: {str}}

@@ -337,11 +337,20 @@ class Cluster:
         (TF2 MultiWorkerMirroredStrategy) waits on the members of its collective group (the
         chief and workers) that are not inside one.
         """
-        groups: dict[tuple[str, ...], list[Waiter]] = {}
+        # (members, waiters): one after the other waiting on the very same members share
+        # an entry, so the single edges keep the order they had one by one.
+        entries: list[tuple[tuple[str, ...], list[Waiter]]] = []
+
+        def add(waiter: Waiter, targets: tuple[str, ...]) -> None:
+            if entries and (entries[-1][0] is targets or entries[-1][0] == targets):
+                entries[-1][1].append(waiter)
+            else:
+                entries.append((targets, [waiter]))
+
         unresponsive = [r for r, h in self.health.items() if h.unresponsive]
         roles = {m.pid: m.role for m in self.members if m.pid is not None}
         for waiter, outside in self._collective_waits(roles):
-            groups.setdefault(outside, []).append(waiter)
+            add(waiter, outside)
         every_ps: tuple[str, ...] | None = None
         ordered: dict[frozenset[str], tuple[str, ...]] = {}
         for pid, role in roles.items():
@@ -368,8 +377,8 @@ class Cluster:
             targets = ordered.get(key)
             if targets is None:
                 targets = ordered[key] = tuple(sorted(key))
-            groups.setdefault(targets, []).append(Waiter(role, why))
-        return [WaitEdge(tuple(waiters), targets) for targets, waiters in groups.items()]
+            add(Waiter(role, why), targets)
+        return [WaitEdge(tuple(waiters), targets) for targets, waiters in entries]
 
     def in_collective(self, pid: int) -> list[Thread]:
         """Its threads inside a collective, the stuck ones first."""

@@ -428,8 +428,8 @@ def thread_views(
             starts.tolist(),
             ends.tolist(),
             state_runs.tolist(),
-            pids[starts].astype(np.int64).tolist(),
-            tids[starts].astype(np.int64).tolist(),
+            list(map(int, pids[starts].tolist())),
+            list(map(int, tids[starts].tolist())),
             (cpu_col[lasts] - cpu_col[starts]).tolist(),
             strict=True,
         ):

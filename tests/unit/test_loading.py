@@ -338,3 +338,96 @@ def test_a_connection_alike_in_every_round_is_one_row(
     assert len(sockets) < len(written)
     changed = sockets[sockets["rx_queue"] == 4242]
     assert len(changed) == 1 and int(changed["round"].iloc[0]) == int(last.parts[-2][6:])
+
+
+def _synthetic(tmp_path: Path, processes: int, rounds: int, seed: int) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from synthetic import make_dump
+
+    dump = tmp_path / f"synthetic-{processes}-{seed}"
+    make_dump(dump, processes, rounds, seed, compress=False)
+    return dump
+
+
+def _spread_and_written(dump: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    fields = list(COLUMNS["sockets"][2:-1])
+    sockets = postmortem.load(dump).sockets
+    spread = sorted(
+        (int(row["pid"]), rnd, *(None if pd.isna(row[f]) else row[f] for f in fields))
+        for row in sockets.to_dict("records")
+        for rnd in range(int(row["round"]), int(row["last_round"]) + 1)
+    )
+    written = []
+    for path in dump.glob("processes/*/round-*/procfs.json"):
+        block = json.loads(path.read_text())["sockets"]
+        pid, rnd = int(path.parts[-3]), int(path.parts[-2][6:])
+        for i in range(len(block["fd"])):
+            cells = [block[f][i] for f in fields]
+            # what the typed read makes of a cell: an int column's bool is no int
+            cells = [None if isinstance(c, bool) else c for c in cells]
+            written.append((pid, rnd, *cells))
+    return spread, sorted(written)
+
+
+@pytest.mark.parametrize(("processes", "rounds", "seed"), [(14, 3, 1), (23, 4, 5)])
+def test_socket_columns_alike_as_read_extend_their_rows(
+    tmp_path: Path, processes: int, rounds: int, seed: int
+) -> None:
+    # GIVEN a dump in the capture's layout (schema 5: sockets as columns), whose rounds
+    # repeat each process's sockets block unchanged
+    dump = _synthetic(tmp_path, processes, rounds, seed)
+    # WHEN it is loaded, THEN the rows spread over their rounds are each round's sockets,
+    # and far fewer rows were made than sockets read
+    spread, written = _spread_and_written(dump)
+    assert spread == written
+    assert len(postmortem.load(dump).sockets) * (rounds - 1) < len(written)
+
+
+def test_a_bool_that_equals_an_int_is_not_taken_for_it(tmp_path: Path) -> None:
+    # GIVEN a schema 5 dump where one round's block equals the previous one's in Python's
+    # eyes, but holds `true` where the previous round held 1 (True == 1)
+    dump = _synthetic(tmp_path, 14, 3, 2)
+    paths = sorted(dump.glob("processes/*/round-001/procfs.json"))
+    edited = 0
+    for path in paths:
+        data = json.loads(path.read_text())
+        queues = data["sockets"]["tx_queue"]
+        if 1 in queues or 0 in queues:
+            at = queues.index(1) if 1 in queues else queues.index(0)
+            queues[at] = bool(queues[at])
+            path.write_text(json.dumps(data))
+            edited += 1
+    assert edited
+    # WHEN it is loaded, THEN that round reads the bool as no int (a row of its own), and
+    # every round's sockets are still exactly what its file says
+    spread, written = _spread_and_written(dump)
+    assert spread == written
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1, 2, 3],
+        [1, None],
+        [2**63, None],
+        [-1, 2**63, None],
+        [2**64, None],
+        [-(2**63) - 1, None],
+        [2**63, 1],
+        [None, None],
+        [1.5, None],
+        [1.5, 2.5],
+        [True, 1],
+        ["a", None],
+    ],
+)
+def test_a_column_reads_as_pandas_would_read_the_list(values: list[Any]) -> None:
+    from postmortem.loading import _array
+
+    # GIVEN a column's values as loaded; WHEN made into a frame's column, THEN the same
+    # dtype and values as pandas would make of the list itself
+    ours, theirs = pd.Series(_array(list(values))), pd.Series(list(values))
+    assert ours.dtype == theirs.dtype
+    assert ours.equals(theirs)

@@ -175,6 +175,9 @@ def test_workers_that_wait_on_the_same_members_share_one_wait_for_entry(
     # ...but written as far fewer entries than waiters: the alike ones share one
     waiters = [w.role for e in entries for w in e.waiters]
     assert len(entries) < len(waiters) / 10
+    # ...in the analysis's order, waiter by waiter as the members are listed
+    order = {m.role: i for i, m in enumerate(incident.members)}
+    assert waiters == sorted(waiters, key=order.__getitem__)
     assert all(list(e.waits_on) == sorted(set(e.waits_on)) for e in entries)
     assert all(w.role not in e.waits_on and w.why.startswith("session.run in ")
                for e in entries for w in e.waiters)
