@@ -964,7 +964,7 @@ def _load_procfs(
                     "size": _int(item.get("size")),
                 }
             )
-    n, block = _typed_block("files", data.get("files"))
+    n, block, _ = _typed_block("files", data.get("files"))
     cols = columns["files"]
     cols["pid"].extend([pid] * n)
     cols["round"].extend([round_index] * n)
@@ -972,31 +972,36 @@ def _load_procfs(
         cols[key].extend(values)
     sockets = data.get("sockets")
     if not runs.unchanged(pid, round_index, sockets):
-        runs.add(pid, round_index, *_typed_block("sockets", sockets))
-        runs.raw = sockets if _exact_columns("sockets", sockets) else None
+        n, block, whole = _typed_block("sockets", sockets)
+        runs.add(pid, round_index, n, block)
+        runs.raw = sockets if whole else None
 
 
-def _typed_block(name: str, value: Any) -> tuple[int, dict[str, list[Any]]]:
+def _typed_block(name: str, value: Any) -> tuple[int, dict[str, list[Any]], bool]:
     """A files or sockets block (columns in schema 5, a list of objects before), as typed
-    columns after pid and round, and its row count."""
+    columns after pid and round, its row count, and whether every column was there and of
+    the exact types it is read as, so taken whole."""
     keys = COLUMNS[name][2 : 2 + len(COLUMN_TYPES[name])]
     if isinstance(value, dict) and _same_lengths(value):
         n = _length(value)
         block = {}
+        whole = True
         for key, typed in zip(keys, COLUMN_TYPES[name], strict=True):
             column = value.get(key)
             if not isinstance(column, list):
                 block[key] = [typed(None)] * n
+                whole = False
             elif set(map(type, column)) <= FAST_TYPES[typed]:
                 block[key] = _interned(column) if typed is _s else column
             else:
                 block[key] = [typed(v) for v in column]
-        return n, block
+                whole = False
+        return n, block, whole
     items = [item for item in _rows(value, keys) if isinstance(item, dict)]
     return len(items), {
         key: [typed(item.get(key)) for item in items]
         for key, typed in zip(keys, COLUMN_TYPES[name], strict=True)
-    }
+    }, False
 
 
 class _SocketRuns:
@@ -1029,22 +1034,25 @@ class _SocketRuns:
             or pid != self.pid
             or round_index != self.round + 1
             or raw != self.raw
-            or not all(set(map(type, raw[k])) <= _INT_TYPES for k in _SOCKET_INT_FIELDS)
+            or not all(set(map(type, raw[k])) <= FAST_TYPES[_i] for k in _SOCKET_INT_FIELDS)
         ):
             return False
+        self._extend(round_index)
+        self.round = round_index
+        return True
+
+    def _extend(self, round_index: int) -> None:
+        """The previous round's rows stand for this round too."""
         last = self.cols["last_round"]
         for index in self.at:
             last[index] = round_index
-        self.round = round_index
-        return True
 
     def add(self, pid: int, round_index: int, n: int, block: dict[str, list[Any]]) -> None:
         cols, last = self.cols, self.cols["last_round"]
         rows = list(zip(*(block[k] for k in self.FIELDS), strict=True)) if n else []
         follows = pid == self.pid and round_index == self.round + 1
         if follows and rows == self.rows:  # the common case: nothing changed at all
-            for index in self.at:
-                last[index] = round_index
+            self._extend(round_index)
         elif follows and self.rows:
             earlier = dict(zip(self.rows, self.at, strict=True))
             at = []
@@ -1071,23 +1079,6 @@ class _SocketRuns:
             last.extend([round_index] * n)
             self.at = list(range(start, start + n))
         self.pid, self.round, self.rows = pid, round_index, rows
-
-
-def _exact_columns(name: str, value: Any) -> bool:
-    """A block of columns (schema 5), every column a list of one length holding only the
-    exact types its typed read takes as they are."""
-    keys = COLUMNS[name][2 : 2 + len(COLUMN_TYPES[name])]
-    return (
-        isinstance(value, dict)
-        and _same_lengths(value)
-        and all(
-            isinstance(value.get(k), list) and set(map(type, value[k])) <= FAST_TYPES[typed]
-            for k, typed in zip(keys, COLUMN_TYPES[name], strict=True)
-        )
-    )
-
-
-_INT_TYPES = {int, type(None)}
 
 
 def _with_own(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
