@@ -133,15 +133,6 @@ class DumpReader:
         self._listed[parent] = found
         return found
 
-    def _listed_missing(self, relative: str) -> bool:
-        """The name is not in its directory's listing (False when not listable, or not a
-        path inside the dump: the read then says why)."""
-        try:
-            self.inside(relative)
-        except NotReadable:
-            return False
-        return self._known_missing(relative)
-
     def _known_missing(self, relative: str) -> bool:
         parent, _, name = relative.rpartition("/")
         entries = self._listed.get(parent)
@@ -199,12 +190,6 @@ class DumpReader:
         """The file's bytes; NotReadable when it is not a regular file inside the dump, or
         larger than `limit`. Where NAME is missing and NAME.gz is there (a capture of many
         processes writes gzipped files), its bytes decompressed, `limit` on both sides."""
-        if not relative.endswith(GZ) and self._listed_missing(relative):
-            # The directory's listing has no NAME (most files of a big capture are NAME.gz,
-            # and most optional ones were never written): no failed open, no second try.
-            if self._listed_missing(relative + GZ):
-                raise NotReadable("missing")
-            return _gunzip(self._read_bytes(relative + GZ, limit), limit)
         try:
             return self._read_bytes(relative, limit)
         except NotReadable as exc:
